@@ -1,0 +1,92 @@
+"""Lazy Google Cloud clients: one per instance, built on first use.
+
+Importing this module needs no credentials. Against the emulators
+(PUBSUB_EMULATOR_HOST / STORAGE_EMULATOR_HOST) the clients use anonymous credentials.
+Tests may swap a client with `set_*`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from google.cloud import pubsub_v1, storage
+
+_lock = threading.Lock()
+_publisher: pubsub_v1.PublisherClient | None = None
+_subscriber: pubsub_v1.SubscriberClient | None = None
+_storage: storage.Client | None = None
+
+# Ingest publishes one chunk per request and waits for it: keep batching latency tiny so
+# a request is not held for a batch to fill, but let concurrent requests share a batch.
+PUBLISH_BATCH = pubsub_v1.types.BatchSettings(max_messages=100, max_bytes=9_900_000, max_latency=0.005)
+
+
+def publisher() -> pubsub_v1.PublisherClient:
+    global _publisher
+    if _publisher is None:
+        with _lock:
+            if _publisher is None:
+                _publisher = pubsub_v1.PublisherClient(
+                    batch_settings=PUBLISH_BATCH,
+                    publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
+                )
+    return _publisher
+
+
+def subscriber() -> pubsub_v1.SubscriberClient:
+    global _subscriber
+    if _subscriber is None:
+        with _lock:
+            if _subscriber is None:
+                _subscriber = _make_subscriber()
+    return _subscriber
+
+
+def _make_subscriber() -> pubsub_v1.SubscriberClient:
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not host:
+        # The production transport already lifts gRPC's message-size limits.
+        return pubsub_v1.SubscriberClient()
+    # In emulator mode the client opens a plain channel with gRPC's 4 MiB receive limit;
+    # chunks can be ~10 MB, so give it a channel without that limit.
+    import grpc
+    from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
+
+    channel = grpc.insecure_channel(
+        host,
+        options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)],
+    )
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
+
+
+def storage_client() -> storage.Client:
+    global _storage
+    if _storage is None:
+        with _lock:
+            if _storage is None:
+                if os.environ.get("STORAGE_EMULATOR_HOST"):
+                    from google.auth.credentials import AnonymousCredentials
+
+                    _storage = storage.Client(
+                        project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "local",
+                        credentials=AnonymousCredentials(),
+                    )
+                else:
+                    _storage = storage.Client()
+    return _storage
+
+
+def set_publisher(client) -> None:
+    global _publisher
+    _publisher = client
+
+
+def set_subscriber(client) -> None:
+    global _subscriber
+    _subscriber = client
+
+
+def set_storage(client) -> None:
+    global _storage
+    _storage = client

