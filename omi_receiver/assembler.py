@@ -1,0 +1,404 @@
+"""The assembler: one pass turns waiting chunks into WAV recordings in Cloud Storage.
+
+A tick (Cloud Scheduler -> Pub/Sub -> this function; locally omi_receiver.ticker) runs
+`run_pass`: pull what is waiting on the chunk subscription, group by uid, and per user
+flush the batch under a lease taken on the user's state object:
+
+    lease -> upload part -> compose data + part -> upload header -> compose header + data
+    into the WAV -> commit state (generation precondition) -> ack -> delete temporaries
+
+The state write is the commit point; everything before it writes names nobody else uses
+or rewrites the WAV from data that is a pure function of the batch. A pass killed at
+any step leaves the messages unacked; they are redelivered and the chunk ids in the
+committed state drop what already made it. docs/design.md has the full argument.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Callable
+
+from google.api_core import exceptions
+
+from . import clients, logs, wav
+from .config import Config
+from .contract import Chunk, InvalidChunk, now_us
+from .recording import Lease, Recording, Rules, UserState, late_recording, plan_batch, uid_of_state
+from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
+
+# An empty pull on the emulator waits ~9 s; real Pub/Sub answers at once when idle.
+PULL_TIMEOUT_SECONDS = 2.0
+# Stop writing for a user this long before the lease runs out.
+LEASE_MARGIN_US = 5_000_000
+# Hold a message for the settle window at most this many deliveries, so holding can
+# never walk a healthy message into the dead-letter topic (max_delivery_attempts 5).
+MAX_HOLD_ATTEMPTS = 2
+
+
+class LeaseBusy(Exception):
+    """Another pass holds this user's lease; the messages go back for redelivery."""
+
+
+@dataclasses.dataclass
+class PassStats:
+    pulled: int = 0
+    chunks: int = 0
+    assembled: int = 0
+    duplicates: int = 0
+    late: int = 0
+    held: int = 0
+    poison: int = 0
+    retried: int = 0
+    flushes: int = 0
+    finalized: int = 0
+    seconds: float = 0.0
+    storage: dict = dataclasses.field(default_factory=dict)
+
+    def add(self, other: "PassStats") -> None:
+        for field in ("chunks", "assembled", "duplicates", "late", "flushes", "finalized"):
+            setattr(self, field, getattr(self, field) + getattr(other, field))
+
+
+class Assembler:
+    def __init__(self, config: Config, *, storage_client=None, subscriber=None, publisher=None,
+                 clock: Callable[[], int] = now_us, hook: Callable[[str], None] | None = None):
+        config.require("google_cloud_project", "recordings_bucket")
+        self.config = config
+        self.store = Store(storage_client or clients.storage_client(), config.recordings_bucket, hook)
+        self.subscriber = subscriber or clients.subscriber()
+        self.publisher = publisher or clients.publisher()
+        self.clock = clock
+        self.owner = uuid.uuid4().hex
+        self.rules = Rules(
+            session_gap_us=config.session_gap_seconds * 1_000_000,
+            max_recording_us=config.max_recording_seconds * 1_000_000,
+            dedup_window_us=config.dedup_window_seconds * 1_000_000,
+        )
+        self._subscription = config.subscription_path(config.chunks_subscription)
+        self._stats_lock = threading.Lock()
+        self._user_locks: dict[str, threading.Lock] = {}
+
+    # --- one pass ----------------------------------------------------------------------
+
+    def run_pass(self) -> PassStats:
+        started = time.monotonic()
+        stats = PassStats()
+        cutoff_us = self.clock() - int(self.config.settle_seconds * 1_000_000)
+        held: list[str] = []  # ack ids kept leased until the pass ends, then released
+        with concurrent.futures.ThreadPoolExecutor(self.config.flush_workers) as pool:
+            while time.monotonic() - started < self.config.pass_seconds:
+                received = self._pull()
+                if not received:
+                    break
+                stats.pulled += len(received)
+                by_uid: dict[str, list[tuple[str, Chunk]]] = defaultdict(list)
+                for item in received:
+                    chunk = self._decode_or_dead_letter(item, stats)
+                    if chunk is None:
+                        continue
+                    if chunk.received_at_us > cutoff_us and item.delivery_attempt < MAX_HOLD_ATTEMPTS:
+                        held.append(item.ack_id)  # still settling; the next pass takes it
+                        stats.held += 1
+                        continue
+                    by_uid[chunk.uid].append((item.ack_id, chunk))
+                futures = [pool.submit(self._flush_and_ack, uid, items) for uid, items in by_uid.items()]
+                for future in futures:
+                    with self._stats_lock:
+                        stats.add(future.result())
+            self._release(held)
+            finalized = self.finalize_idle()
+            stats.finalized += finalized
+        stats.seconds = round(time.monotonic() - started, 3)
+        stats.storage = dataclasses.asdict(self.store.ops)
+        logs.info("assembler_pass", **{k: v for k, v in dataclasses.asdict(stats).items()})
+        return stats
+
+    def _pull(self):
+        try:
+            response = self.subscriber.pull(
+                request={"subscription": self._subscription, "max_messages": self.config.max_messages_per_pull},
+                timeout=PULL_TIMEOUT_SECONDS, retry=None,
+            )
+        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+            return []
+        return list(response.received_messages)
+
+    def _decode_or_dead_letter(self, item, stats: PassStats) -> Chunk | None:
+        message = item.message
+        try:
+            return Chunk.from_message(message.data, dict(message.attributes))
+        except InvalidChunk as exc:
+            stats.poison += 1
+            attributes = dict(message.attributes)
+            logs.error("poison_message", error=exc.code, detail=exc.detail, message_id=message.message_id,
+                       uid=attributes.get("uid"), chunk_id=attributes.get("chunk_id"), bytes=len(message.data))
+            try:
+                attributes.update(error=exc.code, original_message_id=message.message_id)
+                self.publisher.publish(
+                    self.config.topic_path(self.config.dead_letter_topic), message.data, **attributes
+                ).result(timeout=30)
+            except Exception as publish_error:  # noqa: BLE001 - leave it to the subscription's policy
+                logs.error("dead_letter_publish_failed", error=str(publish_error), message_id=message.message_id)
+                self._release([item.ack_id])
+                return None
+            self._ack([item.ack_id])
+            return None
+
+    def _flush_and_ack(self, uid: str, items: list[tuple[str, Chunk]]) -> PassStats:
+        ack_ids = [ack_id for ack_id, _ in items]
+        try:
+            stats = self.flush_user(uid, [chunk for _, chunk in items])
+        except (LeaseBusy, PreconditionFailed) as exc:
+            logs.warning("flush_deferred", uid=uid, reason=type(exc).__name__, chunks=len(items))
+            self._release(ack_ids)
+            return PassStats(chunks=len(items), retried=len(items))
+        except Exception as exc:  # noqa: BLE001 - one user's failure must not stop the others
+            logs.error("flush_failed", uid=uid, error=repr(exc), chunks=len(items))
+            self._release(ack_ids)
+            return PassStats(chunks=len(items), retried=len(items))
+        self._ack(ack_ids)
+        return stats
+
+    def _ack(self, ack_ids: list[str]) -> None:
+        for start in range(0, len(ack_ids), 2500):
+            self.subscriber.acknowledge(
+                request={"subscription": self._subscription, "ack_ids": ack_ids[start:start + 2500]}
+            )
+
+    def _release(self, ack_ids: list[str]) -> None:
+        """Hand messages back at once (nack) instead of waiting for the ack deadline."""
+        for start in range(0, len(ack_ids), 2500):
+            try:
+                self.subscriber.modify_ack_deadline(
+                    request={"subscription": self._subscription, "ack_ids": ack_ids[start:start + 2500],
+                             "ack_deadline_seconds": 0}
+                )
+            except exceptions.GoogleAPICallError:
+                pass  # they come back after the ack deadline anyway
+
+    # --- one user ----------------------------------------------------------------------
+
+    def flush_user(self, uid: str, chunks: list[Chunk]) -> PassStats:
+        """Append a batch to the user's recordings. Raises LeaseBusy / PreconditionFailed."""
+        with self._user_lock(uid):
+            lease = self._acquire(uid)
+            try:
+                return self._flush_leased(lease, chunks)
+            except (LeaseBusy, PreconditionFailed):
+                raise
+            except Exception:
+                self._release_lease(lease)
+                raise
+
+    def _flush_leased(self, lease: "Leased", chunks: list[Chunk]) -> PassStats:
+        uid = lease.state.uid
+        plan = plan_batch(lease.state, chunks, self.rules)
+        stats = PassStats(chunks=len(chunks), duplicates=len(plan.duplicates), late=len(plan.late))
+        garbage: list[str] = []
+        finished: list[Recording] = []
+        for segment in plan.segments:
+            rec = segment.recording
+            if segment.chunks:
+                garbage += self._append(lease, rec, segment.chunks, final=segment.closes)
+                stats.flushes += 1
+            elif segment.closes:
+                garbage += self._materialize(lease, rec, final=True)
+            if segment.closes:
+                finished.append(rec)
+        for chunk in plan.late:
+            self._write_late(uid, chunk)
+        for rec in finished:
+            self._publish_finished(uid, rec)
+
+        plan.state.lease = None
+        self._commit(lease, plan.state)
+
+        assembled = [c for s in plan.segments for c in s.chunks]
+        stats.assembled = len(assembled) + len(plan.late)
+        if stats.assembled:
+            logs.info("chunks_assembled", uid=uid, chunks=stats.assembled,
+                      bytes=sum(len(c.data) for c in assembled) + sum(len(c.data) for c in plan.late),
+                      recording=plan.state.open.name if plan.state.open else None)
+        if plan.duplicates:
+            logs.info("duplicates_dropped", uid=uid, duplicates=len(plan.duplicates),
+                      chunk_ids=[c.chunk_id for c in plan.duplicates[:20]])
+        if plan.late:
+            logs.warning("late_chunks", uid=uid, chunks=len(plan.late),
+                         chunk_ids=[c.chunk_id for c in plan.late[:20]])
+        for rec in finished:
+            self.store.delete_prefix(rec.work_prefix(uid))
+            stats.finalized += 1
+        self.store.delete_quietly(garbage)
+        return stats
+
+    # --- the lease ---------------------------------------------------------------------
+
+    @dataclasses.dataclass
+    class Leased:
+        state: UserState
+        generation: int  # of the state object, after our lease write
+        until_us: int
+        tag: str  # unique per flush; names this flush's temporary objects
+
+    def _acquire(self, uid: str) -> "Assembler.Leased":
+        """Take the user's lease with a generation-checked write."""
+        state, generation = self.store.read_state(uid)
+        now = self.clock()
+        if state is None:
+            state = UserState(uid=uid)
+        elif state.lease and state.lease.owner != self.owner and state.lease.until_us > now:
+            raise LeaseBusy(uid)
+        until = now + self.config.lease_seconds * 1_000_000
+        state.lease = Lease(self.owner, until)
+        state.write_id = uuid.uuid4().hex
+        try:
+            generation = self.store.write_state(state, generation)
+        except PreconditionFailed:
+            raise LeaseBusy(f"{uid}: another pass took the lease first") from None
+        state.write_id = uuid.uuid4().hex  # the commit's own id
+        return Assembler.Leased(state, generation, until, state.write_id[:10])
+
+    def _commit(self, lease: "Assembler.Leased", state: UserState) -> None:
+        self._ensure_lease(lease)
+        self.store.write_state(state, lease.generation)
+
+    def _release_lease(self, lease: "Assembler.Leased") -> None:
+        """After an ordinary error, give the user back at once (a crash waits for expiry)."""
+        state = dataclasses.replace(lease.state, lease=None, write_id=uuid.uuid4().hex)
+        try:
+            self.store.write_state(state, lease.generation)
+        except Exception:  # noqa: BLE001 - the lease expires by itself
+            pass
+
+    def _ensure_lease(self, lease: "Assembler.Leased") -> None:
+        # A pass that outlived its lease must not write: another pass may own the user now.
+        # The commit's precondition catches the rest; this check keeps a stalled pass from
+        # rewriting a WAV that a newer owner already wrote.
+        if self.clock() > lease.until_us - LEASE_MARGIN_US:
+            raise LeaseBusy(f"{lease.state.uid}: lease expired")
+
+    def _user_lock(self, uid: str) -> threading.Lock:
+        with self._stats_lock:
+            return self._user_locks.setdefault(uid, threading.Lock())
+
+    # --- writing audio -----------------------------------------------------------------
+
+    def _append(self, lease: "Assembler.Leased", rec: Recording, chunks: list[Chunk], final: bool) -> list[str]:
+        """Add chunks to the recording's data object and rewrite its WAV; returns garbage."""
+        prefix = rec.work_prefix(lease.state.uid)
+        rec.seq += 1
+        part = f"{prefix}part-{rec.seq:06d}-{lease.tag}"
+        self.store.upload(part, b"".join(c.data for c in chunks))
+        if rec.data is None:
+            rec.data = part  # a new recording's first part is its data
+            garbage = []
+        else:
+            data = f"{prefix}data-{rec.seq:06d}-{lease.tag}"
+            self.store.compose(data, [rec.data, part])
+            garbage = [part, rec.data]
+            rec.data = data
+        return garbage + self._materialize(lease, rec, final)
+
+    def _materialize(self, lease: "Assembler.Leased", rec: Recording, final: bool) -> list[str]:
+        """WAV = header + data: a server-side compose, never a download of the recording."""
+        uid = lease.state.uid
+        status = "final" if final else "open"
+        header = f"{rec.work_prefix(uid)}header-{rec.seq:06d}-{lease.tag}-{status}"
+        self.store.upload_header(header, rec.sample_rate, rec.bytes)
+        self._ensure_lease(lease)
+        self.store.compose(rec.name, [header, rec.data], content_type=WAV_CONTENT_TYPE,
+                           metadata=rec.metadata(uid, status))
+        return [header]
+
+    def _write_late(self, uid: str, chunk: Chunk) -> None:
+        """A chunk later than the window: its own one-chunk recording, never dropped."""
+        rec = late_recording(uid, chunk)
+        meta = rec.metadata(uid, "final")
+        meta.update(late="true", chunk_id=chunk.chunk_id)
+        # Deterministic name and content, written only if absent: a retry cannot double it.
+        self.store.upload(rec.name, wav.header(rec.sample_rate, rec.bytes) + chunk.data,
+                          content_type=WAV_CONTENT_TYPE, metadata=meta)
+        self._publish_finished(uid, rec, late=True)
+
+    def _publish_finished(self, uid: str, rec: Recording, late: bool = False) -> None:
+        event = rec.event(uid, self.config.recordings_bucket, late=late)
+        # Published before the state commit: a crash in between repeats the event, never
+        # loses it. Consumers de-duplicate on `name`.
+        self.publisher.publish(
+            self.config.topic_path(self.config.recordings_topic),
+            json.dumps(event).encode(), uid=uid, name=rec.name,
+        ).result(timeout=30)
+        logs.info("recording_finalized",
+                  **{k: event[k] for k in ("uid", "uri", "duration_seconds", "bytes", "chunks", "late")})
+
+    # --- idle recordings ---------------------------------------------------------------
+
+    def finalize_idle(self) -> int:
+        """Finalize open recordings that have had no chunk for SESSION_GAP_SECONDS."""
+        horizon = self.clock() - self.rules.session_gap_us
+        count = 0
+        for name, metadata in self.store.open_states():
+            if metadata.get("open") != "1" or int(metadata.get("last_received_us", "0")) >= horizon:
+                continue
+            uid = uid_of_state(name)
+            try:
+                count += self.finalize_user(uid)
+            except (LeaseBusy, PreconditionFailed):
+                logs.info("finalize_deferred", uid=uid)
+            except Exception as exc:  # noqa: BLE001 - try again next tick
+                logs.error("finalize_failed", uid=uid, error=repr(exc))
+        return count
+
+    def finalize_user(self, uid: str) -> int:
+        with self._user_lock(uid):
+            lease = self._acquire(uid)
+            try:
+                return self._finalize_leased(lease)
+            except (LeaseBusy, PreconditionFailed):
+                raise
+            except Exception:
+                self._release_lease(lease)
+                raise
+
+    def _finalize_leased(self, lease: "Assembler.Leased") -> int:
+        state = lease.state
+        rec = state.open
+        if rec is None or rec.last_received_us >= self.clock() - self.rules.session_gap_us:
+            self._release_lease(lease)  # a chunk arrived meanwhile: nothing to do
+            return 0
+        # Rebuild the WAV from committed data: a pass killed before its commit may have
+        # left a WAV holding chunks that will be redelivered.
+        garbage = self._materialize(lease, rec, final=True)
+        self._publish_finished(state.uid, rec)
+        state.open = None
+        state.lease = None
+        self._commit(lease, state)
+        self.store.delete_prefix(rec.work_prefix(state.uid))
+        self.store.delete_quietly(garbage)
+        return 1
+
+    # --- tick entry --------------------------------------------------------------------
+
+
+_assembler: Assembler | None = None
+_assembler_lock = threading.Lock()
+
+
+def get_assembler() -> Assembler:
+    global _assembler
+    if _assembler is None:
+        with _assembler_lock:
+            if _assembler is None:
+                _assembler = Assembler(Config.from_env())
+    return _assembler
+
+
+def handle_tick(cloud_event=None) -> PassStats:
+    """Entry point for a tick; the event's content does not matter (every tick is alike)."""
+    return get_assembler().run_pass()

@@ -1,0 +1,140 @@
+"""Cloud Storage operations of the assembler.
+
+Every write is idempotent so it is safe for the client to retry it on 429/5xx:
+uploads either carry a generation precondition (state) or go to a name nobody else
+writes (parts, headers, data objects carry the writer's unique token); composes write
+either such a unique name or the WAV, whose content is a function of committed state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator
+
+from google.api_core import exceptions
+from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
+
+from . import wav
+from .recording import STATE_PREFIX, UserState, state_name
+
+WAV_CONTENT_TYPE = "audio/wav"
+PCM_CONTENT_TYPE = "application/octet-stream"
+
+# Passed explicitly: the client's default only retries writes that carry a precondition,
+# and our unique-name writes are idempotent without one.
+RETRY = DEFAULT_RETRY.with_deadline(60.0)
+
+
+class PreconditionFailed(Exception):
+    """The state object changed since it was read: another pass holds or took it."""
+
+
+@dataclasses.dataclass
+class OpCounter:
+    """Counts Cloud Storage requests by kind (for logs and the benchmark)."""
+
+    uploads: int = 0
+    composes: int = 0
+    reads: int = 0
+    deletes: int = 0
+    lists: int = 0
+    patches: int = 0
+
+    @property
+    def writes(self) -> int:
+        return self.uploads + self.composes + self.patches
+
+
+class Store:
+    def __init__(self, client: storage.Client, bucket: str, hook: Callable[[str], None] | None = None):
+        self.bucket = client.bucket(bucket)
+        self.bucket_name = bucket
+        self.ops = OpCounter()
+        # Called before every request with its step name; tests use it to kill a pass there.
+        self._hook = hook or (lambda step: None)
+
+    # --- state: the commit point -----------------------------------------------------
+
+    def read_state(self, uid: str) -> tuple[UserState | None, int]:
+        """(state, generation); (None, 0) when the user has no state yet."""
+        self._hook("read_state")
+        blob = self.bucket.blob(state_name(uid))
+        self.ops.reads += 1
+        try:
+            data = blob.download_as_bytes(retry=RETRY)
+        except exceptions.NotFound:
+            return None, 0
+        return UserState.from_json(data), blob.generation
+
+    def write_state(self, state: UserState, generation: int) -> int:
+        """Write iff the object is still at `generation` (0: must not exist); new generation."""
+        self._hook("write_state")
+        blob = self.bucket.blob(state_name(state.uid))
+        blob.metadata = state.list_metadata()
+        self.ops.uploads += 1
+        try:
+            blob.upload_from_string(
+                state.to_json(), content_type="application/json",
+                if_generation_match=generation, retry=RETRY,
+            )
+        except exceptions.PreconditionFailed:
+            # A retried upload whose first attempt landed also ends here: recognise it.
+            current, current_gen = self.read_state(state.uid)
+            if current is not None and current.write_id == state.write_id:
+                return current_gen
+            raise PreconditionFailed(state.uid) from None
+        return blob.generation
+
+    def open_states(self) -> Iterator[tuple[str, dict[str, str]]]:
+        """(uid, metadata) of every state object; one list request per 1,000 users."""
+        self._hook("list_states")
+        self.ops.lists += 1
+        for blob in self.bucket.list_blobs(prefix=STATE_PREFIX, retry=RETRY):
+            yield blob.name, blob.metadata or {}
+
+    # --- audio objects ---------------------------------------------------------------
+
+    def upload(self, name: str, data: bytes, content_type: str = PCM_CONTENT_TYPE,
+               metadata: dict[str, str] | None = None) -> None:
+        self._hook("upload")
+        blob = self.bucket.blob(name)
+        if metadata:
+            blob.metadata = metadata
+        self.ops.uploads += 1
+        try:
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=0, retry=RETRY)
+        except exceptions.PreconditionFailed:
+            pass  # a retry of this same write already landed (names are never reused)
+
+    def upload_header(self, name: str, sample_rate: int, data_bytes: int) -> None:
+        self.upload(name, wav.header(sample_rate, data_bytes))
+
+    def compose(self, destination: str, sources: list[str], content_type: str = PCM_CONTENT_TYPE,
+                metadata: dict[str, str] | None = None) -> None:
+        self._hook("compose")
+        blob = self.bucket.blob(destination)
+        blob.content_type = content_type
+        if metadata:
+            blob.metadata = metadata
+        self.ops.composes += 1
+        blob.compose([self.bucket.blob(s) for s in sources], retry=RETRY)
+
+    def delete_quietly(self, names: list[str]) -> None:
+        """Best-effort clean-up after a commit; leftovers go with the recording's prefix."""
+        for name in names:
+            self._hook("delete")
+            self.ops.deletes += 1
+            try:
+                self.bucket.blob(name).delete(retry=RETRY)
+            except exceptions.NotFound:
+                pass
+            except exceptions.GoogleAPICallError:
+                pass
+
+    def delete_prefix(self, prefix: str) -> int:
+        self._hook("delete_prefix")
+        self.ops.lists += 1
+        names = [b.name for b in self.bucket.list_blobs(prefix=prefix, retry=RETRY)]
+        self.delete_quietly(names)
+        return len(names)

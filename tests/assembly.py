@@ -1,0 +1,104 @@
+"""Helpers for assembler tests: make chunks, publish them, read recordings back."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+import wave
+
+import numpy as np
+import soundfile
+
+from omi_receiver import clients
+from omi_receiver.contract import Chunk, now_us
+from omi_receiver.recording import RECORDINGS_PREFIX
+
+
+class Killed(BaseException):
+    """Stands for the process dying: not an Exception, so no handler in the code runs."""
+
+
+class KillAt:
+    """Store hook that kills the pass at the n-th storage request (1-based)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.calls: list[str] = []
+
+    def __call__(self, step: str) -> None:
+        self.calls.append(step)
+        if len(self.calls) == self.n:
+            raise Killed(f"killed at request {self.n} ({step})")
+
+
+class Clock:
+    """A settable clock (microseconds) so tests can jump past leases and session gaps."""
+
+    def __init__(self, start_us: int | None = None):
+        self.now = start_us if start_us is not None else now_us()
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1_000_000)
+
+
+def pcm(n_bytes: int, seed: int) -> bytes:
+    """Distinct, recognisable PCM16 content per chunk."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(-20000, 20000, n_bytes // 2, dtype=np.int16).tobytes()
+
+
+def stream(uid: str, n: int, *, rate: int = 16000, seconds: float = 1.0, start_us: int,
+           step_s: float | None = None, seed: int = 0) -> list[Chunk]:
+    """n chunks of `seconds` audio each, received `step_s` apart (default: real time)."""
+    step = seconds if step_s is None else step_s
+    size = int(rate * seconds) * 2
+    return [
+        Chunk(uid, rate, start_us + int((i + 1) * step * 1_000_000), uuid.uuid4().hex, pcm(size, seed * 100_000 + i))
+        for i in range(n)
+    ]
+
+
+def publish(config, chunks: list[Chunk]) -> None:
+    publisher = clients.publisher()
+    topic = config.topic_path(config.chunks_topic)
+    futures = [publisher.publish(topic, c.data, ordering_key=c.uid, **c.attributes()) for c in chunks]
+    for f in futures:
+        f.result(timeout=30)
+
+
+def drain(assembler, max_passes: int = 30):
+    """Run passes until one pulls nothing; returns the pass stats."""
+    passes = []
+    for _ in range(max_passes):
+        stats = assembler.run_pass()
+        passes.append(stats)
+        if stats.pulled == 0:
+            return passes
+    raise AssertionError(f"subscription not drained after {max_passes} passes")
+
+
+def recordings(config, uid: str) -> list[tuple[str, bytes, dict]]:
+    """(name, object bytes, metadata) of every .wav under the user's prefix, by name."""
+    storage = clients.storage_client()
+    out = []
+    for blob in storage.list_blobs(config.recordings_bucket, prefix=f"{RECORDINGS_PREFIX}{uid}/"):
+        out.append((blob.name, blob.download_as_bytes(), blob.metadata or {}))
+    return sorted(out)
+
+
+def audio_of(blob: bytes, rate: int) -> bytes:
+    """The PCM data of a WAV, checked by both `wave` and soundfile."""
+    with wave.open(io.BytesIO(blob)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, rate)
+        frames = w.readframes(w.getnframes())
+    data, sr = soundfile.read(io.BytesIO(blob), dtype="int16")
+    assert sr == rate and data.tobytes() == frames
+    return frames
+
+
+def joined(chunks: list[Chunk]) -> bytes:
+    return b"".join(c.data for c in chunks)
