@@ -67,10 +67,11 @@ class PassStats:
 
 class Assembler:
     def __init__(self, config: Config, *, storage_client=None, subscriber=None, publisher=None,
-                 clock: Callable[[], int] = now_us, hook: Callable[[str], None] | None = None):
+                 clock: Callable[[], int] = now_us, hook: Callable[[str], None] | None = None,
+                 storage_retry=None):
         config.require("google_cloud_project", "recordings_bucket")
         self.config = config
-        self.store = Store(storage_client or clients.storage_client(), config.recordings_bucket, hook)
+        self.store = Store(storage_client or clients.storage_client(), config.recordings_bucket, hook, storage_retry)
         self.subscriber = subscriber or clients.subscriber()
         self.publisher = publisher or clients.publisher()
         self.clock = clock

@@ -47,8 +47,10 @@ class OpCounter:
 
 
 class Store:
-    def __init__(self, client: storage.Client, bucket: str, hook: Callable[[str], None] | None = None):
+    def __init__(self, client: storage.Client, bucket: str, hook: Callable[[str], None] | None = None,
+                 retry=None):
         self.bucket = client.bucket(bucket)
+        self.retry = retry or RETRY
         self.bucket_name = bucket
         self.ops = OpCounter()
         # Called before every request with its step name; tests use it to kill a pass there.
@@ -62,7 +64,7 @@ class Store:
         blob = self.bucket.blob(state_name(uid))
         self.ops.reads += 1
         try:
-            data = blob.download_as_bytes(retry=RETRY)
+            data = blob.download_as_bytes(retry=self.retry)
         except exceptions.NotFound:
             return None, 0
         return UserState.from_json(data), blob.generation
@@ -76,7 +78,7 @@ class Store:
         try:
             blob.upload_from_string(
                 state.to_json(), content_type="application/json",
-                if_generation_match=generation, retry=RETRY,
+                if_generation_match=generation, retry=self.retry,
             )
         except exceptions.PreconditionFailed:
             # A retried upload whose first attempt landed also ends here: recognise it.
@@ -90,7 +92,7 @@ class Store:
         """(uid, metadata) of every state object; one list request per 1,000 users."""
         self._hook("list_states")
         self.ops.lists += 1
-        for blob in self.bucket.list_blobs(prefix=STATE_PREFIX, retry=RETRY):
+        for blob in self.bucket.list_blobs(prefix=STATE_PREFIX, retry=self.retry):
             yield blob.name, blob.metadata or {}
 
     # --- audio objects ---------------------------------------------------------------
@@ -103,7 +105,7 @@ class Store:
             blob.metadata = metadata
         self.ops.uploads += 1
         try:
-            blob.upload_from_string(data, content_type=content_type, if_generation_match=0, retry=RETRY)
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=0, retry=self.retry)
         except exceptions.PreconditionFailed:
             pass  # a retry of this same write already landed (names are never reused)
 
@@ -118,7 +120,7 @@ class Store:
         if metadata:
             blob.metadata = metadata
         self.ops.composes += 1
-        blob.compose([self.bucket.blob(s) for s in sources], retry=RETRY)
+        blob.compose([self.bucket.blob(s) for s in sources], retry=self.retry)
 
     def delete_quietly(self, names: list[str]) -> None:
         """Best-effort clean-up after a commit; leftovers go with the recording's prefix."""
@@ -126,7 +128,7 @@ class Store:
             self._hook("delete")
             self.ops.deletes += 1
             try:
-                self.bucket.blob(name).delete(retry=RETRY)
+                self.bucket.blob(name).delete(retry=self.retry)
             except exceptions.NotFound:
                 pass
             except exceptions.GoogleAPICallError:
@@ -135,6 +137,6 @@ class Store:
     def delete_prefix(self, prefix: str) -> int:
         self._hook("delete_prefix")
         self.ops.lists += 1
-        names = [b.name for b in self.bucket.list_blobs(prefix=prefix, retry=RETRY)]
+        names = [b.name for b in self.bucket.list_blobs(prefix=prefix, retry=self.retry)]
         self.delete_quietly(names)
         return len(names)

@@ -29,6 +29,14 @@ def _restore_environ():
     os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _short_empty_pulls(monkeypatch):
+    # The emulator holds an empty pull until the timeout; tests drain often.
+    from omi_receiver import assembler
+
+    monkeypatch.setattr(assembler, "PULL_TIMEOUT_SECONDS", 0.7)
+
+
 @pytest.fixture(scope="session")
 def pubsub_emulator():
     LOG_DIR.mkdir(parents=True, exist_ok=True)
