@@ -1,0 +1,47 @@
+# The two commands that matter: `make demo` and `make test`. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CHECKOV_VENV := .venv-checkov
+
+.PHONY: help venv up down status demo test test-fast bench soak clean
+
+help:
+	@echo "make demo   - start the local stack and stream a sample from simulated Omi devices"
+	@echo "make test   - the whole test suite (emulators, checkov, Terraform checks)"
+	@echo "make up / make down / make status - the local stack"
+	@echo "make bench / make soak - benchmarks and the fault-injection soak (issue docs/performance.md)"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@touch $@
+
+up: venv
+	$(PY) -m omi_receiver.stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m omi_receiver.stack down; else echo "nothing to stop"; fi
+
+status: venv
+	$(PY) -m omi_receiver.stack status
+
+demo: venv
+	$(PY) -m omi_receiver.demo
+
+test: venv $(CHECKOV_VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest tests/unit tests/infra $(PYTEST_ARGS)
+
+clean: down
+	rm -rf $(VENV) $(CHECKOV_VENV) .local .pytest_cache .hypothesis

@@ -1,0 +1,71 @@
+"""Local stand-in for Cloud Scheduler: a tick every TICK_SECONDS to the assembler.
+
+In production Cloud Scheduler publishes to the ticks topic and Eventarc delivers a
+CloudEvent to `assemble_recordings`. Here the loop POSTs the same kind of CloudEvent
+to the assembler served by functions-framework, waiting for each pass to finish, so
+passes never overlap (as with one scheduler job and max one instance per tick).
+
+    python -m omi_receiver.ticker --url http://127.0.0.1:8081 [--interval 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+
+import requests
+
+from . import logs
+from .contract import format_time, now_us
+
+
+def tick_event(topic: str) -> tuple[dict[str, str], bytes]:
+    """A binary-mode CloudEvent as Eventarc sends for a Pub/Sub message."""
+    headers = {
+        "ce-id": uuid.uuid4().hex,
+        "ce-specversion": "1.0",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-source": f"//pubsub.googleapis.com/{topic}",
+        "ce-time": format_time(now_us()),
+        "Content-Type": "application/json",
+    }
+    body = {"message": {"data": base64.b64encode(b"tick").decode(), "messageId": headers["ce-id"],
+                        "publishTime": headers["ce-time"]},
+            "subscription": "local-ticker"}
+    return headers, json.dumps(body).encode()
+
+
+def run(url: str, interval: float, topic: str, stop: threading.Event) -> None:
+    session = requests.Session()
+    while not stop.is_set():
+        started = time.monotonic()
+        headers, body = tick_event(topic)
+        try:
+            response = session.post(url, data=body, headers=headers, timeout=600)
+            if response.status_code >= 300:
+                logs.error("tick_failed", status=response.status_code, body=response.text[:200])
+        except requests.RequestException as exc:
+            logs.error("tick_failed", error=str(exc))
+        stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Tick the local assembler every few seconds.")
+    parser.add_argument("--url", required=True, help="assembler function URL")
+    parser.add_argument("--interval", type=float, default=float(os.environ.get("TICK_SECONDS", "5")))
+    parser.add_argument("--topic", default="projects/local/topics/assembler-ticks")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run(args.url, args.interval, args.topic, stop)
+
+
+if __name__ == "__main__":
+    main()
