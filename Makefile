@@ -11,7 +11,8 @@ help:
 	@echo "make demo   - start the local stack and stream a sample from simulated Omi devices"
 	@echo "make test   - the whole test suite (emulators, checkov, Terraform checks)"
 	@echo "make up / make down / make status - the local stack"
-	@echo "make bench / make soak - benchmarks and the fault-injection soak (issue docs/performance.md)"
+	@echo "make bench  - benchmarks; writes bench/results/ and docs/performance.md, docs/cost.md"
+	@echo "make soak   - many simulated devices under injected faults; fails on any lost or doubled chunk"
 
 venv: $(VENV)/.installed
 
@@ -42,6 +43,12 @@ test: venv $(CHECKOV_VENV)/.installed
 
 test-fast: venv
 	$(PY) -m pytest tests/unit tests/infra $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+soak: venv
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean: down
 	rm -rf $(VENV) $(CHECKOV_VENV) .local .pytest_cache .hypothesis
