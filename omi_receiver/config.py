@@ -50,7 +50,7 @@ class Config:
     # Time budget of one assembler pass; below the tick interval and the ack deadline.
     pass_seconds: float = 45.0
     # A pass holds a per-user lease this long; a crashed pass's lease expires.
-    lease_seconds: int = 120
+    lease_seconds: int = 90
     max_messages_per_pull: int = 1000
     # Users flushed in parallel within one pass.
     flush_workers: int = 16

@@ -1,0 +1,47 @@
+"""The WAV header and the settings object."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import pytest
+import soundfile
+
+from omi_receiver import wav
+from omi_receiver.config import DEFAULTS, ENV_VARS, Config, ConfigError
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])
+def test_header_is_read_by_wave_and_soundfile(rate):
+    data = bytes(range(256)) * 10
+    blob = wav.header(rate, len(data)) + data
+    with wave.open(io.BytesIO(blob)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (rate, 1, 2, len(data) // 2)
+    samples, sr = soundfile.read(io.BytesIO(blob), dtype="int16")
+    assert sr == rate and samples.tobytes() == data
+    assert wav.parse_header(blob) == (rate, len(data))
+
+
+def test_header_rejects_odd_sizes():
+    with pytest.raises(ValueError):
+        wav.header(16000, 3)
+
+
+def test_config_reads_env_with_types():
+    config = Config.from_env({"SESSION_GAP_SECONDS": "30", "SETTLE_SECONDS": "2.5", "INGEST_TOKENS": "a, b,"})
+    assert config.session_gap_seconds == 30 and config.settle_seconds == 2.5
+    assert config.tokens == ("a", "b")
+
+
+def test_config_errors_name_the_variable():
+    with pytest.raises(ConfigError, match="MAX_CHUNK_BYTES"):
+        Config.from_env({"MAX_CHUNK_BYTES": "lots"})
+    with pytest.raises(ConfigError, match="RECORDINGS_BUCKET"):
+        Config().require("recordings_bucket")
+    with pytest.raises(ConfigError, match="LEASE_SECONDS"):
+        Config.from_env({"LEASE_SECONDS": "10", "PASS_SECONDS": "45"})
+
+
+def test_env_var_names_and_defaults_are_exported():
+    assert "SESSION_GAP_SECONDS" in ENV_VARS and DEFAULTS["SESSION_GAP_SECONDS"] == 120
