@@ -1,0 +1,150 @@
+# ---------------------------------------------------------------------------------------
+# Identities: one service account per function, one for the Eventarc trigger, one for the
+# builds. Nothing runs as the default compute or Cloud Build account. Every grant is on
+# the narrowest resource that works.
+# ---------------------------------------------------------------------------------------
+
+locals {
+  service_accounts = {
+    ingest    = "Omi receiver ingest (receive_chunk)"
+    assembler = "Omi receiver assembler (assemble_recordings)"
+    trigger   = "Omi receiver Eventarc trigger: invokes the assembler"
+    build     = "Omi receiver Cloud Build: builds both functions"
+  }
+
+  members = { for k, sa in google_service_account.this : k => "serviceAccount:${sa.email}" }
+}
+
+resource "google_service_account" "this" {
+  for_each = local.service_accounts
+
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-${each.key}"
+  display_name = each.value
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- Pub/Sub --------------------------------------------------------------------------
+
+resource "google_pubsub_topic_iam_member" "this" {
+  for_each = {
+    ingest_publishes_chunks        = { topic = "chunks", member = local.members["ingest"] }
+    assembler_publishes_recordings = { topic = "recordings", member = local.members["assembler"] }
+    assembler_dead_letters         = { topic = "dead_letter", member = local.members["assembler"] }
+    # The Pub/Sub service agent forwards undeliverable messages to the dead-letter topic.
+    pubsub_agent_dead_letters = { topic = "dead_letter", member = "serviceAccount:${local.pubsub_service_agent}" }
+  }
+
+  project = var.project_id
+  topic   = google_pubsub_topic.this[each.value.topic].name
+  role    = "roles/pubsub.publisher"
+  member  = each.value.member
+}
+
+resource "google_pubsub_subscription_iam_member" "this" {
+  for_each = merge(
+    {
+      assembler_pulls_chunks = { subscription = google_pubsub_subscription.chunks.name, member = local.members["assembler"] }
+      # The service agent must be able to ack what it moves to the dead-letter topic.
+      pubsub_agent_acks_chunks = { subscription = google_pubsub_subscription.chunks.name, member = "serviceAccount:${local.pubsub_service_agent}" }
+    },
+    var.recordings_subscription_name == null ? {} : {
+      pubsub_agent_acks_recordings = { subscription = google_pubsub_subscription.recordings[0].name, member = "serviceAccount:${local.pubsub_service_agent}" }
+    },
+  )
+
+  project      = var.project_id
+  subscription = each.value.subscription
+  role         = "roles/pubsub.subscriber"
+  member       = each.value.member
+}
+
+# --- Cloud Storage --------------------------------------------------------------------
+
+resource "google_storage_bucket_iam_member" "this" {
+  for_each = {
+    # Read, write, compose and delete objects in the recordings bucket; nothing else.
+    assembler_writes_recordings = { bucket = google_storage_bucket.recordings.name, role = "roles/storage.objectAdmin", member = local.members["assembler"] }
+    build_reads_source          = { bucket = google_storage_bucket.source.name, role = "roles/storage.objectViewer", member = local.members["build"] }
+  }
+
+  bucket = each.value.bucket
+  role   = each.value.role
+  member = each.value.member
+}
+
+# Cloud Functions copies the source zip into its own staging bucket
+# (gcf-v2-sources-<project-number>-<region>) and the build reads it from there. That bucket
+# is not ours to manage, so the grant is project-wide, narrowed by a condition to it.
+resource "google_project_iam_member" "build_reads_staged_source" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = local.members["build"]
+
+  condition {
+    title       = "gcf-staged-source-only"
+    description = "Only the Cloud Functions source staging bucket of this region."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}\")"
+  }
+}
+
+# --- Project-level roles (no narrower resource exists) --------------------------------
+
+resource "google_project_iam_member" "this" {
+  for_each = {
+    trigger_receives_events = { role = "roles/eventarc.eventReceiver", member = local.members["trigger"] }
+    build_writes_logs       = { role = "roles/logging.logWriter", member = local.members["build"] }
+  }
+
+  project = var.project_id
+  role    = each.value.role
+  member  = each.value.member
+}
+
+# --- Artifact Registry, Secret Manager ------------------------------------------------
+
+resource "google_artifact_registry_repository_iam_member" "build_pushes_images" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.functions.location
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = local.members["build"]
+}
+
+resource "google_secret_manager_secret_iam_member" "ingest_reads_token" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.ingest_token.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = local.members["ingest"]
+}
+
+# --- Invoking the functions (their Cloud Run services) --------------------------------
+
+# The webhook is public by design: the Omi app cannot authenticate to Google, so the token
+# in the URL path is the access control (checked by the function on every request).
+resource "google_cloud_run_service_iam_member" "ingest_public" {
+  #checkov:skip=CKV_GCP_102:Public webhook by design: the Omi app sends no Google credentials; every request must carry a secret token in its path, checked by the function.
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.ingest.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+resource "google_cloud_run_service_iam_member" "trigger_invokes_assembler" {
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.assembler.name
+  role     = "roles/run.invoker"
+  member   = local.members["trigger"]
+}
+
+# Eventarc's push subscription authenticates as the trigger account; the Pub/Sub service
+# agent mints those tokens. Granted automatically in projects created after April 2021;
+# explicit here, and only on this one account, so older projects work too.
+resource "google_service_account_iam_member" "pubsub_agent_signs_for_trigger" {
+  service_account_id = google_service_account.this["trigger"].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${local.pubsub_service_agent}"
+}

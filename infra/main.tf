@@ -1,0 +1,58 @@
+# Omi wearable audio receiver on Google Cloud.
+#
+#   Omi app --POST /<token>--> receive_chunk (HTTP function) --> topic audio-chunks
+#   Cloud Scheduler --tick/min--> topic assembler-ticks --Eventarc--> assemble_recordings
+#   assemble_recordings <--pull-- subscription audio-chunks-assembler
+#                       --> recordings bucket (one WAV per recording)
+#                       --> topic recordings (one event per finished recording)
+#                       --> topic audio-chunks-dead-letter (poison chunks; kept by <name>-hold)
+#
+# Files: storage.tf (buckets, source zip), pubsub.tf, functions.tf, iam.tf, secrets.tf,
+# scheduler.tf, monitoring.tf, outputs.tf.
+
+locals {
+  labels = merge(var.labels, { app = "omi-receiver" })
+
+  # The Cloud Functions runtime; main.py and requirements.txt sit at the root of the zip.
+  runtime = "python312"
+
+  # Function names (Cloud Run service names too); log filters use them before the
+  # functions exist.
+  ingest_function_name    = "${var.name_prefix}-receive-chunk"
+  assembler_function_name = "${var.name_prefix}-assemble-recordings"
+
+  recordings_bucket_name = coalesce(var.recordings_bucket_name, "${var.project_id}-${var.name_prefix}-recordings")
+  source_bucket_name     = "${var.project_id}-${var.name_prefix}-fn-source"
+
+  pubsub_service_agent = "service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+  apis = toset([
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "eventarc.googleapis.com",
+    "iam.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "storage.googleapis.com",
+  ])
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+resource "google_project_service" "apis" {
+  for_each = local.apis
+
+  project = var.project_id
+  service = each.value
+
+  # Turning an API off on destroy would break anything else in the project that uses it.
+  disable_on_destroy = false
+}

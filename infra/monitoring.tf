@@ -1,0 +1,436 @@
+# ---------------------------------------------------------------------------------------
+# Log-based metrics, alerts and a dashboard. The code logs one JSON object per line with
+# an `event` field (omi_receiver/logs.py); Cloud Logging parses it into jsonPayload.
+# ---------------------------------------------------------------------------------------
+
+locals {
+  ingest_logs    = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.ingest_function_name}\""
+  assembler_logs = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.assembler_function_name}\""
+
+  metric_prefix = "logging.googleapis.com/user/${var.name_prefix}"
+
+  notification_channels = google_monitoring_notification_channel.email[*].id
+
+  chunks_subscription_filter = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.chunks.name}\""
+  hold_subscription_filter   = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letter_hold.name}\""
+  ingest_requests_filter     = "metric.type=\"run.googleapis.com/request_count\" AND ${local.ingest_logs}"
+}
+
+# --- Log-based metrics ----------------------------------------------------------------
+
+# One entry per accepted POST.
+resource "google_logging_metric" "chunk_accepted" {
+  project     = var.project_id
+  name        = "${var.name_prefix}/chunk_accepted"
+  description = "Chunks accepted by ingest (published to Pub/Sub)."
+  filter      = "${local.ingest_logs} AND jsonPayload.event=\"chunk_accepted\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "Chunks accepted"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# One entry per refused POST, with the error code (unauthorized, payload_too_large, ...).
+resource "google_logging_metric" "chunk_rejected" {
+  project     = var.project_id
+  name        = "${var.name_prefix}/chunk_rejected"
+  description = "Requests refused by ingest, by reason (the error code of the answer)."
+  filter      = "${local.ingest_logs} AND jsonPayload.event=\"chunk_rejected\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "Chunks rejected"
+
+    labels {
+      key         = "reason"
+      value_type  = "STRING"
+      description = "Error code of the answer (jsonPayload.error)."
+    }
+  }
+
+  label_extractors = {
+    reason = "EXTRACT(jsonPayload.error)"
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# The assembler logs one entry per flush with the number of chunks it wrote. A DISTRIBUTION
+# of that number, not a counter: a counter could only count entries (flushes), while the
+# distribution keeps both the flush count and the chunks per flush (its mean times count is
+# the chunks assembled). Chunks per flush is what sets the Cloud Storage operation cost
+# (COSTS.md: one write per chunk would cost more than Pub/Sub), so it is worth seeing.
+resource "google_logging_metric" "chunks_assembled" {
+  project         = var.project_id
+  name            = "${var.name_prefix}/chunks_assembled"
+  description     = "Chunks written per assembler flush (distribution; count = flushes)."
+  filter          = "${local.assembler_logs} AND jsonPayload.event=\"chunks_assembled\""
+  value_extractor = "EXTRACT(jsonPayload.chunks)"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = "1"
+    display_name = "Chunks per flush"
+  }
+
+  # 1, 2, 4, ... 2048 chunks per flush.
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 12
+      growth_factor      = 2
+      scale              = 1
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# Same shape for duplicates: entries carry how many redelivered or retried chunks a flush
+# dropped, so a distribution keeps the number of duplicates, not only of entries.
+resource "google_logging_metric" "duplicates_dropped" {
+  project         = var.project_id
+  name            = "${var.name_prefix}/duplicates_dropped"
+  description     = "Duplicate chunks (redeliveries, client retries) dropped per assembler flush (distribution)."
+  filter          = "${local.assembler_logs} AND jsonPayload.event=\"duplicates_dropped\""
+  value_extractor = "EXTRACT(jsonPayload.duplicates)"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = "1"
+    display_name = "Duplicates dropped"
+  }
+
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 12
+      growth_factor      = 2
+      scale              = 1
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- Alerts ---------------------------------------------------------------------------
+
+resource "google_monitoring_notification_channel" "email" {
+  count = var.alert_email == null ? 0 : 1
+
+  project      = var.project_id
+  display_name = "Omi receiver alerts (${var.name_prefix})"
+  type         = "email"
+  user_labels  = local.labels
+
+  labels = {
+    email_address = var.alert_email
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_monitoring_alert_policy" "dead_letters" {
+  project               = var.project_id
+  display_name          = "Omi receiver (${var.name_prefix}): chunks dead-lettered"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = local.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "Messages waiting in ${google_pubsub_subscription.dead_letter_hold.name}"
+
+    condition_threshold {
+      filter          = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND ${local.hold_subscription_filter}"
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      The assembler gave up on at least one message after ${local.max_delivery_attempts} attempts and Pub/Sub moved it to `${var.dead_letter_topic}`. The messages wait in the pull subscription `${google_pubsub_subscription.dead_letter_hold.name}` for at most 7 days.
+
+      Look at the assembler's errors in Cloud Logging, then inspect them with `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letter_hold.name} --limit=10` (without `--auto-ack` they stay). Republish fixed chunks to `${var.chunks_topic}` with the same attributes and ordering key, or ack them to discard.
+    EOT
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_monitoring_alert_policy" "chunks_backlog" {
+  project               = var.project_id
+  display_name          = "Omi receiver (${var.name_prefix}): chunks waiting too long"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "Oldest unacked chunk in ${google_pubsub_subscription.chunks.name} older than ${var.oldest_unacked_alert_seconds} s"
+
+    condition_threshold {
+      filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND ${local.chunks_subscription_filter}"
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.oldest_unacked_alert_seconds
+      duration        = "0s"
+
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "3600s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      Chunks are waiting in `${google_pubsub_subscription.chunks.name}` longer than expected: the assembler is failing or cannot keep up. Check the assembler's logs and the Scheduler jobs (`${var.name_prefix}-assembler-tick-*`). If passes are healthy but behind, raise `assembler_parallel_passes`. Chunks are kept for 7 days.
+    EOT
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_monitoring_alert_policy" "ingest_5xx" {
+  project               = var.project_id
+  display_name          = "Omi receiver (${var.name_prefix}): ingest 5xx"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = local.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "More than ${var.ingest_5xx_alert_threshold} 5xx answers from ${local.ingest_function_name} in 5 minutes"
+
+    condition_threshold {
+      filter          = "${local.ingest_requests_filter} AND metric.labels.response_code_class=\"5xx\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.ingest_5xx_alert_threshold
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "3600s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      The ingest function answers 5xx: 503 means Pub/Sub did not confirm a publish within ${var.publish_timeout_seconds} s (the Omi app retries); 500 means a bug. Check `${local.ingest_function_name}` in Cloud Logging and Pub/Sub's status.
+    EOT
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- Dashboard ------------------------------------------------------------------------
+
+locals {
+  dashboard_widgets = [
+    {
+      title = "Chunks accepted and rejected (per minute)"
+      xyChart = {
+        dataSets = [
+          {
+            plotType       = "LINE"
+            legendTemplate = "accepted"
+            timeSeriesQuery = {
+              timeSeriesFilter = {
+                filter      = "metric.type=\"${local.metric_prefix}/chunk_accepted\""
+                aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM" }
+              }
+            }
+          },
+          {
+            plotType       = "LINE"
+            legendTemplate = "rejected: $${metric.labels.reason}"
+            timeSeriesQuery = {
+              timeSeriesFilter = {
+                filter      = "metric.type=\"${local.metric_prefix}/chunk_rejected\""
+                aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM", groupByFields = ["metric.label.reason"] }
+              }
+            }
+          },
+        ]
+      }
+    },
+    {
+      title = "Ingest answers by class (per minute)"
+      xyChart = {
+        dataSets = [{
+          plotType = "STACKED_BAR"
+          timeSeriesQuery = {
+            timeSeriesFilter = {
+              filter      = local.ingest_requests_filter
+              aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM", groupByFields = ["metric.label.response_code_class"] }
+            }
+          }
+        }]
+      }
+    },
+    {
+      title = "Ingest latency p50 / p99 (ms)"
+      xyChart = {
+        dataSets = [for p in ["50", "99"] : {
+          plotType       = "LINE"
+          legendTemplate = "p${p}"
+          timeSeriesQuery = {
+            timeSeriesFilter = {
+              filter      = "metric.type=\"run.googleapis.com/request_latencies\" AND ${local.ingest_logs}"
+              aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_PERCENTILE_${p}" }
+            }
+          }
+        }]
+      }
+    },
+    {
+      title = "Chunks per assembler flush"
+      xyChart = {
+        dataSets = [{
+          plotType = "HEATMAP"
+          timeSeriesQuery = {
+            timeSeriesFilter = {
+              filter      = "metric.type=\"${local.metric_prefix}/chunks_assembled\""
+              aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM" }
+            }
+          }
+        }]
+      }
+    },
+    {
+      title = "Duplicates dropped per flush"
+      xyChart = {
+        dataSets = [{
+          plotType = "HEATMAP"
+          timeSeriesQuery = {
+            timeSeriesFilter = {
+              filter      = "metric.type=\"${local.metric_prefix}/duplicates_dropped\""
+              aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM" }
+            }
+          }
+        }]
+      }
+    },
+    {
+      title = "Oldest unacked chunk (s)"
+      xyChart = {
+        thresholds = [{ value = var.oldest_unacked_alert_seconds, label = "alert" }]
+        dataSets = [{
+          plotType = "LINE"
+          timeSeriesQuery = {
+            timeSeriesFilter = {
+              filter      = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND ${local.chunks_subscription_filter}"
+              aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_MAX" }
+            }
+          }
+        }]
+      }
+    },
+    {
+      title = "Chunks backlog and dead letters held"
+      xyChart = {
+        dataSets = [
+          {
+            plotType       = "LINE"
+            legendTemplate = "backlog (${google_pubsub_subscription.chunks.name})"
+            timeSeriesQuery = {
+              timeSeriesFilter = {
+                filter      = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND ${local.chunks_subscription_filter}"
+                aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_MAX" }
+              }
+            }
+          },
+          {
+            plotType       = "LINE"
+            legendTemplate = "dead letters (${google_pubsub_subscription.dead_letter_hold.name})"
+            timeSeriesQuery = {
+              timeSeriesFilter = {
+                filter      = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND ${local.hold_subscription_filter}"
+                aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_MAX" }
+              }
+            }
+          },
+        ]
+      }
+    },
+    {
+      title = "Instances by function"
+      xyChart = {
+        dataSets = [{
+          plotType = "STACKED_AREA"
+          timeSeriesQuery = {
+            timeSeriesFilter = {
+              filter      = "metric.type=\"run.googleapis.com/container/instance_count\" AND resource.type=\"cloud_run_revision\" AND (resource.labels.service_name=\"${local.ingest_function_name}\" OR resource.labels.service_name=\"${local.assembler_function_name}\")"
+              aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_MAX", crossSeriesReducer = "REDUCE_SUM", groupByFields = ["resource.label.service_name"] }
+            }
+          }
+        }]
+      }
+    },
+  ]
+}
+
+resource "google_monitoring_dashboard" "main" {
+  project = var.project_id
+
+  # Two tiles per row, 6 columns by 4 rows each. Zero positions are left out: the API
+  # drops them, and keeping them would show a diff on every plan.
+  dashboard_json = jsonencode({
+    displayName = "Omi receiver (${var.name_prefix})"
+    mosaicLayout = {
+      columns = 12
+      tiles = [
+        for i, widget in local.dashboard_widgets : merge(
+          { width = 6, height = 4, widget = widget },
+          i % 2 == 1 ? { xPos = 6 } : {},
+          i >= 2 ? { yPos = floor(i / 2) * 4 } : {},
+        )
+      ]
+    }
+  })
+
+  depends_on = [google_project_service.apis]
+}

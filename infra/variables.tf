@@ -1,0 +1,520 @@
+# ---------------------------------------------------------------------------------------
+# Project and naming
+# ---------------------------------------------------------------------------------------
+
+variable "project_id" {
+  description = "ID of the Google Cloud project to deploy into (also GOOGLE_CLOUD_PROJECT for both functions)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a project ID (6-30 characters: lowercase letters, digits and hyphens, starting with a letter), not a project name or number."
+  }
+}
+
+variable "region" {
+  description = "Region for the functions, buckets, Eventarc trigger, Scheduler jobs and Artifact Registry repository."
+  type        = string
+  default     = "us-central1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a Google Cloud region such as us-central1 or europe-west1 (not a zone such as us-central1-a, and not a multi-region)."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of the names of functions, service accounts, buckets, the secret, Scheduler jobs, log metrics and the image repository. Topic and subscription names have variables of their own (their defaults are the code's); a second deployment in the same project must change those too."
+  type        = string
+  default     = "omi"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,13}[a-z0-9])?$", var.name_prefix))
+    error_message = "name_prefix must be 1-15 characters of lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen (it goes into service account IDs, which are limited to 30 characters)."
+  }
+}
+
+variable "labels" {
+  description = "Labels added to every resource that takes labels; `app = \"omi-receiver\"` is always added."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for k, v in var.labels :
+      can(regex("^[a-z][a-z0-9_-]{0,62}$", k)) && can(regex("^[a-z0-9_-]{0,63}$", v))
+    ])
+    error_message = "Label keys must match ^[a-z][a-z0-9_-]{0,62}$ and values ^[a-z0-9_-]{0,63}$ (lowercase only)."
+  }
+}
+
+# ---------------------------------------------------------------------------------------
+# Ingest token (Secret Manager)
+# ---------------------------------------------------------------------------------------
+
+variable "ingest_token" {
+  description = "Token the Omi app puts in the webhook URL path. null (default) generates a random 40-character one. Set it to the new token at the end of a rotation (docs/deploy.md)."
+  type        = string
+  default     = null
+  nullable    = true
+  sensitive   = true
+
+  validation {
+    condition     = var.ingest_token == null || can(regex("^[A-Za-z0-9_-]{20,128}$", var.ingest_token))
+    error_message = "ingest_token must be 20-128 URL-safe characters (letters, digits, '_' and '-'): it goes into a URL path and a comma-separated list."
+  }
+}
+
+variable "extra_ingest_tokens" {
+  description = "More tokens accepted besides ingest_token, for a rotation without losing a chunk: add the new token here, apply, change the URL in the app, then make it ingest_token and empty this list (docs/deploy.md)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = alltrue([for t in var.extra_ingest_tokens : can(regex("^[A-Za-z0-9_-]{20,128}$", t))])
+    error_message = "Each extra ingest token must be 20-128 URL-safe characters (letters, digits, '_' and '-')."
+  }
+}
+
+# ---------------------------------------------------------------------------------------
+# Settings the code reads (omi_receiver/config.py): the variable name is the Config field,
+# the environment variable is its upper-case form, and the defaults are the code's
+# defaults (tests/infra/test_terraform.py checks both).
+# ---------------------------------------------------------------------------------------
+
+variable "chunks_topic" {
+  description = "Pub/Sub topic ingest publishes chunks to (CHUNKS_TOPIC)."
+  type        = string
+  default     = "audio-chunks"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z][a-zA-Z0-9._~%+-]{2,254}$", var.chunks_topic)) && !startswith(var.chunks_topic, "goog")
+    error_message = "chunks_topic must be a valid Pub/Sub topic ID (3-255 characters, starting with a letter, not with 'goog')."
+  }
+}
+
+variable "max_chunk_bytes" {
+  description = "Largest request body ingest accepts, in bytes (MAX_CHUNK_BYTES); even, at most Pub/Sub's 10 MB message limit."
+  type        = number
+  default     = 9900000
+
+  validation {
+    condition     = var.max_chunk_bytes >= 2 && var.max_chunk_bytes <= 10000000 && var.max_chunk_bytes % 2 == 0
+    error_message = "max_chunk_bytes must be an even number of bytes between 2 and 10000000."
+  }
+}
+
+variable "publish_timeout_seconds" {
+  description = "How long ingest waits for Pub/Sub before answering 503 (PUBLISH_TIMEOUT_SECONDS); below the Omi app's 15 s."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.publish_timeout_seconds > 0 && var.publish_timeout_seconds < 15
+    error_message = "publish_timeout_seconds must be in (0, 15): the Omi app gives up after 15 s."
+  }
+}
+
+variable "retry_after_seconds" {
+  description = "Retry-After header value, in seconds, on ingest's 503 answers (RETRY_AFTER_SECONDS)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.retry_after_seconds >= 0 && var.retry_after_seconds <= 60 && floor(var.retry_after_seconds) == var.retry_after_seconds
+    error_message = "retry_after_seconds must be a whole number of seconds between 0 and 60."
+  }
+}
+
+variable "chunks_subscription" {
+  description = "Pull subscription the assembler reads chunks from (CHUNKS_SUBSCRIPTION)."
+  type        = string
+  default     = "audio-chunks-assembler"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z][a-zA-Z0-9._~%+-]{2,254}$", var.chunks_subscription)) && !startswith(var.chunks_subscription, "goog")
+    error_message = "chunks_subscription must be a valid Pub/Sub subscription ID (3-255 characters, starting with a letter, not with 'goog')."
+  }
+}
+
+variable "dead_letter_topic" {
+  description = "Topic for chunks that can never be assembled (DEAD_LETTER_TOPIC); the subscription <name>-hold keeps them."
+  type        = string
+  default     = "audio-chunks-dead-letter"
+
+  validation {
+    # 250, not 255: the hold subscription's ID is this name plus "-hold".
+    condition     = can(regex("^[a-zA-Z][a-zA-Z0-9._~%+-]{2,249}$", var.dead_letter_topic)) && !startswith(var.dead_letter_topic, "goog")
+    error_message = "dead_letter_topic must be a valid Pub/Sub topic ID of 3-250 characters, starting with a letter, not with 'goog'."
+  }
+}
+
+variable "recordings_topic" {
+  description = "Topic the assembler publishes a JSON event to for each finished recording (RECORDINGS_TOPIC)."
+  type        = string
+  default     = "recordings"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z][a-zA-Z0-9._~%+-]{2,254}$", var.recordings_topic)) && !startswith(var.recordings_topic, "goog")
+    error_message = "recordings_topic must be a valid Pub/Sub topic ID (3-255 characters, starting with a letter, not with 'goog')."
+  }
+}
+
+variable "session_gap_seconds" {
+  description = "A pause in a user's audio longer than this starts a new recording, and a recording idle this long is finalized (SESSION_GAP_SECONDS). Must exceed the chunk interval set in the Omi app."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.session_gap_seconds > 0 && floor(var.session_gap_seconds) == var.session_gap_seconds
+    error_message = "session_gap_seconds must be a positive whole number of seconds."
+  }
+}
+
+variable "max_recording_seconds" {
+  description = "Longest recording, in seconds; longer audio is split (MAX_RECORDING_SECONDS)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.max_recording_seconds > 0 && floor(var.max_recording_seconds) == var.max_recording_seconds
+    error_message = "max_recording_seconds must be a positive whole number of seconds."
+  }
+}
+
+variable "settle_seconds" {
+  description = "Chunks received less than this long before a pass starts wait for the next pass, so chunks still in flight sort into place (SETTLE_SECONDS)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.settle_seconds >= 0 && var.settle_seconds < 300
+    error_message = "settle_seconds must be between 0 and 300."
+  }
+}
+
+variable "dedup_window_seconds" {
+  description = "How far back, by received_at, chunk IDs are remembered per user to drop redeliveries and retries (DEDUP_WINDOW_SECONDS)."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.dedup_window_seconds >= 0 && floor(var.dedup_window_seconds) == var.dedup_window_seconds
+    error_message = "dedup_window_seconds must be a whole number of seconds, 0 or more."
+  }
+}
+
+variable "pass_seconds" {
+  description = "Time budget of one assembler pass, in seconds (PASS_SECONDS); below the tick interval, the 120 s ack deadline, lease_seconds and the assembler's timeout."
+  type        = number
+  default     = 45
+
+  validation {
+    condition     = var.pass_seconds > 0 && var.pass_seconds < 120
+    error_message = "pass_seconds must be in (0, 120): a pass must end before the chunks subscription's 120 s ack deadline."
+  }
+}
+
+variable "lease_seconds" {
+  description = "How long a pass holds its per-user lease; a crashed pass's lease expires after this (LEASE_SECONDS). Must exceed pass_seconds."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.lease_seconds > 0 && floor(var.lease_seconds) == var.lease_seconds
+    error_message = "lease_seconds must be a positive whole number of seconds."
+  }
+}
+
+variable "max_messages_per_pull" {
+  description = "Most messages the assembler asks for in one pull (MAX_MESSAGES_PER_PULL)."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.max_messages_per_pull >= 1 && var.max_messages_per_pull <= 10000 && floor(var.max_messages_per_pull) == var.max_messages_per_pull
+    error_message = "max_messages_per_pull must be a whole number between 1 and 10000."
+  }
+}
+
+variable "flush_workers" {
+  description = "Users flushed in parallel within one assembler pass (FLUSH_WORKERS)."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.flush_workers >= 1 && var.flush_workers <= 256 && floor(var.flush_workers) == var.flush_workers
+    error_message = "flush_workers must be a whole number between 1 and 256."
+  }
+}
+
+# ---------------------------------------------------------------------------------------
+# Recordings bucket
+# ---------------------------------------------------------------------------------------
+
+variable "recordings_bucket_name" {
+  description = "Name of the recordings bucket (RECORDINGS_BUCKET). null (default) uses <project_id>-<name_prefix>-recordings."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.recordings_bucket_name == null || can(regex("^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$", var.recordings_bucket_name))
+    error_message = "recordings_bucket_name must be a valid bucket name: 3-63 lowercase letters, digits, '-', '_' and '.', starting and ending with a letter or digit."
+  }
+}
+
+variable "recordings_retention_days" {
+  description = "Delete finished recordings (recordings/ objects) this many days after they were last written. null (default) keeps them forever. A lifecycle rule, not a bucket retention policy: a retention policy would forbid the overwrites and deletes the assembler makes."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.recordings_retention_days == null || try(var.recordings_retention_days >= 1 && floor(var.recordings_retention_days) == var.recordings_retention_days, false)
+    error_message = "recordings_retention_days must be null or a whole number of days, 1 or more."
+  }
+}
+
+variable "work_objects_max_age_days" {
+  description = "Backstop: delete work/ objects (parts of open recordings) older than this many days. The assembler deletes them itself within minutes of finalizing a recording."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.work_objects_max_age_days >= 1 && floor(var.work_objects_max_age_days) == var.work_objects_max_age_days
+    error_message = "work_objects_max_age_days must be a whole number of days, 1 or more."
+  }
+}
+
+variable "kms_key_name" {
+  description = "Cloud KMS key (projects/P/locations/L/keyRings/R/cryptoKeys/K) encrypting the recordings bucket (CMEK). null (default) uses Google-managed keys. The key must be in the bucket's region; the Cloud Storage service agent is granted use of it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.kms_key_name == null || can(regex("^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$", var.kms_key_name))
+    error_message = "kms_key_name must be null or projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY."
+  }
+}
+
+variable "recordings_force_destroy" {
+  description = "Let `terraform destroy` delete the recordings bucket with every recording in it. false (default): destroy stops at the recordings bucket while it holds objects, so recordings survive a teardown."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+# ---------------------------------------------------------------------------------------
+# Functions
+# ---------------------------------------------------------------------------------------
+
+variable "ingest_memory" {
+  description = "Memory of one ingest instance (Cloud Run quantity such as 512Mi or 1Gi)."
+  type        = string
+  default     = "512Mi"
+
+  validation {
+    condition     = can(regex("^[1-9][0-9]*(Mi|Gi)$", var.ingest_memory))
+    error_message = "ingest_memory must be a number followed by Mi or Gi, such as 512Mi or 1Gi."
+  }
+}
+
+variable "ingest_cpu" {
+  description = "vCPUs of one ingest instance (\"1\", \"2\", or a fraction such as \"0.5\"; a fraction forces concurrency 1)."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = can(regex("^([1-9][0-9]*|0\\.[0-9]+)$", var.ingest_cpu))
+    error_message = "ingest_cpu must be a whole number of vCPUs such as \"1\" or a fraction such as \"0.5\"."
+  }
+}
+
+variable "ingest_concurrency" {
+  description = "Requests one ingest instance serves at once (max_instance_request_concurrency)."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.ingest_concurrency >= 1 && var.ingest_concurrency <= 1000 && floor(var.ingest_concurrency) == var.ingest_concurrency
+    error_message = "ingest_concurrency must be a whole number between 1 and 1000."
+  }
+}
+
+variable "ingest_timeout_seconds" {
+  description = "Request timeout of ingest, in seconds; above publish_timeout_seconds."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.ingest_timeout_seconds >= 1 && var.ingest_timeout_seconds <= 3600 && floor(var.ingest_timeout_seconds) == var.ingest_timeout_seconds
+    error_message = "ingest_timeout_seconds must be a whole number between 1 and 3600."
+  }
+}
+
+variable "ingest_min_instances" {
+  description = "Ingest instances kept warm (billed while idle); 0 scales to zero."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.ingest_min_instances >= 0 && floor(var.ingest_min_instances) == var.ingest_min_instances
+    error_message = "ingest_min_instances must be a whole number, 0 or more."
+  }
+}
+
+variable "ingest_max_instances" {
+  description = "Upper bound on ingest instances (a cap on cost and on Pub/Sub publish load)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.ingest_max_instances >= 1 && floor(var.ingest_max_instances) == var.ingest_max_instances
+    error_message = "ingest_max_instances must be a whole number, 1 or more."
+  }
+}
+
+variable "assembler_memory" {
+  description = "Memory of one assembler instance (Cloud Run quantity such as 1Gi); it holds one pass's batch of chunks."
+  type        = string
+  default     = "1Gi"
+
+  validation {
+    condition     = can(regex("^[1-9][0-9]*(Mi|Gi)$", var.assembler_memory))
+    error_message = "assembler_memory must be a number followed by Mi or Gi, such as 1Gi or 2Gi."
+  }
+}
+
+variable "assembler_cpu" {
+  description = "vCPUs of one assembler instance (\"1\", \"2\", or a fraction such as \"0.5\")."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = can(regex("^([1-9][0-9]*|0\\.[0-9]+)$", var.assembler_cpu))
+    error_message = "assembler_cpu must be a whole number of vCPUs such as \"1\" or a fraction such as \"0.5\"."
+  }
+}
+
+variable "assembler_concurrency" {
+  description = "Ticks one assembler instance handles at once; 1 keeps each pass on its own instance."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.assembler_concurrency >= 1 && var.assembler_concurrency <= 1000 && floor(var.assembler_concurrency) == var.assembler_concurrency
+    error_message = "assembler_concurrency must be a whole number between 1 and 1000."
+  }
+}
+
+variable "assembler_timeout_seconds" {
+  description = "Timeout of one assembler pass, in seconds: pass_seconds plus the finalization work after it."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.assembler_timeout_seconds >= 1 && var.assembler_timeout_seconds <= 540 && floor(var.assembler_timeout_seconds) == var.assembler_timeout_seconds
+    error_message = "assembler_timeout_seconds must be a whole number between 1 and 540 (the limit for event-driven functions)."
+  }
+}
+
+variable "assembler_min_instances" {
+  description = "Assembler instances kept warm (billed while idle); 0 scales to zero between ticks."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.assembler_min_instances >= 0 && floor(var.assembler_min_instances) == var.assembler_min_instances
+    error_message = "assembler_min_instances must be a whole number, 0 or more."
+  }
+}
+
+variable "assembler_max_instances" {
+  description = "Upper bound on assembler instances. null (default) means assembler_parallel_passes + 1: one per concurrent pass plus one for a pass that overruns into the next tick."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.assembler_max_instances == null || try(var.assembler_max_instances >= 1 && floor(var.assembler_max_instances) == var.assembler_max_instances, false)
+    error_message = "assembler_max_instances must be null or a whole number, 1 or more."
+  }
+}
+
+# ---------------------------------------------------------------------------------------
+# Scheduling
+# ---------------------------------------------------------------------------------------
+
+variable "assembler_parallel_passes" {
+  description = "Assembler passes started per tick: one Cloud Scheduler job each. The passes share the chunks subscription; message ordering keeps each user with one pass at a time. Raise it when one pass cannot keep up (oldest-unacked alert)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.assembler_parallel_passes >= 1 && var.assembler_parallel_passes <= 20 && floor(var.assembler_parallel_passes) == var.assembler_parallel_passes
+    error_message = "assembler_parallel_passes must be a whole number between 1 and 20."
+  }
+}
+
+variable "assembler_schedule" {
+  description = "Cron schedule (UTC) of the assembler ticks. Every minute by default; a recording is finalized at most one tick after session_gap_seconds of silence."
+  type        = string
+  default     = "* * * * *"
+
+  validation {
+    condition     = length(split(" ", trimspace(var.assembler_schedule))) == 5
+    error_message = "assembler_schedule must be a cron expression with 5 space-separated fields, such as \"* * * * *\"."
+  }
+}
+
+# ---------------------------------------------------------------------------------------
+# Pub/Sub extras
+# ---------------------------------------------------------------------------------------
+
+variable "recordings_subscription_name" {
+  description = "Name of an example pull subscription on the recordings topic for a downstream consumer. null (default) creates none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.recordings_subscription_name == null || can(regex("^[a-zA-Z][a-zA-Z0-9._~%+-]{2,254}$", var.recordings_subscription_name))
+    error_message = "recordings_subscription_name must be null or a valid Pub/Sub subscription ID (3-255 characters, starting with a letter)."
+  }
+}
+
+# ---------------------------------------------------------------------------------------
+# Monitoring
+# ---------------------------------------------------------------------------------------
+
+variable "alert_email" {
+  description = "E-mail address notified by the alert policies. null (default): the policies exist but notify nobody (they still show in the console)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alert_email == null || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
+    error_message = "alert_email must be null or an e-mail address."
+  }
+}
+
+variable "oldest_unacked_alert_seconds" {
+  description = "Alert when the oldest unacknowledged chunk on the chunks subscription is older than this many seconds (the assembler is falling behind or failing)."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.oldest_unacked_alert_seconds >= 60 && floor(var.oldest_unacked_alert_seconds) == var.oldest_unacked_alert_seconds
+    error_message = "oldest_unacked_alert_seconds must be a whole number of seconds, 60 or more."
+  }
+}
+
+variable "ingest_5xx_alert_threshold" {
+  description = "Alert when ingest answers more than this many 5xx responses within 5 minutes. A few 503s with Retry-After are normal back-pressure; the Omi app retries them."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.ingest_5xx_alert_threshold >= 0 && floor(var.ingest_5xx_alert_threshold) == var.ingest_5xx_alert_threshold
+    error_message = "ingest_5xx_alert_threshold must be a whole number, 0 or more."
+  }
+}

@@ -1,0 +1,649 @@
+"""Static checks of infra/*.tf, parsed with python-hcl2 (Terraform itself does not run here).
+
+The code is the reference: every setting the functions read comes from
+`omi_receiver.config.ENV_VARS`, its defaults from `DEFAULTS`, and the Pub/Sub shape from
+`omi_receiver.resources` (the local mirror of what infra/ declares).
+
+python-hcl2 8.1.4 keeps the quotes of string literals and block labels
+(`"\"google_storage_bucket\""`); `_norm` strips them and the parser's bookkeeping keys, and
+works unchanged on the unquoted output of checkov's bc-python-hcl2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+import re
+from pathlib import Path
+
+import hcl2
+import pytest
+
+from omi_receiver import resources
+from omi_receiver.config import DEFAULTS, ENV_VARS, Config
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+
+# Config fields that have no Terraform variable of their own, and where their value comes from.
+NOT_VARIABLES = {
+    "GOOGLE_CLOUD_PROJECT": "var.project_id",
+    "INGEST_TOKENS": "the Secret Manager secret (secret env var)",
+    "RECORDINGS_BUCKET": "google_storage_bucket.recordings.name",
+}
+
+# Resource types that take labels, and the argument that holds them.
+LABELLED = {
+    "google_artifact_registry_repository": "labels",
+    "google_cloudfunctions2_function": "labels",
+    "google_monitoring_alert_policy": "user_labels",
+    "google_monitoring_notification_channel": "user_labels",
+    "google_pubsub_subscription": "labels",
+    "google_pubsub_topic": "labels",
+    "google_secret_manager_secret": "labels",
+    "google_storage_bucket": "labels",
+}
+# Resource types that have no labels argument (a new type must be put in one of the two).
+UNLABELLED = {
+    "google_artifact_registry_repository_iam_member",
+    "google_cloud_run_service_iam_member",
+    "google_cloud_scheduler_job",
+    "google_kms_crypto_key_iam_member",
+    "google_logging_metric",
+    "google_monitoring_dashboard",
+    "google_project_iam_member",
+    "google_project_service",
+    "google_pubsub_subscription_iam_member",
+    "google_pubsub_topic_iam_member",
+    "google_secret_manager_secret_iam_member",
+    "google_secret_manager_secret_version",
+    "google_service_account",
+    "google_service_account_iam_member",
+    "google_storage_bucket_iam_member",
+    "google_storage_bucket_object",
+    "random_password",
+}
+
+VERSION_RANGE = re.compile(r"^>=\s*\d+(\.\d+)*\s*,\s*<\s*\d+(\.\d+)*$")
+
+
+# --------------------------------------------------------------------------------------
+# Parsing helpers
+# --------------------------------------------------------------------------------------
+
+
+def _unquote(value):
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _norm(obj):
+    """Strip literal quotes from keys and strings and drop the parser's bookkeeping keys."""
+    if isinstance(obj, dict):
+        return {_unquote(k): _norm(v) for k, v in obj.items() if not str(k).startswith("__")}
+    if isinstance(obj, list):
+        return [_norm(v) for v in obj]
+    return _unquote(obj)
+
+
+@functools.lru_cache(maxsize=None)
+def _documents() -> dict[str, list]:
+    merged: dict[str, list] = {}
+    for path in sorted(INFRA.glob("*.tf")):
+        with path.open() as fh:
+            doc = _norm(hcl2.load(fh))
+        for key, blocks in doc.items():
+            merged.setdefault(key, []).extend(blocks)
+    return merged
+
+
+def _labelled_blocks(kind: str) -> dict[tuple[str, str], dict]:
+    """resource/data blocks by (type, name)."""
+    out = {}
+    for block in _documents().get(kind, []):
+        for rtype, named in block.items():
+            for name, body in named.items():
+                out[(rtype, name)] = body
+    return out
+
+
+def resources_() -> dict[tuple[str, str], dict]:
+    return _labelled_blocks("resource")
+
+
+def resource(rtype: str, name: str) -> dict:
+    found = resources_().get((rtype, name))
+    assert found is not None, f"infra/ declares no {rtype}.{name}"
+    return found
+
+
+def named_blocks(kind: str) -> dict[str, dict]:
+    out = {}
+    for block in _documents().get(kind, []):
+        out.update(block)
+    return out
+
+
+def locals_() -> dict:
+    out = {}
+    for block in _documents().get("locals", []):
+        out.update(block)
+    return out
+
+
+def block(body: dict, name: str) -> dict:
+    """The single nested block `name` of body."""
+    blocks = body.get(name)
+    assert isinstance(blocks, list) and len(blocks) == 1, f"expected one {name} block, got {blocks!r}"
+    return blocks[0]
+
+
+def refs(value) -> str:
+    """An expression's text, for looking for references in it."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def resolve_name(expr: str) -> str:
+    """Follow `google_X.Y.name` / `google_pubsub_topic.this["k"].name` to the expression that
+    sets the name, so env vars can be traced back to the variable behind them."""
+    m = re.fullmatch(r'\$\{google_pubsub_topic\.this\["(\w+)"\]\.name\}', expr)
+    if m:
+        return locals_()["topics"][m.group(1)]
+    m = re.fullmatch(r"\$\{(google_\w+)\.(\w+)\.name\}", expr)
+    if m:
+        return resource(m.group(1), m.group(2))["name"]
+    return expr
+
+
+def _config_sections() -> dict[str, str]:
+    """Config field env var -> section ("shared", "ingest", "assembler") from the comments
+    that group the fields in omi_receiver/config.py."""
+    section = None
+    out = {}
+    fields = {f.name for f in dataclasses.fields(Config)}
+    for line in inspect.getsource(Config).splitlines():
+        m = re.match(r"\s*#\s*---\s*(\w+)\s*---", line)
+        if m:
+            section = m.group(1)
+            continue
+        m = re.match(r"\s*(\w+)\s*:", line)
+        if m and m.group(1) in fields:
+            out[m.group(1).upper()] = section
+    return out
+
+
+def ingest_function() -> dict:
+    return resource("google_cloudfunctions2_function", "ingest")
+
+
+def assembler_function() -> dict:
+    return resource("google_cloudfunctions2_function", "assembler")
+
+
+def env_of(function: dict) -> dict[str, str]:
+    return block(function, "service_config").get("environment_variables", {})
+
+
+def secret_env_of(function: dict) -> dict[str, dict]:
+    return {s["key"]: s for s in block(function, "service_config").get("secret_environment_variables", [])}
+
+
+# --------------------------------------------------------------------------------------
+# Versions, backend, variables, outputs
+# --------------------------------------------------------------------------------------
+
+
+def test_all_files_parse_and_the_expected_ones_exist():
+    names = {p.name for p in INFRA.glob("*.tf")}
+    expected = {
+        "versions.tf", "variables.tf", "main.tf", "storage.tf", "pubsub.tf", "functions.tf",
+        "iam.tf", "secrets.tf", "scheduler.tf", "monitoring.tf", "outputs.tf",
+    }
+    assert expected <= names
+    assert (INFRA / "terraform.tfvars.example").is_file()
+    assert resources_(), "no resources parsed"
+
+
+def test_gcs_backend_and_version_ranges():
+    terraform = _documents()["terraform"]
+    assert len(terraform) == 1
+    tf = terraform[0]
+    backends = {name for b in tf.get("backend", []) for name in b}
+    assert backends == {"gcs"}, "state must live in a GCS backend (bucket via -backend-config)"
+    assert VERSION_RANGE.match(tf["required_version"]), tf["required_version"]
+    assert tf["required_version"].startswith(">= 1.5")
+
+    providers = block(tf, "required_providers")
+    used = {rtype.split("_", 1)[0] for rtype, _ in resources_()} | {
+        rtype.split("_", 1)[0] for rtype, _ in _labelled_blocks("data")
+    }
+    assert used <= set(providers), f"providers used but not pinned: {used - set(providers)}"
+    for name, spec in providers.items():
+        assert spec["source"] == f"hashicorp/{name}"
+        assert VERSION_RANGE.match(spec["version"]), f"{name}: {spec['version']!r} is not a >= x, < y range"
+
+
+def test_every_variable_has_description_and_type_and_no_empty_string_defaults():
+    variables = named_blocks("variable")
+    assert variables
+    for name, body in variables.items():
+        assert body.get("description"), f"variable {name} has no description"
+        assert body.get("type"), f"variable {name} has no type"
+        assert body.get("default", None) != "", f"variable {name}: use null, not \"\", for 'not set'"
+
+
+def test_region_and_sizes_are_validated():
+    variables = named_blocks("variable")
+    for name in (
+        "project_id", "region", "name_prefix", "labels", "ingest_memory", "assembler_memory",
+        "ingest_cpu", "assembler_cpu", "max_chunk_bytes", "pass_seconds", "assembler_schedule",
+        "assembler_parallel_passes", "ingest_token", "extra_ingest_tokens",
+    ):
+        assert variables[name].get("validation"), f"variable {name} needs a validation block"
+    assert variables["ingest_token"].get("sensitive") is True
+    assert variables["extra_ingest_tokens"].get("sensitive") is True
+
+
+def test_every_output_has_a_description_and_secret_ones_are_sensitive():
+    outputs = named_blocks("output")
+    assert {"webhook_url", "bucket", "topics", "subscriptions", "functions"} <= set(outputs)
+    secret_refs = ("local.ingest_token", "random_password.", "var.ingest_token", "var.extra_ingest_tokens")
+    for name, body in outputs.items():
+        assert body.get("description"), f"output {name} has no description"
+        if any(r in refs(body["value"]) for r in secret_refs):
+            assert body.get("sensitive") is True, f"output {name} exposes a token: mark it sensitive"
+    assert outputs["webhook_url"]["sensitive"] is True
+    assert "local.ingest_token" in outputs["webhook_url"]["value"]
+    assert "google_cloudfunctions2_function.ingest" in outputs["webhook_url"]["value"]
+
+
+def test_nothing_project_or_region_specific_is_hard_coded():
+    for path in INFRA.glob("*.tf"):
+        text = path.read_text()
+        if path.name != "variables.tf":
+            assert not re.search(r'"(us|europe|asia|australia|northamerica|southamerica|me|africa)-[a-z]+\d+"', text), (
+                f"{path.name}: a region literal; use var.region"
+            )
+        assert "compute@developer.gserviceaccount.com" not in text
+        assert "@cloudbuild.gserviceaccount.com" not in text
+
+
+def test_labels_on_every_labelable_resource():
+    assert "app" in refs(locals_()["labels"]) and "var.labels" in refs(locals_()["labels"])
+    for (rtype, name), body in resources_().items():
+        assert rtype in LABELLED or rtype in UNLABELLED, (
+            f"{rtype} is new: add it to LABELLED (with its labels argument) or UNLABELLED in this test"
+        )
+        if rtype in LABELLED:
+            assert body.get(LABELLED[rtype]) == "${local.labels}", f"{rtype}.{name} lacks {LABELLED[rtype]} = local.labels"
+
+
+def test_apis_enabled_without_disabling_on_destroy():
+    apis = resource("google_project_service", "apis")
+    assert apis["disable_on_destroy"] is False
+    listed = set(re.findall(r'"([a-z]+\.googleapis\.com)"', refs(locals_()["apis"])))
+    needed = {
+        f"{s}.googleapis.com"
+        for s in (
+            "cloudfunctions", "run", "cloudbuild", "artifactregistry", "eventarc", "pubsub", "storage",
+            "cloudscheduler", "secretmanager", "logging", "monitoring", "iam",
+        )
+    }
+    assert needed <= listed, f"APIs not enabled: {needed - listed}"
+
+
+# --------------------------------------------------------------------------------------
+# Storage
+# --------------------------------------------------------------------------------------
+
+
+def test_recordings_bucket_is_private_and_keeps_no_overwritten_copies():
+    bucket = resource("google_storage_bucket", "recordings")
+    assert bucket["public_access_prevention"] == "enforced"
+    assert bucket["uniform_bucket_level_access"] is True
+    assert block(bucket, "soft_delete_policy")["retention_duration_seconds"] == 0
+    versioning = bucket.get("versioning", [])
+    assert not versioning or versioning[0].get("enabled") is False, "versioning must be off or absent"
+    # Recordings survive `terraform destroy` unless explicitly asked for.
+    assert bucket["force_destroy"] == "${var.recordings_force_destroy}"
+    assert named_blocks("variable")["recordings_force_destroy"]["default"] is False
+    # No retention policy: it would forbid the assembler's overwrites and deletes.
+    assert "retention_policy" not in bucket
+
+
+def test_recordings_bucket_expires_leftover_work_objects():
+    bucket = resource("google_storage_bucket", "recordings")
+    rules = [r for r in bucket.get("lifecycle_rule", []) if block(r, "condition").get("matches_prefix") == ["work/"]]
+    assert len(rules) == 1, "one lifecycle rule for work/ objects"
+    assert block(rules[0], "action")["type"] == "Delete"
+    assert named_blocks("variable")["work_objects_max_age_days"]["default"] == 14
+    for rule in bucket.get("lifecycle_rule", []):
+        prefixes = block(rule, "condition").get("matches_prefix", [])
+        assert "state/" not in prefixes and "" not in prefixes, "state/ objects must never expire"
+
+
+def test_source_zip_object_name_carries_the_archive_hash():
+    obj = resource("google_storage_bucket_object", "source")
+    assert "${data.archive_file.src.output_md5}" in obj["name"]
+    assert obj["source"] == "${data.archive_file.src.output_path}"
+    for function in (ingest_function(), assembler_function()):
+        storage_source = block(block(block(function, "build_config"), "source"), "storage_source")
+        assert storage_source["object"] == "${google_storage_bucket_object.source.name}"
+        assert storage_source["bucket"] == "${google_storage_bucket.source.name}"
+    source_bucket = resource("google_storage_bucket", "source")
+    assert source_bucket["public_access_prevention"] == "enforced"
+    assert source_bucket["uniform_bucket_level_access"] is True
+    assert source_bucket.get("lifecycle_rule"), "the source bucket needs a lifecycle rule"
+
+
+def _doublestar(pattern: str) -> re.Pattern:
+    """The archive provider's exclude matching (doublestar.PathMatch) as a regex."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def test_source_zip_holds_only_the_runtime_files():
+    src = _labelled_blocks("data")[("archive_file", "src")]
+    assert src["source_dir"] == "${path.module}/.."
+    assert src["output_path"].startswith("${path.module}/.build/")
+    patterns = [_doublestar(p) for p in src["excludes"]]
+
+    def excluded(rel: str) -> bool:
+        return any(p.match(rel) for p in patterns)
+
+    # The provider matches the root itself as "."; excluding it would leave an empty zip.
+    assert not excluded("."), 'an exclude pattern matches "." (the root): the archive would be empty'
+
+    zipped = []
+    for dirpath, dirnames, filenames in os.walk(REPO):
+        rel_dir = os.path.relpath(dirpath, REPO)
+        dirnames[:] = [
+            d for d in sorted(dirnames) if not excluded(os.path.normpath(os.path.join(rel_dir, d)))
+        ]
+        for f in filenames:
+            rel = os.path.normpath(os.path.join(rel_dir, f))
+            if not excluded(rel):
+                zipped.append(rel)
+    assert {"main.py", "requirements.txt", "omi_receiver/__init__.py"} <= set(zipped)
+    extra = [f for f in zipped if f not in ("main.py", "requirements.txt") and not f.startswith("omi_receiver/")]
+    assert not extra, (
+        f"the function source zip would also hold {extra}: add them to data.archive_file.src.excludes "
+        "in infra/storage.tf (files such as pyproject.toml change how the Python buildpack builds)"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Pub/Sub
+# --------------------------------------------------------------------------------------
+
+
+def test_pubsub_shape_matches_the_local_mirror():
+    loc = locals_()
+    assert loc["ack_deadline_seconds"] == resources.ACK_DEADLINE_SECONDS
+    assert loc["max_delivery_attempts"] == resources.MAX_DELIVERY_ATTEMPTS
+    assert loc["ticks_topic"] == resources.TICKS_TOPIC
+    assert set(loc["topics"]) == {"chunks", "dead_letter", "ticks", "recordings"}
+    assert loc["topics"]["chunks"] == "${var.chunks_topic}"
+    assert loc["topics"]["dead_letter"] == "${var.dead_letter_topic}"
+    assert loc["topics"]["recordings"] == "${var.recordings_topic}"
+    # The hold subscription's name follows the same rule as resources.dead_letter_subscription.
+    assert loc["dead_letter_hold_subscription"] == "${var.dead_letter_topic}-hold"
+    assert resources.dead_letter_subscription(Config()) == f"{DEFAULTS['DEAD_LETTER_TOPIC']}-hold"
+
+
+def test_chunks_subscription_is_ordered_and_dead_letters():
+    sub = resource("google_pubsub_subscription", "chunks")
+    assert sub["name"] == "${var.chunks_subscription}"
+    assert sub["topic"] == '${google_pubsub_topic.this["chunks"].id}'
+    assert sub["enable_message_ordering"] is True
+    assert sub["ack_deadline_seconds"] == "${local.ack_deadline_seconds}"
+    assert sub["message_retention_duration"] == "${local.seven_days}" and locals_()["seven_days"] == "604800s"
+    dlp = block(sub, "dead_letter_policy")
+    assert dlp["dead_letter_topic"] == '${google_pubsub_topic.this["dead_letter"].id}'
+    assert dlp["max_delivery_attempts"] == "${local.max_delivery_attempts}"
+    retry = block(sub, "retry_policy")
+    assert retry["minimum_backoff"] and retry["maximum_backoff"]
+
+
+def test_every_subscription_but_the_hold_has_a_dead_letter_policy_and_none_expires():
+    subs = {name: body for (rtype, name), body in resources_().items() if rtype == "google_pubsub_subscription"}
+    assert {"chunks", "dead_letter_hold"} <= set(subs)
+    for name, body in subs.items():
+        assert block(body, "expiration_policy")["ttl"] == "", f"subscription {name} must never expire"
+        if name == "dead_letter_hold":
+            assert "dead_letter_policy" not in body
+            assert body["topic"] == '${google_pubsub_topic.this["dead_letter"].id}'
+            assert body["message_retention_duration"] == "${local.seven_days}"
+        else:
+            assert body.get("dead_letter_policy"), f"subscription {name} has no dead-letter policy"
+
+
+def test_pubsub_service_agent_can_dead_letter():
+    agent = "serviceAccount:${local.pubsub_service_agent}"
+    assert "gcp-sa-pubsub.iam.gserviceaccount.com" in locals_()["pubsub_service_agent"]
+    topic_grants = resource("google_pubsub_topic_iam_member", "this")
+    assert topic_grants["role"] == "roles/pubsub.publisher"
+    assert {"topic": "dead_letter", "member": agent} in topic_grants["for_each"].values()
+    sub_grants = resource("google_pubsub_subscription_iam_member", "this")
+    assert sub_grants["role"] == "roles/pubsub.subscriber"
+    assert agent in refs(sub_grants["for_each"]) and "google_pubsub_subscription.chunks.name" in refs(sub_grants["for_each"])
+
+
+# --------------------------------------------------------------------------------------
+# Functions, identities, access
+# --------------------------------------------------------------------------------------
+
+
+def test_each_function_runs_as_its_own_service_account():
+    accounts = locals_()["service_accounts"]
+    assert {"ingest", "assembler", "trigger", "build"} <= set(accounts)
+    ingest_sa = block(ingest_function(), "service_config")["service_account_email"]
+    assembler_sa = block(assembler_function(), "service_config")["service_account_email"]
+    assert ingest_sa == '${google_service_account.this["ingest"].email}'
+    assert assembler_sa == '${google_service_account.this["assembler"].email}'
+    for function in (ingest_function(), assembler_function()):
+        assert block(function, "build_config")["service_account"] == '${google_service_account.this["build"].id}'
+    trigger = block(assembler_function(), "event_trigger")
+    assert trigger["service_account_email"] == '${google_service_account.this["trigger"].email}'
+
+
+def test_only_ingest_is_public():
+    public = []
+    for (rtype, name), body in resources_().items():
+        text = refs(body.get("member", "")) + refs(body.get("members", "")) + refs(body.get("for_each", ""))
+        if "allUsers" in text or "allAuthenticatedUsers" in text:
+            public.append((rtype, name))
+    assert public == [("google_cloud_run_service_iam_member", "ingest_public")]
+    binding = resource("google_cloud_run_service_iam_member", "ingest_public")
+    assert binding["role"] == "roles/run.invoker"
+    assert binding["service"] == "${google_cloudfunctions2_function.ingest.name}"
+    invoker = resource("google_cloud_run_service_iam_member", "trigger_invokes_assembler")
+    assert invoker["service"] == "${google_cloudfunctions2_function.assembler.name}"
+    assert invoker["member"] == '${local.members["trigger"]}'
+
+
+def test_ingress():
+    assert block(ingest_function(), "service_config")["ingress_settings"] == "ALLOW_ALL"
+    assert block(assembler_function(), "service_config")["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+
+
+def test_grants_are_for_each_maps():
+    for rtype in (
+        "google_pubsub_topic_iam_member", "google_pubsub_subscription_iam_member",
+        "google_storage_bucket_iam_member", "google_project_iam_member",
+    ):
+        assert "for_each" in resource(rtype, "this"), f"{rtype}.this should grant with for_each over a map"
+    bucket_grants = resource("google_storage_bucket_iam_member", "this")["for_each"]
+    assert bucket_grants["assembler_writes_recordings"]["role"] == "roles/storage.objectAdmin"
+    assert bucket_grants["assembler_writes_recordings"]["bucket"] == "${google_storage_bucket.recordings.name}"
+    secret = resource("google_secret_manager_secret_iam_member", "ingest_reads_token")
+    assert secret["role"] == "roles/secretmanager.secretAccessor"
+    assert secret["member"] == '${local.members["ingest"]}'
+
+
+def test_assembler_gets_every_config_env_var_but_the_tokens():
+    env = env_of(assembler_function())
+    missing = set(ENV_VARS) - {"INGEST_TOKENS"} - set(env)
+    assert not missing, f"assembler lacks env vars the code reads: {sorted(missing)}"
+    assert "INGEST_TOKENS" not in env and "INGEST_TOKENS" not in secret_env_of(assembler_function())
+    assert set(env) <= set(ENV_VARS), f"unknown env vars on the assembler: {set(env) - set(ENV_VARS)}"
+
+
+def test_ingest_gets_its_env_vars_and_the_tokens_as_a_secret():
+    sections = _config_sections()
+    assert set(sections) == set(ENV_VARS) and {"shared", "ingest"} <= set(sections.values()), (
+        "omi_receiver/config.py no longer groups Config fields under '# --- shared/ingest/assembler ---'"
+    )
+    wanted = {name for name, section in sections.items() if section in ("shared", "ingest")} - {"INGEST_TOKENS"}
+    env = env_of(ingest_function())
+    assert wanted <= set(env), f"ingest lacks env vars: {sorted(wanted - set(env))}"
+    assert set(env) <= set(ENV_VARS), f"unknown env vars on ingest: {set(env) - set(ENV_VARS)}"
+    assert "INGEST_TOKENS" not in env, "the tokens must come from Secret Manager, not a plain env var"
+    secret = secret_env_of(ingest_function())["INGEST_TOKENS"]
+    assert secret["secret"] == "${google_secret_manager_secret.ingest_token.secret_id}"
+    # Pinned to the version Terraform wrote, so a token change rolls a new revision.
+    assert secret["version"] == "${google_secret_manager_secret_version.ingest_token.version}"
+
+
+def test_env_values_come_from_the_variable_of_the_same_name():
+    variables = named_blocks("variable")
+    for function in (ingest_function(), assembler_function()):
+        for key, value in env_of(function).items():
+            expr = resolve_name(value)
+            if key in NOT_VARIABLES:
+                expected = NOT_VARIABLES[key]
+                assert expected in refs(value) or expected in refs(expr), f"{key} = {value}"
+            else:
+                assert key.lower() in variables, f"no variable {key.lower()} for env var {key}"
+                assert f"var.{key.lower()}" in refs(expr), f"{key} = {value} does not come from var.{key.lower()}"
+
+
+def test_variable_defaults_equal_the_code_defaults():
+    variables = named_blocks("variable")
+    without = {name for name in ENV_VARS if name.lower() not in variables}
+    assert without == set(NOT_VARIABLES), (
+        f"Config fields without a Terraform variable: {sorted(without)}; expected only {sorted(NOT_VARIABLES)}"
+    )
+    for name in ENV_VARS:
+        if name in NOT_VARIABLES:
+            continue
+        default = variables[name.lower()].get("default")
+        code = DEFAULTS[name]
+        if isinstance(code, str):
+            assert default == code, f"var.{name.lower()} default {default!r} != code default {code!r}"
+        else:
+            assert isinstance(default, (int, float)) and float(default) == float(code), (
+                f"var.{name.lower()} default {default!r} != code default {code!r}"
+            )
+
+
+def test_function_sizing_defaults():
+    v = {name: body.get("default") for name, body in named_blocks("variable").items()}
+    assert (v["ingest_memory"], v["ingest_cpu"], v["ingest_concurrency"]) == ("512Mi", "1", 80)
+    assert (v["ingest_timeout_seconds"], v["ingest_max_instances"]) == (30, 20)
+    assert (v["assembler_memory"], v["assembler_cpu"], v["assembler_concurrency"]) == ("1Gi", "1", 1)
+    assert v["assembler_timeout_seconds"] == 120 and v["assembler_parallel_passes"] == 1
+    # The timeout covers a whole pass plus the finalization after it.
+    assert v["assembler_timeout_seconds"] > DEFAULTS["PASS_SECONDS"]
+    assert v["assembler_max_instances"] is None
+    assert locals_()["assembler_max_instances"] == (
+        "${coalesce(var.assembler_max_instances, var.assembler_parallel_passes + 1)}"
+    )
+    for function in (ingest_function(), assembler_function()):
+        assert block(function, "build_config")["runtime"] == "${local.runtime}"
+    assert locals_()["runtime"] == "python312"
+    assert block(ingest_function(), "build_config")["entry_point"] == "receive_chunk"
+    assert block(assembler_function(), "build_config")["entry_point"] == "assemble_recordings"
+
+
+def test_ticks_drive_the_assembler_without_retries():
+    trigger = block(assembler_function(), "event_trigger")
+    assert trigger["event_type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert trigger["pubsub_topic"] == '${google_pubsub_topic.this["ticks"].id}'
+    assert trigger["retry_policy"] == "RETRY_POLICY_DO_NOT_RETRY"
+    job = resource("google_cloud_scheduler_job", "assembler_tick")
+    assert job["count"] == "${var.assembler_parallel_passes}"
+    assert job["schedule"] == "${var.assembler_schedule}"
+    assert block(job, "retry_config")["retry_count"] == 0
+    assert block(job, "pubsub_target")["topic_name"] == '${google_pubsub_topic.this["ticks"].id}'
+    assert named_blocks("variable")["assembler_schedule"]["default"] == "* * * * *"
+
+
+def test_ingest_token_secret():
+    password = resource("random_password", "ingest_token")
+    assert password["length"] == 40 and password["special"] is False
+    assert "var.ingest_token" in locals_()["ingest_token"] and "random_password.ingest_token.result" in locals_()["ingest_token"]
+    assert "var.extra_ingest_tokens" in locals_()["ingest_tokens"]
+    version = resource("google_secret_manager_secret_version", "ingest_token")
+    assert version["secret_data"] == '${join(",", local.ingest_tokens)}'
+    assert block(version, "lifecycle")["create_before_destroy"] is True
+    assert named_blocks("variable")["ingest_token"]["default"] is None
+
+
+# --------------------------------------------------------------------------------------
+# Monitoring
+# --------------------------------------------------------------------------------------
+
+
+def test_log_based_metrics_match_the_logged_events():
+    metrics = {name: body for (rtype, name), body in resources_().items() if rtype == "google_logging_metric"}
+    assert set(metrics) == {"chunk_accepted", "chunk_rejected", "chunks_assembled", "duplicates_dropped"}
+    for event, body in metrics.items():
+        assert f'jsonPayload.event=\\"{event}\\"' in body["filter"] or f'jsonPayload.event="{event}"' in body["filter"]
+    assert metrics["chunk_rejected"]["label_extractors"] == {"reason": "EXTRACT(jsonPayload.error)"}
+    assert metrics["chunks_assembled"]["value_extractor"] == "EXTRACT(jsonPayload.chunks)"
+    assert block(metrics["chunks_assembled"], "metric_descriptor")["value_type"] == "DISTRIBUTION"
+    assert metrics["duplicates_dropped"]["value_extractor"] == "EXTRACT(jsonPayload.duplicates)"
+
+
+def test_alert_policies():
+    policies = {name: body for (rtype, name), body in resources_().items() if rtype == "google_monitoring_alert_policy"}
+    assert set(policies) == {"dead_letters", "chunks_backlog", "ingest_5xx"}
+    for name, body in policies.items():
+        assert body["notification_channels"] == "${local.notification_channels}"
+        assert block(body, "documentation")["content"]
+    filters = {name: block(block(body, "conditions"), "condition_threshold") for name, body in policies.items()}
+    assert "num_undelivered_messages" in filters["dead_letters"]["filter"]
+    assert "local.hold_subscription_filter" in filters["dead_letters"]["filter"]
+    assert filters["dead_letters"]["threshold_value"] == 0
+    assert "oldest_unacked_message_age" in filters["chunks_backlog"]["filter"]
+    assert filters["chunks_backlog"]["threshold_value"] == "${var.oldest_unacked_alert_seconds}"
+    assert named_blocks("variable")["oldest_unacked_alert_seconds"]["default"] == 300
+    assert "5xx" in filters["ingest_5xx"]["filter"]
+    assert "local.ingest_requests_filter" in filters["ingest_5xx"]["filter"]
+    channel = resource("google_monitoring_notification_channel", "email")
+    assert channel["count"] == "${var.alert_email == null ? 0 : 1}"
+    assert named_blocks("variable")["alert_email"]["default"] is None
+
+
+def test_dashboard_exists():
+    dashboard = resource("google_monitoring_dashboard", "main")
+    assert "jsonencode(" in dashboard["dashboard_json"]
+
+
+@pytest.mark.parametrize("name", ["terraform.tfvars.example"])
+def test_tfvars_example_only_sets_declared_variables(name):
+    variables = named_blocks("variable")
+    with (INFRA / name).open() as fh:
+        example = _norm(hcl2.load(fh))
+    assert "project_id" in example
+    for key in example:
+        assert key in variables, f"{name} sets an undeclared variable {key}"
+    for line in (INFRA / name).read_text().splitlines():
+        m = re.match(r"#\s*([a-z_]+)\s*=", line)
+        if m:
+            assert m.group(1) in variables, f"{name} mentions an undeclared variable {m.group(1)}"
