@@ -14,11 +14,11 @@ from google.cloud import pubsub_v1, storage
 
 _lock = threading.Lock()
 _publisher: pubsub_v1.PublisherClient | None = None
+_chunk_publisher = None
 _subscriber: pubsub_v1.SubscriberClient | None = None
 _storage: storage.Client | None = None
 
-# Ingest publishes one chunk per request and waits for it: keep batching latency tiny so
-# a request is not held for a batch to fill, but let concurrent requests share a batch.
+# The assembler's publisher (finished-recording events, dead letters): low volume.
 PUBLISH_BATCH = pubsub_v1.types.BatchSettings(max_messages=100, max_bytes=9_900_000, max_latency=0.005)
 
 
@@ -32,6 +32,18 @@ def publisher() -> pubsub_v1.PublisherClient:
                     publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
                 )
     return _publisher
+
+
+def chunk_publisher():
+    """Ingest's publisher: one direct Publish RPC per chunk (see publisher.py)."""
+    global _chunk_publisher
+    if _chunk_publisher is None:
+        with _lock:
+            if _chunk_publisher is None:
+                from .publisher import DirectPublisher
+
+                _chunk_publisher = DirectPublisher()
+    return _chunk_publisher
 
 
 def subscriber() -> pubsub_v1.SubscriberClient:
@@ -80,6 +92,11 @@ def storage_client() -> storage.Client:
 def set_publisher(client) -> None:
     global _publisher
     _publisher = client
+
+
+def set_chunk_publisher(client) -> None:
+    global _chunk_publisher
+    _chunk_publisher = client
 
 
 def set_subscriber(client) -> None:
