@@ -36,9 +36,6 @@ from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
 PULL_TIMEOUT_SECONDS = 2.0
 # Stop writing for a user this long before the lease runs out.
 LEASE_MARGIN_US = 5_000_000
-# Hold a message for the settle window at most this many deliveries, so holding can
-# never walk a healthy message into the dead-letter topic (max_delivery_attempts 5).
-MAX_HOLD_ATTEMPTS = 2
 
 
 class LeaseBusy(Exception):
@@ -91,7 +88,7 @@ class Assembler:
         started = time.monotonic()
         stats = PassStats()
         cutoff_us = self.clock() - int(self.config.settle_seconds * 1_000_000)
-        held: list[str] = []  # ack ids kept leased until the pass ends, then released
+        held: list = []  # received messages still settling; requeued when the pass ends
         with concurrent.futures.ThreadPoolExecutor(self.config.flush_workers) as pool:
             while time.monotonic() - started < self.config.pass_seconds:
                 received = self._pull()
@@ -103,8 +100,8 @@ class Assembler:
                     chunk = self._decode_or_dead_letter(item, stats)
                     if chunk is None:
                         continue
-                    if chunk.received_at_us > cutoff_us and item.delivery_attempt < MAX_HOLD_ATTEMPTS:
-                        held.append(item.ack_id)  # still settling; the next pass takes it
+                    if chunk.received_at_us > cutoff_us:
+                        held.append(item)  # still settling; a later pass takes it
                         stats.held += 1
                         continue
                     by_uid[chunk.uid].append((item.ack_id, chunk))
@@ -112,7 +109,7 @@ class Assembler:
                 for future in futures:
                     with self._stats_lock:
                         stats.add(future.result())
-            self._release(held)
+            self._requeue(held)
             finalized = self.finalize_idle()
             stats.finalized += finalized
         stats.seconds = round(time.monotonic() - started, 3)
@@ -166,6 +163,35 @@ class Assembler:
         self._ack(ack_ids)
         return stats
 
+    def _requeue(self, items: list) -> None:
+        """Put settling chunks back at the end of the queue: republish, then ack.
+
+        Not a nack: each nack counts as a delivery towards the dead-letter policy, and the
+        emulator was seen to leave nacked messages of an ordering key leased until their
+        ack deadline. A republished copy keeps its attributes (received_at, chunk_id), so
+        its order and de-duplication are unchanged; if the ack of the original is lost,
+        the second copy is dropped as a duplicate.
+        """
+        topic = self.config.topic_path(self.config.chunks_topic)
+        done, failed = [], []
+        futures = [(item, self.publisher.publish(topic, item.message.data,
+                                                 ordering_key=item.message.attributes["uid"],
+                                                 **dict(item.message.attributes)))
+                   for item in items]
+        for item, future in futures:
+            try:
+                future.result(timeout=30)
+                done.append(item.ack_id)
+            except Exception as exc:  # noqa: BLE001 - fall back to redelivery
+                logs.warning("requeue_failed", error=repr(exc)[:300], uid=item.message.attributes.get("uid"))
+                try:
+                    self.publisher.resume_publish(topic, item.message.attributes["uid"])
+                except (RuntimeError, ValueError):
+                    pass  # the key was not paused
+                failed.append(item.ack_id)
+        self._ack(done)
+        self._release(failed)
+
     def _ack(self, ack_ids: list[str]) -> None:
         for start in range(0, len(ack_ids), 2500):
             self.subscriber.acknowledge(
@@ -180,8 +206,9 @@ class Assembler:
                     request={"subscription": self._subscription, "ack_ids": ack_ids[start:start + 2500],
                              "ack_deadline_seconds": 0}
                 )
-            except exceptions.GoogleAPICallError:
-                pass  # they come back after the ack deadline anyway
+            except exceptions.GoogleAPICallError as exc:
+                # They come back after the ack deadline anyway, only later.
+                logs.warning("release_failed", error=repr(exc)[:300], messages=len(ack_ids))
 
     # --- one user ----------------------------------------------------------------------
 

@@ -86,14 +86,14 @@ def run(speed: float, timeout: float) -> int:
             local = OUT / Path(name).name.replace(".wav", f"-{uid}.wav")
             local.write_bytes(blob)
             print(f"[{uid}] recording gs://{values['RECORDINGS_BUCKET']}/{name}")
-            print(f"[{uid}]   {len(data) / (2 * got_rate):.2f} s at {got_rate} Hz, copy at {local.relative_to(stack.ROOT)}")
+            print(f"[{uid}]   {len(data) / (2 * got_rate):.2f} s at {got_rate} Hz, copy at {stack._show(local)}")
         if audio == pcm:
             print(f"[{uid}] OK: byte-identical to the {len(pcm):,} bytes sent ({len(entries)} chunks)")
         else:
             print(f"[{uid}] FAILED: the recording holds {len(audio):,} bytes, {len(pcm):,} were sent"
                   f"{' (same length, different bytes)' if len(audio) == len(pcm) else ''}")
             failures += 1
-    print("\nthe stack is still running: INGEST_URL is in .local/stack.env; `make down` stops it")
+    print(f"\nthe stack is still running: INGEST_URL is in {stack._show(stack.ENV_FILE)}; `make down` stops it")
     return 1 if failures else 0
 
 

@@ -23,7 +23,8 @@ from . import emulators
 from .config import ENV_VARS, Config
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL = ROOT / ".local"
+# OMI_LOCAL_DIR lets a second stack (e.g. the demo test) keep its files apart.
+LOCAL = Path(os.environ.get("OMI_LOCAL_DIR") or ROOT / ".local").resolve()
 LOGS = LOCAL / "logs"
 ENV_FILE = LOCAL / "stack.env"
 PID_FILE = LOCAL / "stack.pids"
@@ -189,6 +190,10 @@ def wait_ready(values: dict[str, str], timeout: float = 30.0) -> None:
     raise StackError(f"ingest did not answer within {timeout:.0f} s; see {LOGS}/ingest.log")
 
 
+def _show(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             values = up()
             wait_ready(values)
-            print(f"local stack is up (logs in {LOGS.relative_to(ROOT)}/, settings in {ENV_FILE.relative_to(ROOT)}):")
+            print(f"local stack is up (logs in {_show(LOGS)}/, settings in {_show(ENV_FILE)}):")
             for key, value in values.items():
                 print(f"  {key}={value}")
             print("point a sender at INGEST_URL; `make down` stops everything")
