@@ -34,6 +34,9 @@ from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
 
 # An empty pull on the emulator waits ~9 s; real Pub/Sub answers at once when idle.
 PULL_TIMEOUT_SECONDS = 2.0
+# A chunk is held for the settle window on its first delivery only: every release counts
+# as a delivery towards the dead-letter policy (max_delivery_attempts 5).
+MAX_HOLD_ATTEMPTS = 2
 # Stop writing for a user this long before the lease runs out.
 LEASE_MARGIN_US = 5_000_000
 
@@ -58,7 +61,7 @@ class PassStats:
     storage: dict = dataclasses.field(default_factory=dict)
 
     def add(self, other: "PassStats") -> None:
-        for field in ("chunks", "assembled", "duplicates", "late", "flushes", "finalized"):
+        for field in ("chunks", "assembled", "duplicates", "late", "retried", "flushes", "finalized"):
             setattr(self, field, getattr(self, field) + getattr(other, field))
 
 
@@ -87,8 +90,9 @@ class Assembler:
     def run_pass(self) -> PassStats:
         started = time.monotonic()
         stats = PassStats()
+        ops_before = dataclasses.asdict(self.store.ops)
         cutoff_us = self.clock() - int(self.config.settle_seconds * 1_000_000)
-        held: list = []  # received messages still settling; requeued when the pass ends
+        held: list[str] = []  # ack ids of chunks still settling; released when the pass ends
         with concurrent.futures.ThreadPoolExecutor(self.config.flush_workers) as pool:
             while time.monotonic() - started < self.config.pass_seconds:
                 received = self._pull()
@@ -100,8 +104,11 @@ class Assembler:
                     chunk = self._decode_or_dead_letter(item, stats)
                     if chunk is None:
                         continue
-                    if chunk.received_at_us > cutoff_us:
-                        held.append(item)  # still settling; a later pass takes it
+                    if chunk.received_at_us > cutoff_us and item.delivery_attempt < MAX_HOLD_ATTEMPTS:
+                        # Still settling: a straggler received just before it may still be
+                        # on its way. Kept leased (so the user's later chunks wait behind it,
+                        # by ordering) and released at the end for the next pass.
+                        held.append(item.ack_id)
                         stats.held += 1
                         continue
                     by_uid[chunk.uid].append((item.ack_id, chunk))
@@ -109,11 +116,11 @@ class Assembler:
                 for future in futures:
                     with self._stats_lock:
                         stats.add(future.result())
-            self._requeue(held)
+            self._release(held)
             finalized = self.finalize_idle()
             stats.finalized += finalized
         stats.seconds = round(time.monotonic() - started, 3)
-        stats.storage = dataclasses.asdict(self.store.ops)
+        stats.storage = {k: v - ops_before[k] for k, v in dataclasses.asdict(self.store.ops).items()}
         logs.info("assembler_pass", **{k: v for k, v in dataclasses.asdict(stats).items()})
         return stats
 
@@ -162,35 +169,6 @@ class Assembler:
             return PassStats(chunks=len(items), retried=len(items))
         self._ack(ack_ids)
         return stats
-
-    def _requeue(self, items: list) -> None:
-        """Put settling chunks back at the end of the queue: republish, then ack.
-
-        Not a nack: each nack counts as a delivery towards the dead-letter policy, and the
-        emulator was seen to leave nacked messages of an ordering key leased until their
-        ack deadline. A republished copy keeps its attributes (received_at, chunk_id), so
-        its order and de-duplication are unchanged; if the ack of the original is lost,
-        the second copy is dropped as a duplicate.
-        """
-        topic = self.config.topic_path(self.config.chunks_topic)
-        done, failed = [], []
-        futures = [(item, self.publisher.publish(topic, item.message.data,
-                                                 ordering_key=item.message.attributes["uid"],
-                                                 **dict(item.message.attributes)))
-                   for item in items]
-        for item, future in futures:
-            try:
-                future.result(timeout=30)
-                done.append(item.ack_id)
-            except Exception as exc:  # noqa: BLE001 - fall back to redelivery
-                logs.warning("requeue_failed", error=repr(exc)[:300], uid=item.message.attributes.get("uid"))
-                try:
-                    self.publisher.resume_publish(topic, item.message.attributes["uid"])
-                except (RuntimeError, ValueError):
-                    pass  # the key was not paused
-                failed.append(item.ack_id)
-        self._ack(done)
-        self._release(failed)
 
     def _ack(self, ack_ids: list[str]) -> None:
         for start in range(0, len(ack_ids), 2500):

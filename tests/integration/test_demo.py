@@ -20,7 +20,7 @@ def test_demo_on_a_private_stack(tmp_path):
         OMI_LOCAL_DIR=str(tmp_path / "local"),
         PUBSUB_PORT=str(emulators.free_port()), GCS_PORT=str(emulators.free_port()),
         INGEST_PORT=str(emulators.free_port()), ASSEMBLER_PORT=str(emulators.free_port()),
-        TICK_SECONDS="1", SETTLE_SECONDS="0.5",
+        TICK_SECONDS="1",
     )
     try:
         demo = subprocess.run([sys.executable, "-m", "omi_receiver.demo", "--speed", "15", "--timeout", "60"],
