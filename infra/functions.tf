@@ -5,7 +5,11 @@
 # ---------------------------------------------------------------------------------------
 
 locals {
-  assembler_max_instances = coalesce(var.assembler_max_instances, var.assembler_parallel_passes + 1)
+  # One instance per shard's pass, plus one for a pass that overruns into the next tick.
+  assembler_max_instances = coalesce(var.assembler_max_instances, var.assembler_shards + 1)
+
+  # assembler_memory in bytes (the variable's validation allows only <n>Mi and <n>Gi).
+  assembler_memory_bytes = tonumber(regex("^[0-9]+", var.assembler_memory)) * (endswith(var.assembler_memory, "Gi") ? 1073741824 : 1048576)
 }
 
 # Images built for the functions; a cleanup policy keeps the repository from growing by one
@@ -77,8 +81,11 @@ resource "google_cloudfunctions2_function" "ingest" {
     service_account_email            = google_service_account.this["ingest"].email
 
     environment_variables = {
-      GOOGLE_CLOUD_PROJECT    = var.project_id
-      CHUNKS_TOPIC            = google_pubsub_topic.this["chunks"].name
+      GOOGLE_CLOUD_PROJECT = var.project_id
+      CHUNKS_TOPIC         = google_pubsub_topic.this["chunks"].name
+      # Ingest stamps each chunk with its shard (crc32(uid) % ASSEMBLER_SHARDS), which
+      # picks the chunk subscription it lands in (pubsub.tf).
+      ASSEMBLER_SHARDS        = tostring(var.assembler_shards)
       MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
       PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
       RETRY_AFTER_SECONDS     = tostring(var.retry_after_seconds)
@@ -117,9 +124,9 @@ resource "google_cloudfunctions2_function" "ingest" {
   ]
 }
 
-# assemble_recordings: one pass per tick. Cloud Scheduler publishes to the ticks topic
-# (scheduler.tf); Eventarc delivers each tick here, once (no retry: the next tick comes
-# anyway). Internal ingress is enough: Eventarc's Pub/Sub push counts as internal traffic.
+# assemble_recordings: one pass per shard per tick. Cloud Scheduler publishes one tick per
+# shard to the ticks topic (scheduler.tf); Eventarc delivers each here, once (no retry: the
+# next tick comes anyway). Internal ingress is enough: Eventarc's Pub/Sub push counts as internal traffic.
 resource "google_cloudfunctions2_function" "assembler" {
   name        = local.assembler_function_name
   project     = var.project_id
@@ -152,15 +159,18 @@ resource "google_cloudfunctions2_function" "assembler" {
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.this["assembler"].email
 
-    # Every Config field but INGEST_TOKENS, which only ingest gets.
+    # Every Config field but INGEST_TOKENS, which only ingest gets. CHUNKS_SUBSCRIPTION is
+    # the base name: with ASSEMBLER_SHARDS > 1 the pass for shard i (from its tick message)
+    # pulls from CHUNKS_SUBSCRIPTION-i, as pubsub.tf names them.
     environment_variables = {
       GOOGLE_CLOUD_PROJECT    = var.project_id
       CHUNKS_TOPIC            = google_pubsub_topic.this["chunks"].name
+      ASSEMBLER_SHARDS        = tostring(var.assembler_shards)
       MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
       PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
       RETRY_AFTER_SECONDS     = tostring(var.retry_after_seconds)
       RECORDINGS_BUCKET       = google_storage_bucket.recordings.name
-      CHUNKS_SUBSCRIPTION     = google_pubsub_subscription.chunks.name
+      CHUNKS_SUBSCRIPTION     = var.chunks_subscription
       DEAD_LETTER_TOPIC       = google_pubsub_topic.this["dead_letter"].name
       RECORDINGS_TOPIC        = google_pubsub_topic.this["recordings"].name
       SESSION_GAP_SECONDS     = tostring(var.session_gap_seconds)
@@ -170,6 +180,7 @@ resource "google_cloudfunctions2_function" "assembler" {
       PASS_SECONDS            = tostring(var.pass_seconds)
       LEASE_SECONDS           = tostring(var.lease_seconds)
       MAX_MESSAGES_PER_PULL   = tostring(var.max_messages_per_pull)
+      MAX_PASS_BYTES          = tostring(var.max_pass_bytes)
       FLUSH_WORKERS           = tostring(var.flush_workers)
     }
   }
@@ -191,6 +202,13 @@ resource "google_cloudfunctions2_function" "assembler" {
       condition     = var.lease_seconds > var.pass_seconds
       error_message = "lease_seconds must exceed pass_seconds (the assembler refuses to start otherwise)."
     }
+    # Without ordering, a crashed pass's batch comes back after the ack deadline, maybe to
+    # another pass. Its users must still be leased until then, or that pass could commit a
+    # user's newer chunks first and turn the redelivered ones into late recordings.
+    precondition {
+      condition     = var.lease_seconds > local.ack_deadline_seconds
+      error_message = "lease_seconds must exceed the chunks subscriptions' 120 s ack deadline, so a crashed pass's users stay leased until its batch is redelivered."
+    }
     precondition {
       condition     = var.pass_seconds < local.ack_deadline_seconds
       error_message = "pass_seconds must be below the chunks subscription's ack deadline."
@@ -198,6 +216,17 @@ resource "google_cloudfunctions2_function" "assembler" {
     precondition {
       condition     = var.assembler_concurrency == 1 || tonumber(var.assembler_cpu) >= 1
       error_message = "assembler_concurrency above 1 needs assembler_cpu of at least 1 (a Cloud Run limit)."
+    }
+    # Every tick starts one pass per shard at once; each needs an instance slot.
+    precondition {
+      condition     = local.assembler_max_instances * var.assembler_concurrency >= var.assembler_shards
+      error_message = "assembler_max_instances (times assembler_concurrency) must be at least assembler_shards: every tick starts one pass per shard."
+    }
+    # A pass holds up to max_pass_bytes of audio, plus the Python objects around it and the
+    # copy a flush uploads: keep it to half the instance's memory, per concurrent pass.
+    precondition {
+      condition     = var.max_pass_bytes * var.assembler_concurrency <= local.assembler_memory_bytes / 2
+      error_message = "max_pass_bytes (times assembler_concurrency) must be at most half of assembler_memory: raise assembler_memory or lower max_pass_bytes."
     }
   }
 
@@ -208,6 +237,8 @@ resource "google_cloudfunctions2_function" "assembler" {
     google_project_iam_member.build_reads_staged_source,
     google_storage_bucket_iam_member.this,
     google_pubsub_subscription_iam_member.this,
+    google_pubsub_subscription_iam_member.assembler_pulls_chunks,
+    google_pubsub_subscription_iam_member.pubsub_agent_acks_chunks,
     google_pubsub_topic_iam_member.this,
     google_service_account_iam_member.pubsub_agent_signs_for_trigger,
   ]

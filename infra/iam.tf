@@ -43,21 +43,60 @@ resource "google_pubsub_topic_iam_member" "this" {
 }
 
 resource "google_pubsub_subscription_iam_member" "this" {
-  for_each = merge(
-    {
-      assembler_pulls_chunks = { subscription = google_pubsub_subscription.chunks.name, member = local.members["assembler"] }
-      # The service agent must be able to ack what it moves to the dead-letter topic.
-      pubsub_agent_acks_chunks = { subscription = google_pubsub_subscription.chunks.name, member = "serviceAccount:${local.pubsub_service_agent}" }
-    },
-    var.recordings_subscription_name == null ? {} : {
-      pubsub_agent_acks_recordings = { subscription = google_pubsub_subscription.recordings[0].name, member = "serviceAccount:${local.pubsub_service_agent}" }
-    },
-  )
+  for_each = var.recordings_subscription_name == null ? {} : {
+    pubsub_agent_acks_recordings = { subscription = google_pubsub_subscription.recordings[0].name, member = "serviceAccount:${local.pubsub_service_agent}" }
+  }
 
   project      = var.project_id
   subscription = each.value.subscription
   role         = "roles/pubsub.subscriber"
   member       = each.value.member
+}
+
+# The chunk subscriptions, one per shard (pubsub.tf): the assembler pulls from each, and
+# the service agent must be able to ack what it moves to the dead-letter topic. Counted
+# like the subscriptions, so every shard gets both grants.
+#
+# A subscription's IAM policy is deleted with it. When Terraform replaces a subscription
+# under the same name (as the upgrade that switched message ordering off does: ordering
+# cannot change in place), these grants would stay in the state but be missing on the new
+# subscription; replace_triggered_by rewrites them. The id reads as unknown only when the
+# subscription is replaced, not on an in-place update, so that is the only time it fires.
+resource "google_pubsub_subscription_iam_member" "assembler_pulls_chunks" {
+  count = var.assembler_shards
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.chunks[count.index].name
+  role         = "roles/pubsub.subscriber"
+  member       = local.members["assembler"]
+
+  lifecycle {
+    replace_triggered_by = [google_pubsub_subscription.chunks[count.index].id]
+  }
+}
+
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks_chunks" {
+  count = var.assembler_shards
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.chunks[count.index].name
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${local.pubsub_service_agent}"
+
+  lifecycle {
+    replace_triggered_by = [google_pubsub_subscription.chunks[count.index].id]
+  }
+}
+
+# Deployments from before sharding held these two grants in the map above.
+moved {
+  from = google_pubsub_subscription_iam_member.this["assembler_pulls_chunks"]
+  to   = google_pubsub_subscription_iam_member.assembler_pulls_chunks[0]
+}
+
+moved {
+  from = google_pubsub_subscription_iam_member.this["pubsub_agent_acks_chunks"]
+  to   = google_pubsub_subscription_iam_member.pubsub_agent_acks_chunks[0]
 }
 
 # --- Cloud Storage --------------------------------------------------------------------

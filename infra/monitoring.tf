@@ -11,7 +11,12 @@ locals {
 
   notification_channels = google_monitoring_notification_channel.email[*].id
 
-  chunks_subscription_filter = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.chunks.name}\""
+  # Every shard's chunk subscription: a full match against their names, joined by "|".
+  # '.' and '+' (the only regex metacharacters a subscription ID may hold) go in brackets.
+  chunks_subscription_regex  = join("|", [for s in google_pubsub_subscription.chunks : replace(s.name, "/([.+])/", "[$1]")])
+  chunks_subscription_filter = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=monitoring.regex.full_match(\"${local.chunks_subscription_regex}\")"
+  # For titles and texts: the subscription, or the pattern of the shards' subscriptions.
+  chunks_subscriptions_label = var.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-0 ... -${var.assembler_shards - 1}"
   hold_subscription_filter   = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letter_hold.name}\""
   ingest_requests_filter     = "metric.type=\"run.googleapis.com/request_count\" AND ${local.ingest_logs}"
 }
@@ -190,7 +195,9 @@ resource "google_monitoring_alert_policy" "chunks_backlog" {
   user_labels           = local.labels
 
   conditions {
-    display_name = "Oldest unacked chunk in ${google_pubsub_subscription.chunks.name} older than ${var.oldest_unacked_alert_seconds} s"
+    # No cross-series reducer: each shard's subscription is a time series of its own, and
+    # any one of them crossing the threshold opens an incident naming it.
+    display_name = "Oldest unacked chunk in ${local.chunks_subscriptions_label} older than ${var.oldest_unacked_alert_seconds} s"
 
     condition_threshold {
       filter          = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND ${local.chunks_subscription_filter}"
@@ -216,7 +223,7 @@ resource "google_monitoring_alert_policy" "chunks_backlog" {
   documentation {
     mime_type = "text/markdown"
     content   = <<-EOT
-      Chunks are waiting in `${google_pubsub_subscription.chunks.name}` longer than expected: the assembler is failing or cannot keep up. Check the assembler's logs and the Scheduler jobs (`${var.name_prefix}-assembler-tick-*`). If passes are healthy but behind, raise `assembler_parallel_passes`. Chunks are kept for 7 days.
+      Chunks are waiting in a chunk subscription (`${local.chunks_subscriptions_label}`; the incident names which) longer than expected: the assembler is failing or cannot keep up. Check the assembler's logs (`jsonPayload.event="assembler_pass"`) and the Scheduler jobs (`${var.name_prefix}-assembler-tick-*`, one per shard). If passes are healthy but behind, raise `assembler_shards` (README, "Scaling to many users": drain first). Chunks are kept for 7 days.
     EOT
   }
 
@@ -355,11 +362,12 @@ locals {
       }
     },
     {
-      title = "Oldest unacked chunk (s)"
+      title = "Oldest unacked chunk (s), per chunk subscription"
       xyChart = {
         thresholds = [{ value = var.oldest_unacked_alert_seconds, label = "alert" }]
         dataSets = [{
-          plotType = "LINE"
+          plotType       = "LINE"
+          legendTemplate = "$${resource.labels.subscription_id}"
           timeSeriesQuery = {
             timeSeriesFilter = {
               filter      = "metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\" AND ${local.chunks_subscription_filter}"
@@ -375,7 +383,7 @@ locals {
         dataSets = [
           {
             plotType       = "LINE"
-            legendTemplate = "backlog (${google_pubsub_subscription.chunks.name})"
+            legendTemplate = "backlog ($${resource.labels.subscription_id})"
             timeSeriesQuery = {
               timeSeriesFilter = {
                 filter      = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND ${local.chunks_subscription_filter}"

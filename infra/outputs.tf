@@ -25,10 +25,10 @@ output "topics" {
 }
 
 output "subscriptions" {
-  description = "Pub/Sub subscription names by role: chunks (the assembler's), dead_letter_hold, and recordings when recordings_subscription_name is set."
+  description = "Pub/Sub subscription names by role: chunks (the assembler's, a list: one per shard, in shard order), dead_letter_hold, and recordings when recordings_subscription_name is set."
   value = merge(
     {
-      chunks           = google_pubsub_subscription.chunks.name
+      chunks           = google_pubsub_subscription.chunks[*].name
       dead_letter_hold = google_pubsub_subscription.dead_letter_hold.name
     },
     { for s in google_pubsub_subscription.recordings : "recordings" => s.name },

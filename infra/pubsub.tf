@@ -5,10 +5,15 @@
 # ---------------------------------------------------------------------------------------
 
 locals {
-  # > pass_seconds: a pass never loses its lease on a batch mid-flush.
+  # > pass_seconds: a pass never loses its lease on a batch mid-flush; < lease_seconds
+  # (functions.tf): a crashed pass's batch is redelivered while its users are still leased.
   ack_deadline_seconds = 120
-  # A chunk the assembler fails on this many times goes to the dead-letter topic.
-  max_delivery_attempts = 5
+  # A chunk delivered this many times without being acked goes to the dead-letter topic.
+  # 10, not 5: besides real failures, a chunk is released (nacked) once when the settle
+  # window holds it, and once per tick while its user's lease is held by a crashed pass
+  # (up to lease_seconds, 150 s by default: two or three ticks). Those releases count as
+  # deliveries; with 5 a healthy chunk of such a user could be dead-lettered.
+  max_delivery_attempts = 10
   # Pub/Sub's maximum for a subscription's backlog.
   seven_days = "604800s"
 
@@ -35,16 +40,38 @@ resource "google_pubsub_topic" "this" {
   depends_on = [google_project_service.apis]
 }
 
-# The assembler's work queue. Ordering (key = uid) hands each user's chunks to one pass at
-# a time, in publish order, so parallel passes never interleave a user's audio.
+# The assembler's work queues: one pull subscription per shard. Ingest stamps every chunk
+# with the attribute shard = crc32(uid) % assembler_shards, so all of a user's chunks land
+# in one subscription, and each subscription is drained by one pass per tick (one Scheduler
+# job per shard, scheduler.tf). With a single shard there is one subscription, named
+# exactly var.chunks_subscription, without a filter. Names and filters match
+# Config.shard_subscription and the shard attribute in omi_receiver/.
+#
+# Pub/Sub acks the messages a filter excludes by itself, but bills their delivery: every
+# chunk is billed once per shard subscription (README, "Scaling to many users").
+#
+# A filter and a name cannot change in place: changing assembler_shards between 1 and more
+# renames (replaces) subscription 0, and lowering it destroys subscriptions i >= N, each
+# with its backlog. Drain them first (README).
 resource "google_pubsub_subscription" "chunks" {
-  name    = var.chunks_subscription
+  count = var.assembler_shards
+
+  name    = var.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-${count.index}"
   project = var.project_id
   topic   = google_pubsub_topic.this["chunks"].id
   labels  = local.labels
+  filter  = var.assembler_shards == 1 ? null : "attributes.shard = \"${count.index}\""
 
-  ack_deadline_seconds       = local.ack_deadline_seconds
-  enable_message_ordering    = true
+  ack_deadline_seconds = local.ack_deadline_seconds
+  # No message ordering (ingest still publishes with ordering key = uid; it does no harm).
+  # With ordering, Pub/Sub hands out a key's next messages only after the earlier ones are
+  # acked, and one pull's <= 1000 messages are spread across keys: with many users a pass
+  # got a few chunks per user per pull round and flushed each user many times per tick
+  # (measured: 11.8 flushes per user per tick at 20 users, 1.2 Cloud Storage writes per
+  # chunk). Without it one pass collects everything waiting in its shard and flushes each
+  # user once. Order comes from received_at (the assembler sorts each batch), and the shard
+  # plus the per-user lease keep a user with one pass at a time.
+  enable_message_ordering    = false
   message_retention_duration = local.seven_days
   retain_acked_messages      = false
 

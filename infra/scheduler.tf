@@ -1,17 +1,18 @@
 # ---------------------------------------------------------------------------------------
-# Ticks: each job publishes one message per schedule slot to the ticks topic, and each
-# message starts one assembler pass (functions.tf). N jobs give N concurrent passes; they
-# share the one chunks subscription, and Pub/Sub ordering keeps each user with one pass at
-# a time. Scheduler publishes as its own service agent: no service account needed.
+# Ticks: one job per shard. Each publishes one message per schedule slot to the ticks
+# topic, and each message starts one assembler pass (functions.tf) on that shard's chunk
+# subscription (pubsub.tf): the message says which, { "shard": i, "shards": N }. The N
+# passes of a tick run at once, each on its own users (crc32(uid) % N). Scheduler
+# publishes as its own service agent: no service account needed.
 # ---------------------------------------------------------------------------------------
 
 resource "google_cloud_scheduler_job" "assembler_tick" {
-  count = var.assembler_parallel_passes
+  count = var.assembler_shards
 
   name        = "${var.name_prefix}-assembler-tick-${count.index}"
   project     = var.project_id
   region      = var.region
-  description = "Starts assembler pass ${count.index + 1} of ${var.assembler_parallel_passes} on every tick."
+  description = "Starts the assembler pass of shard ${count.index} (of ${var.assembler_shards}) on every tick."
   schedule    = var.assembler_schedule
   time_zone   = "Etc/UTC"
 
@@ -22,7 +23,7 @@ resource "google_cloud_scheduler_job" "assembler_tick" {
 
   pubsub_target {
     topic_name = google_pubsub_topic.this["ticks"].id
-    data       = base64encode(jsonencode({ pass = count.index, passes = var.assembler_parallel_passes }))
+    data       = base64encode(jsonencode({ shard = count.index, shards = var.assembler_shards }))
   }
 
   depends_on = [google_project_service.apis]

@@ -95,6 +95,17 @@ variable "chunks_topic" {
   }
 }
 
+variable "assembler_shards" {
+  description = "Shards of the assembler's work (ASSEMBLER_SHARDS, set on both functions): ingest stamps each chunk with shard = crc32(uid) % assembler_shards, and each shard gets its own chunk subscription (<chunks_subscription>-<i>, filtered on that attribute; with 1, one subscription named chunks_subscription), Scheduler job and pass per tick. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys subscriptions with their backlog: drain first (README, \"Scaling to many users\")."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.assembler_shards >= 1 && var.assembler_shards <= 64 && floor(var.assembler_shards) == var.assembler_shards
+    error_message = "assembler_shards must be a whole number between 1 and 64."
+  }
+}
+
 variable "max_chunk_bytes" {
   description = "Largest request body ingest accepts, in bytes (MAX_CHUNK_BYTES); even, at most Pub/Sub's 10 MB message limit."
   type        = number
@@ -218,9 +229,9 @@ variable "pass_seconds" {
 }
 
 variable "lease_seconds" {
-  description = "How long a pass holds its per-user lease; a crashed pass's lease expires after this (LEASE_SECONDS). Must exceed pass_seconds."
+  description = "How long a pass holds its per-user lease; a crashed pass's lease expires after this (LEASE_SECONDS). Must exceed pass_seconds and the chunks subscriptions' 120 s ack deadline, so a crashed pass's users stay leased until its batch is redelivered."
   type        = number
-  default     = 90
+  default     = 150
 
   validation {
     condition     = var.lease_seconds > 0 && floor(var.lease_seconds) == var.lease_seconds
@@ -236,6 +247,17 @@ variable "max_messages_per_pull" {
   validation {
     condition     = var.max_messages_per_pull >= 1 && var.max_messages_per_pull <= 10000 && floor(var.max_messages_per_pull) == var.max_messages_per_pull
     error_message = "max_messages_per_pull must be a whole number between 1 and 10000."
+  }
+}
+
+variable "max_pass_bytes" {
+  description = "Bytes of audio one assembler pass collects in memory before it flushes them and collects again (MAX_PASS_BYTES). At least 16 MiB; at most half of assembler_memory (per concurrent pass), checked at plan time."
+  type        = number
+  default     = 268435456
+
+  validation {
+    condition     = var.max_pass_bytes >= 16777216 && floor(var.max_pass_bytes) == var.max_pass_bytes
+    error_message = "max_pass_bytes must be a whole number of bytes, at least 16 MiB (16777216)."
   }
 }
 
@@ -376,7 +398,7 @@ variable "ingest_max_instances" {
 }
 
 variable "assembler_memory" {
-  description = "Memory of one assembler instance (Cloud Run quantity such as 1Gi); it holds one pass's batch of chunks."
+  description = "Memory of one assembler instance (Cloud Run quantity such as 1Gi); it holds up to max_pass_bytes of audio per pass, which must stay within half of it."
   type        = string
   default     = "1Gi"
 
@@ -431,7 +453,7 @@ variable "assembler_min_instances" {
 }
 
 variable "assembler_max_instances" {
-  description = "Upper bound on assembler instances. null (default) means assembler_parallel_passes + 1: one per concurrent pass plus one for a pass that overruns into the next tick."
+  description = "Upper bound on assembler instances. null (default) means assembler_shards + 1: one per shard's pass plus one for a pass that overruns into the next tick. At least assembler_shards (divided by assembler_concurrency) when set."
   type        = number
   default     = null
 
@@ -445,19 +467,8 @@ variable "assembler_max_instances" {
 # Scheduling
 # ---------------------------------------------------------------------------------------
 
-variable "assembler_parallel_passes" {
-  description = "Assembler passes started per tick: one Cloud Scheduler job each. The passes share the chunks subscription; message ordering keeps each user with one pass at a time. Raise it when one pass cannot keep up (oldest-unacked alert)."
-  type        = number
-  default     = 1
-
-  validation {
-    condition     = var.assembler_parallel_passes >= 1 && var.assembler_parallel_passes <= 20 && floor(var.assembler_parallel_passes) == var.assembler_parallel_passes
-    error_message = "assembler_parallel_passes must be a whole number between 1 and 20."
-  }
-}
-
 variable "assembler_schedule" {
-  description = "Cron schedule (UTC) of the assembler ticks. Every minute by default; a recording is finalized at most one tick after session_gap_seconds of silence."
+  description = "Cron schedule (UTC) of the assembler ticks (every shard's job uses it). Every minute by default; a recording is finalized at most one tick after session_gap_seconds of silence."
   type        = string
   default     = "* * * * *"
 

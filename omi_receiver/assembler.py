@@ -15,6 +15,7 @@ committed state drop what already made it. docs/design.md has the full argument.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
 import json
@@ -28,7 +29,7 @@ from google.api_core import exceptions
 
 from . import clients, logs, wav
 from .config import Config
-from .contract import Chunk, InvalidChunk, now_us
+from .contract import ATTR_SHARD, Chunk, InvalidChunk, now_us
 from .recording import Lease, Recording, Rules, UserState, late_recording, plan_batch, uid_of_state
 from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
 
@@ -47,6 +48,7 @@ class LeaseBusy(Exception):
 
 @dataclasses.dataclass
 class PassStats:
+    shard: int = 0
     pulled: int = 0
     chunks: int = 0
     assembled: int = 0
@@ -54,6 +56,7 @@ class PassStats:
     late: int = 0
     held: int = 0
     poison: int = 0
+    foreign: int = 0
     retried: int = 0
     flushes: int = 0
     finalized: int = 0
@@ -81,60 +84,89 @@ class Assembler:
             max_recording_us=config.max_recording_seconds * 1_000_000,
             dedup_window_us=config.dedup_window_seconds * 1_000_000,
         )
-        self._subscription = config.subscription_path(config.chunks_subscription)
         self._stats_lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
 
     # --- one pass ----------------------------------------------------------------------
 
-    def run_pass(self) -> PassStats:
+    def run_pass(self, shard: int = 0) -> PassStats:
+        """Collect what waits on the shard's subscription, flush each user once, ack."""
         started = time.monotonic()
-        stats = PassStats()
+        stats = PassStats(shard=shard)
         ops_before = dataclasses.asdict(self.store.ops)
+        subscription = self.config.subscription_path(self.config.shard_subscription(shard))
         cutoff_us = self.clock() - int(self.config.settle_seconds * 1_000_000)
         held: list[str] = []  # ack ids of chunks still settling; released when the pass ends
         with concurrent.futures.ThreadPoolExecutor(self.config.flush_workers) as pool:
-            while time.monotonic() - started < self.config.pass_seconds:
-                received = self._pull()
-                if not received:
-                    break
-                stats.pulled += len(received)
-                by_uid: dict[str, list[tuple[str, Chunk]]] = defaultdict(list)
-                for item in received:
-                    chunk = self._decode_or_dead_letter(item, stats)
-                    if chunk is None:
-                        continue
-                    if chunk.received_at_us > cutoff_us and item.delivery_attempt < MAX_HOLD_ATTEMPTS:
-                        # Still settling: a straggler received just before it may still be
-                        # on its way. Kept leased (so the user's later chunks wait behind it,
-                        # by ordering) and released at the end for the next pass.
-                        held.append(item.ack_id)
-                        stats.held += 1
-                        continue
-                    by_uid[chunk.uid].append((item.ack_id, chunk))
-                futures = [pool.submit(self._flush_and_ack, uid, items) for uid, items in by_uid.items()]
+            more = True
+            while more and time.monotonic() - started < self.config.pass_seconds:
+                by_uid, more = self._collect(subscription, shard, cutoff_us, held, stats, started)
+                futures = [pool.submit(self._flush_and_ack, subscription, uid, items)
+                           for uid, items in by_uid.items()]
                 for future in futures:
-                    with self._stats_lock:
-                        stats.add(future.result())
-            self._release(held)
-            finalized = self.finalize_idle()
-            stats.finalized += finalized
+                    stats.add(future.result())
+            self._release(subscription, held)
+            if shard == 0:  # one lister is enough; leases keep it apart from other shards
+                stats.finalized += self.finalize_idle()
         stats.seconds = round(time.monotonic() - started, 3)
         stats.storage = {k: v - ops_before[k] for k, v in dataclasses.asdict(self.store.ops).items()}
-        logs.info("assembler_pass", **{k: v for k, v in dataclasses.asdict(stats).items()})
+        logs.info("assembler_pass", **dataclasses.asdict(stats))
         return stats
 
-    def _pull(self):
+    def _collect(self, subscription: str, shard: int, cutoff_us: int, held: list[str], stats: PassStats,
+                 started: float) -> tuple[dict[str, list[tuple[str, Chunk]]], bool]:
+        """Pull until the subscription is empty, the memory bound or half the time budget is
+        reached. Returns (chunks by uid, whether more may be waiting).
+
+        Everything is collected before anything is flushed, so a user is flushed once per
+        pass however Pub/Sub spreads their chunks over pull responses.
+        """
+        by_uid: dict[str, list[tuple[str, Chunk]]] = defaultdict(list)
+        collected = 0
+        while True:
+            if collected >= self.config.max_pass_bytes:
+                return by_uid, True
+            if time.monotonic() - started >= self.config.pass_seconds / 2:
+                return by_uid, True
+            received = self._pull(subscription)
+            if not received:
+                return by_uid, False
+            stats.pulled += len(received)
+            for item in received:
+                if self._foreign(item, shard):
+                    self._ack(subscription, [item.ack_id])
+                    stats.foreign += 1
+                    continue
+                chunk = self._decode_or_dead_letter(subscription, item, stats)
+                if chunk is None:
+                    continue
+                if chunk.received_at_us > cutoff_us and item.delivery_attempt < MAX_HOLD_ATTEMPTS:
+                    # Still settling: a straggler received just before it may still be on
+                    # its way. Released at the end for the next pass.
+                    held.append(item.ack_id)
+                    stats.held += 1
+                    continue
+                by_uid[chunk.uid].append((item.ack_id, chunk))
+                collected += len(chunk.data)
+
+    def _foreign(self, item, shard: int) -> bool:
+        """With several shards the emulator ignores subscription filters, so every shard's
+        subscription gets every chunk; in production the filter already did this."""
+        if self.config.assembler_shards == 1:
+            return False
+        return item.message.attributes.get(ATTR_SHARD) != str(shard)
+
+    def _pull(self, subscription: str):
         try:
             response = self.subscriber.pull(
-                request={"subscription": self._subscription, "max_messages": self.config.max_messages_per_pull},
+                request={"subscription": subscription, "max_messages": self.config.max_messages_per_pull},
                 timeout=PULL_TIMEOUT_SECONDS, retry=None,
             )
         except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
             return []
         return list(response.received_messages)
 
-    def _decode_or_dead_letter(self, item, stats: PassStats) -> Chunk | None:
+    def _decode_or_dead_letter(self, subscription: str, item, stats: PassStats) -> Chunk | None:
         message = item.message
         try:
             return Chunk.from_message(message.data, dict(message.attributes))
@@ -150,38 +182,38 @@ class Assembler:
                 ).result(timeout=30)
             except Exception as publish_error:  # noqa: BLE001 - leave it to the subscription's policy
                 logs.error("dead_letter_publish_failed", error=str(publish_error), message_id=message.message_id)
-                self._release([item.ack_id])
+                self._release(subscription, [item.ack_id])
                 return None
-            self._ack([item.ack_id])
+            self._ack(subscription, [item.ack_id])
             return None
 
-    def _flush_and_ack(self, uid: str, items: list[tuple[str, Chunk]]) -> PassStats:
+    def _flush_and_ack(self, subscription: str, uid: str, items: list[tuple[str, Chunk]]) -> PassStats:
         ack_ids = [ack_id for ack_id, _ in items]
         try:
             stats = self.flush_user(uid, [chunk for _, chunk in items])
         except (LeaseBusy, PreconditionFailed) as exc:
             logs.warning("flush_deferred", uid=uid, reason=type(exc).__name__, chunks=len(items))
-            self._release(ack_ids)
+            self._release(subscription, ack_ids)
             return PassStats(chunks=len(items), retried=len(items))
         except Exception as exc:  # noqa: BLE001 - one user's failure must not stop the others
             logs.error("flush_failed", uid=uid, error=repr(exc), chunks=len(items))
-            self._release(ack_ids)
+            self._release(subscription, ack_ids)
             return PassStats(chunks=len(items), retried=len(items))
-        self._ack(ack_ids)
+        self._ack(subscription, ack_ids)
         return stats
 
-    def _ack(self, ack_ids: list[str]) -> None:
+    def _ack(self, subscription: str, ack_ids: list[str]) -> None:
         for start in range(0, len(ack_ids), 2500):
             self.subscriber.acknowledge(
-                request={"subscription": self._subscription, "ack_ids": ack_ids[start:start + 2500]}
+                request={"subscription": subscription, "ack_ids": ack_ids[start:start + 2500]}
             )
 
-    def _release(self, ack_ids: list[str]) -> None:
+    def _release(self, subscription: str, ack_ids: list[str]) -> None:
         """Hand messages back at once (nack) instead of waiting for the ack deadline."""
         for start in range(0, len(ack_ids), 2500):
             try:
                 self.subscriber.modify_ack_deadline(
-                    request={"subscription": self._subscription, "ack_ids": ack_ids[start:start + 2500],
+                    request={"subscription": subscription, "ack_ids": ack_ids[start:start + 2500],
                              "ack_deadline_seconds": 0}
                 )
             except exceptions.GoogleAPICallError as exc:
@@ -406,5 +438,14 @@ def get_assembler() -> Assembler:
 
 
 def handle_tick(cloud_event=None) -> PassStats:
-    """Entry point for a tick; the event's content does not matter (every tick is alike)."""
-    return get_assembler().run_pass()
+    """Entry point for a tick. Cloud Scheduler's message says which shard to drain:
+    `{"shard": i, "shards": n}`; without one, shard 0."""
+    return get_assembler().run_pass(shard_of_tick(cloud_event))
+
+
+def shard_of_tick(cloud_event) -> int:
+    try:
+        data = base64.b64decode(cloud_event.data["message"]["data"])
+        return int(json.loads(data).get("shard", 0))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return 0  # a plain tick (local ticker, manual trigger): the one shard

@@ -24,6 +24,9 @@ class Config:
     # --- shared ---
     google_cloud_project: str = ""
     chunks_topic: str = "audio-chunks"
+    # Users are spread over this many assembler subscriptions (each one pass per tick) by
+    # crc32(uid); ingest stamps each chunk with its shard. 1: a single subscription.
+    assembler_shards: int = 1
 
     # --- ingest ---
     # Comma-separated; more than one during a rotation. Required by ingest.
@@ -49,9 +52,13 @@ class Config:
     dedup_window_seconds: int = 900
     # Time budget of one assembler pass; below the tick interval and the ack deadline.
     pass_seconds: float = 45.0
-    # A pass holds a per-user lease this long; a crashed pass's lease expires.
-    lease_seconds: int = 90
+    # A pass holds a per-user lease this long; a crashed pass's lease expires. Longer than
+    # the subscription's 120 s ack deadline, so a crashed batch is redelivered before any
+    # newer chunk of that user can be committed ahead of it.
+    lease_seconds: int = 150
     max_messages_per_pull: int = 1000
+    # Audio bytes a pass collects before it flushes (then it collects again): its memory bound.
+    max_pass_bytes: int = 268_435_456
     # Users flushed in parallel within one pass.
     flush_workers: int = 16
 
@@ -81,6 +88,10 @@ class Config:
             raise ConfigError("SESSION_GAP_SECONDS and MAX_RECORDING_SECONDS must be positive")
         if self.lease_seconds <= self.pass_seconds:
             raise ConfigError("LEASE_SECONDS must exceed PASS_SECONDS")
+        if not 1 <= self.assembler_shards <= 64:
+            raise ConfigError("ASSEMBLER_SHARDS must be between 1 and 64")
+        if self.max_pass_bytes < 16 * 2**20:
+            raise ConfigError("MAX_PASS_BYTES must be at least 16 MiB")
 
     def require(self, *names: str) -> None:
         """Fail at start-up, naming the variable, when a required setting is empty."""
@@ -97,6 +108,12 @@ class Config:
 
     def subscription_path(self, subscription: str) -> str:
         return f"projects/{self.google_cloud_project}/subscriptions/{subscription}"
+
+    def shard_subscription(self, shard: int) -> str:
+        """The chunk subscription of one shard (infra/pubsub.tf names them the same way)."""
+        if self.assembler_shards == 1:
+            return self.chunks_subscription
+        return f"{self.chunks_subscription}-{shard}"
 
 
 _TYPES = {"str": str, "int": int, "float": float}

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import zlib
 
 ATTR_UID = "uid"
 ATTR_SAMPLE_RATE = "sample_rate"
 ATTR_RECEIVED_AT = "received_at"
 ATTR_CHUNK_ID = "chunk_id"
+# Which assembler shard (subscription) the chunk belongs to; see shard_of.
+ATTR_SHARD = "shard"
 REQUIRED_ATTRIBUTES = (ATTR_UID, ATTR_SAMPLE_RATE, ATTR_RECEIVED_AT, ATTR_CHUNK_ID)
 
 UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -68,6 +71,11 @@ def check_chunk_id(chunk_id: str) -> str:
     if not CHUNK_ID_PATTERN.match(chunk_id):
         raise InvalidChunk("invalid_chunk_id", "Idempotency-Key must be 1-128 printable ASCII characters")
     return chunk_id
+
+
+def shard_of(uid: str, shards: int) -> int:
+    """Stable across processes and releases (unlike hash()): crc32 of the uid."""
+    return zlib.crc32(uid.encode()) % shards
 
 
 def duration_us(n_bytes: int, sample_rate: int) -> int:

@@ -110,7 +110,8 @@ def handle(request, config: Config, publisher) -> Response:
         chunk = _accept(request, config, log_fields)
         log_fields.update(chunk_id=chunk.chunk_id, bytes=len(chunk.data))
         try:
-            _publish(publisher, config.topic_path(config.chunks_topic), chunk, config.publish_timeout_seconds)
+            _publish(publisher, config.topic_path(config.chunks_topic), chunk, config.publish_timeout_seconds,
+                     contract.shard_of(chunk.uid, config.assembler_shards))
         except pubsub_exceptions.MessageTooLargeError:
             # Only reachable when MAX_CHUNK_BYTES is set at Pub/Sub's limit; still the
             # request's size, so a 4xx: a retry could never succeed.
@@ -268,7 +269,7 @@ def _discard_body(request) -> None:
         pass
 
 
-def _publish(publisher, topic: str, chunk: contract.Chunk, timeout: float) -> None:
+def _publish(publisher, topic: str, chunk: contract.Chunk, timeout: float, shard: int) -> None:
     """Publish and wait until Pub/Sub has the message, within `timeout` seconds in all.
 
     Each attempt gets the time left; transient errors are retried here until the time is
@@ -279,6 +280,7 @@ def _publish(publisher, topic: str, chunk: contract.Chunk, timeout: float) -> No
     deadline = time.monotonic() + timeout
     delay = 0.05
     attributes = chunk.attributes()
+    attributes[contract.ATTR_SHARD] = str(shard)
     while True:
         remaining = deadline - time.monotonic()
         try:

@@ -13,7 +13,9 @@ from . import clients
 from .config import Config
 
 ACK_DEADLINE_SECONDS = 120  # > PASS_SECONDS: a pass never loses its lease on a batch mid-flush
-MAX_DELIVERY_ATTEMPTS = 5
+# A user whose lease is held by a crashed pass has newer chunks released once per tick
+# until the lease expires; leave room for that before a message counts as poison.
+MAX_DELIVERY_ATTEMPTS = 10
 TICKS_TOPIC = "assembler-ticks"
 
 
@@ -35,15 +37,21 @@ def provision(config: Config) -> None:
             pass
     subscriptions = [
         {
-            "name": config.subscription_path(config.chunks_subscription),
+            "name": config.subscription_path(config.shard_subscription(shard)),
             "topic": config.topic_path(config.chunks_topic),
             "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
-            "enable_message_ordering": True,
+            # No ordering: with it a key's next chunks wait until the previous ones are
+            # acked, so a pass would see a few chunks per user per pull and flush each
+            # user many times per tick. The assembler sorts by received_at instead.
+            "enable_message_ordering": False,
+            "filter": f'attributes.shard = "{shard}"' if config.assembler_shards > 1 else "",
             "dead_letter_policy": {
                 "dead_letter_topic": config.topic_path(config.dead_letter_topic),
                 "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
             },
-        },
+        }
+        for shard in range(config.assembler_shards)
+    ] + [
         {
             "name": config.subscription_path(dead_letter_subscription(config)),
             "topic": config.topic_path(config.dead_letter_topic),

@@ -25,8 +25,8 @@ from . import logs
 from .contract import format_time, now_us
 
 
-def tick_event(topic: str) -> tuple[dict[str, str], bytes]:
-    """A binary-mode CloudEvent as Eventarc sends for a Pub/Sub message."""
+def tick_event(topic: str, shard: int = 0, shards: int = 1) -> tuple[dict[str, str], bytes]:
+    """A binary-mode CloudEvent as Eventarc sends for a Cloud Scheduler message."""
     headers = {
         "ce-id": uuid.uuid4().hex,
         "ce-specversion": "1.0",
@@ -35,23 +35,25 @@ def tick_event(topic: str) -> tuple[dict[str, str], bytes]:
         "ce-time": format_time(now_us()),
         "Content-Type": "application/json",
     }
-    body = {"message": {"data": base64.b64encode(b"tick").decode(), "messageId": headers["ce-id"],
+    data = json.dumps({"shard": shard, "shards": shards}).encode()
+    body = {"message": {"data": base64.b64encode(data).decode(), "messageId": headers["ce-id"],
                         "publishTime": headers["ce-time"]},
             "subscription": "local-ticker"}
     return headers, json.dumps(body).encode()
 
 
-def run(url: str, interval: float, topic: str, stop: threading.Event) -> None:
+def run(url: str, interval: float, topic: str, stop: threading.Event, shards: int = 1) -> None:
     session = requests.Session()
     while not stop.is_set():
         started = time.monotonic()
-        headers, body = tick_event(topic)
-        try:
-            response = session.post(url, data=body, headers=headers, timeout=600)
-            if response.status_code >= 300:
-                logs.error("tick_failed", status=response.status_code, body=response.text[:200])
-        except requests.RequestException as exc:
-            logs.error("tick_failed", error=str(exc))
+        for shard in range(shards):  # one pass per shard, as one scheduler job per shard
+            headers, body = tick_event(topic, shard, shards)
+            try:
+                response = session.post(url, data=body, headers=headers, timeout=600)
+                if response.status_code >= 300:
+                    logs.error("tick_failed", status=response.status_code, body=response.text[:200])
+            except requests.RequestException as exc:
+                logs.error("tick_failed", error=str(exc))
         stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
 
@@ -60,11 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", required=True, help="assembler function URL")
     parser.add_argument("--interval", type=float, default=float(os.environ.get("TICK_SECONDS", "5")))
     parser.add_argument("--topic", default="projects/local/topics/assembler-ticks")
+    parser.add_argument("--shards", type=int, default=int(os.environ.get("ASSEMBLER_SHARDS", "1")))
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run(args.url, args.interval, args.topic, stop)
+    run(args.url, args.interval, args.topic, stop, args.shards)
 
 
 if __name__ == "__main__":

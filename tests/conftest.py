@@ -86,7 +86,7 @@ def stack_config(emulator_env) -> Config:
         recordings_topic=unique("recordings"),
         settle_seconds=0.0,
         pass_seconds=20.0,
-        lease_seconds=60,
+        lease_seconds=150,
         publish_timeout_seconds=5.0,
     )
     resources.provision(config)

@@ -21,7 +21,7 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from omi_receiver import resources
+from omi_receiver import contract, resources
 from omi_receiver.config import DEFAULTS, ENV_VARS, Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -240,7 +240,7 @@ def test_region_and_sizes_are_validated():
     for name in (
         "project_id", "region", "name_prefix", "labels", "ingest_memory", "assembler_memory",
         "ingest_cpu", "assembler_cpu", "max_chunk_bytes", "pass_seconds", "assembler_schedule",
-        "assembler_parallel_passes", "ingest_token", "extra_ingest_tokens",
+        "assembler_shards", "max_pass_bytes", "lease_seconds", "ingest_token", "extra_ingest_tokens",
     ):
         assert variables[name].get("validation"), f"variable {name} needs a validation block"
     assert variables["ingest_token"].get("sensitive") is True
@@ -405,18 +405,54 @@ def test_pubsub_shape_matches_the_local_mirror():
     assert resources.dead_letter_subscription(Config()) == f"{DEFAULTS['DEAD_LETTER_TOPIC']}-hold"
 
 
-def test_chunks_subscription_is_ordered_and_dead_letters():
+def test_chunks_subscriptions_are_unordered_and_dead_letter_after_10_attempts():
     sub = resource("google_pubsub_subscription", "chunks")
-    assert sub["name"] == "${var.chunks_subscription}"
     assert sub["topic"] == '${google_pubsub_topic.this["chunks"].id}'
-    assert sub["enable_message_ordering"] is True
-    assert sub["ack_deadline_seconds"] == "${local.ack_deadline_seconds}"
+    # Ordering made a pass flush each user many times per tick (design change: batching).
+    assert sub["enable_message_ordering"] is False
+    assert sub["ack_deadline_seconds"] == "${local.ack_deadline_seconds}" and locals_()["ack_deadline_seconds"] == 120
     assert sub["message_retention_duration"] == "${local.seven_days}" and locals_()["seven_days"] == "604800s"
+    assert sub["retain_acked_messages"] is False
+    assert block(sub, "expiration_policy")["ttl"] == ""
     dlp = block(sub, "dead_letter_policy")
     assert dlp["dead_letter_topic"] == '${google_pubsub_topic.this["dead_letter"].id}'
     assert dlp["max_delivery_attempts"] == "${local.max_delivery_attempts}"
+    assert locals_()["max_delivery_attempts"] == 10
     retry = block(sub, "retry_policy")
     assert retry["minimum_backoff"] and retry["maximum_backoff"]
+
+
+def test_one_chunk_subscription_per_shard_filtered_on_the_shard_attribute():
+    sub = resource("google_pubsub_subscription", "chunks")
+    assert sub["count"] == "${var.assembler_shards}"
+    # One shard: exactly chunks_subscription, no filter. Several: <name>-<i>, filtered on i.
+    assert sub["name"] == (
+        '${var.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-${count.index}"}'
+    )
+    assert sub["filter"] == (
+        f'${{var.assembler_shards == 1 ? null : "attributes.{contract.ATTR_SHARD} = \\"${{count.index}}\\""}}'
+    )
+    # The names are the ones the assembler pulls from (Config.shard_subscription).
+    base = DEFAULTS["CHUNKS_SUBSCRIPTION"]
+    assert Config().shard_subscription(0) == base
+    assert [Config(assembler_shards=3).shard_subscription(i) for i in range(3)] == [f"{base}-{i}" for i in range(3)]
+    variable = named_blocks("variable")["assembler_shards"]
+    assert variable["default"] == 1 and variable.get("validation")
+    assert "var.assembler_shards <= 64" in block(variable, "validation")["condition"]
+
+
+def test_counted_resources_are_only_referenced_by_instance():
+    """`google_x.y.attr` on a resource with count/for_each is an error Terraform would
+    report; it cannot run here, so look for it in the text."""
+    counted = [
+        (rtype, name) for (rtype, name), body in resources_().items() if "count" in body or "for_each" in body
+    ]
+    assert ("google_pubsub_subscription", "chunks") in counted
+    for path in INFRA.glob("*.tf"):
+        text = path.read_text()
+        for rtype, name in counted:
+            bad = re.findall(rf"\b{rtype}\.{name}\.\w+", text)
+            assert not bad, f"{path.name}: {bad[0]} needs an index ([count.index], [0], [*], [each.key])"
 
 
 def test_every_subscription_but_the_hold_has_a_dead_letter_policy_and_none_expires():
@@ -438,9 +474,23 @@ def test_pubsub_service_agent_can_dead_letter():
     topic_grants = resource("google_pubsub_topic_iam_member", "this")
     assert topic_grants["role"] == "roles/pubsub.publisher"
     assert {"topic": "dead_letter", "member": agent} in topic_grants["for_each"].values()
-    sub_grants = resource("google_pubsub_subscription_iam_member", "this")
-    assert sub_grants["role"] == "roles/pubsub.subscriber"
-    assert agent in refs(sub_grants["for_each"]) and "google_pubsub_subscription.chunks.name" in refs(sub_grants["for_each"])
+    agent_grant = resource("google_pubsub_subscription_iam_member", "pubsub_agent_acks_chunks")
+    assert agent_grant["member"] == agent
+
+
+@pytest.mark.parametrize("grant, member", [
+    ("assembler_pulls_chunks", '${local.members["assembler"]}'),
+    ("pubsub_agent_acks_chunks", "serviceAccount:${local.pubsub_service_agent}"),
+])
+def test_every_shard_subscription_gets_the_subscriber_grants(grant, member):
+    body = resource("google_pubsub_subscription_iam_member", grant)
+    assert body["count"] == resource("google_pubsub_subscription", "chunks")["count"] == "${var.assembler_shards}"
+    assert body["subscription"] == "${google_pubsub_subscription.chunks[count.index].name}"
+    assert body["role"] == "roles/pubsub.subscriber"
+    assert body["member"] == member
+    # A replaced subscription loses its IAM policy; the grant must be rewritten with it.
+    assert block(body, "lifecycle")["replace_triggered_by"] == ["${google_pubsub_subscription.chunks[count.index].id}"]
+    assert f"google_pubsub_subscription_iam_member.{grant}" in refs(assembler_function()["depends_on"])
 
 
 # --------------------------------------------------------------------------------------
@@ -519,6 +569,35 @@ def test_ingest_gets_its_env_vars_and_the_tokens_as_a_secret():
     assert secret["version"] == "${google_secret_manager_secret_version.ingest_token.version}"
 
 
+def test_both_functions_know_the_shard_count():
+    for function in (ingest_function(), assembler_function()):
+        assert env_of(function)["ASSEMBLER_SHARDS"] == "${tostring(var.assembler_shards)}"
+    assert env_of(assembler_function())["MAX_PASS_BYTES"] == "${tostring(var.max_pass_bytes)}"
+    # The base name; the assembler derives each shard's subscription from it.
+    assert env_of(assembler_function())["CHUNKS_SUBSCRIPTION"] == "${var.chunks_subscription}"
+
+
+def test_assembler_preconditions():
+    conditions = [p["condition"] for p in block(assembler_function(), "lifecycle")["precondition"]]
+
+    def has(*parts):
+        return any(all(part in c for part in parts) for c in conditions)
+
+    assert has("var.lease_seconds > var.pass_seconds")
+    # A crashed pass's users stay leased until its batch is redelivered.
+    assert has("var.lease_seconds > local.ack_deadline_seconds")
+    assert DEFAULTS["LEASE_SECONDS"] > locals_()["ack_deadline_seconds"]
+    assert has("var.pass_seconds < local.ack_deadline_seconds")
+    assert has("local.assembler_max_instances", ">= var.assembler_shards")
+    assert has("var.max_pass_bytes", "local.assembler_memory_bytes / 2")
+    memory = locals_()["assembler_memory_bytes"]
+    assert "var.assembler_memory" in memory and "1073741824" in memory and "1048576" in memory
+    # The defaults pass: 256 MiB of audio in a 1 GiB instance.
+    assert DEFAULTS["MAX_PASS_BYTES"] <= 2**30 // 2
+    assert named_blocks("variable")["max_pass_bytes"]["default"] == DEFAULTS["MAX_PASS_BYTES"]
+    assert "16777216" in block(named_blocks("variable")["max_pass_bytes"], "validation")["condition"]
+
+
 def test_env_values_come_from_the_variable_of_the_same_name():
     variables = named_blocks("variable")
     for function in (ingest_function(), assembler_function()):
@@ -556,12 +635,12 @@ def test_function_sizing_defaults():
     assert (v["ingest_memory"], v["ingest_cpu"], v["ingest_concurrency"]) == ("512Mi", "1", 80)
     assert (v["ingest_timeout_seconds"], v["ingest_max_instances"]) == (30, 20)
     assert (v["assembler_memory"], v["assembler_cpu"], v["assembler_concurrency"]) == ("1Gi", "1", 1)
-    assert v["assembler_timeout_seconds"] == 120 and v["assembler_parallel_passes"] == 1
+    assert v["assembler_timeout_seconds"] == 120 and v["assembler_shards"] == 1
     # The timeout covers a whole pass plus the finalization after it.
     assert v["assembler_timeout_seconds"] > DEFAULTS["PASS_SECONDS"]
     assert v["assembler_max_instances"] is None
     assert locals_()["assembler_max_instances"] == (
-        "${coalesce(var.assembler_max_instances, var.assembler_parallel_passes + 1)}"
+        "${coalesce(var.assembler_max_instances, var.assembler_shards + 1)}"
     )
     for function in (ingest_function(), assembler_function()):
         assert block(function, "build_config")["runtime"] == "${local.runtime}"
@@ -576,10 +655,13 @@ def test_ticks_drive_the_assembler_without_retries():
     assert trigger["pubsub_topic"] == '${google_pubsub_topic.this["ticks"].id}'
     assert trigger["retry_policy"] == "RETRY_POLICY_DO_NOT_RETRY"
     job = resource("google_cloud_scheduler_job", "assembler_tick")
-    assert job["count"] == "${var.assembler_parallel_passes}"
+    assert job["count"] == "${var.assembler_shards}"
     assert job["schedule"] == "${var.assembler_schedule}"
     assert block(job, "retry_config")["retry_count"] == 0
-    assert block(job, "pubsub_target")["topic_name"] == '${google_pubsub_topic.this["ticks"].id}'
+    target = block(job, "pubsub_target")
+    assert target["topic_name"] == '${google_pubsub_topic.this["ticks"].id}'
+    # Job i's tick tells the pass which shard's subscription to drain.
+    assert target["data"] == "${base64encode(jsonencode({shard = count.index, shards = var.assembler_shards}))}"
     assert named_blocks("variable")["assembler_schedule"]["default"] == "* * * * *"
 
 
@@ -621,6 +703,11 @@ def test_alert_policies():
     assert "local.hold_subscription_filter" in filters["dead_letters"]["filter"]
     assert filters["dead_letters"]["threshold_value"] == 0
     assert "oldest_unacked_message_age" in filters["chunks_backlog"]["filter"]
+    # Every shard's subscription, not one named subscription.
+    assert "local.chunks_subscription_filter" in filters["chunks_backlog"]["filter"]
+    assert "cross_series_reducer" not in block(filters["chunks_backlog"], "aggregations"), (
+        "a reducer would merge the shards' series: one lagging shard must alert on its own"
+    )
     assert filters["chunks_backlog"]["threshold_value"] == "${var.oldest_unacked_alert_seconds}"
     assert named_blocks("variable")["oldest_unacked_alert_seconds"]["default"] == 300
     assert "5xx" in filters["ingest_5xx"]["filter"]
@@ -633,6 +720,38 @@ def test_alert_policies():
 def test_dashboard_exists():
     dashboard = resource("google_monitoring_dashboard", "main")
     assert "jsonencode(" in dashboard["dashboard_json"]
+
+
+def test_monitoring_covers_every_shard_subscription():
+    loc = locals_()
+    assert "monitoring.regex.full_match" in loc["chunks_subscription_filter"]
+    assert "local.chunks_subscription_regex" in loc["chunks_subscription_filter"]
+    # Built from all the subscriptions, not from a name.
+    assert "for s in google_pubsub_subscription.chunks" in loc["chunks_subscription_regex"]
+    widgets = refs(loc["dashboard_widgets"])
+    for metric in ("oldest_unacked_message_age", "num_undelivered_messages"):
+        assert f"subscription/{metric}" in widgets
+    assert widgets.count("local.chunks_subscription_filter") == 2
+    text = (INFRA / "monitoring.tf").read_text()
+    assert "subscription_id=\\\"${google_pubsub_subscription.chunks" not in text
+
+
+def test_chunks_subscription_regex_matches_exactly_the_shard_subscriptions():
+    """The same escaping as local.chunks_subscription_regex, run in Python (RE2 and re
+    agree on this subset), on names with the two metacharacters a subscription ID allows."""
+    expr = locals_()["chunks_subscription_regex"]
+    assert 'replace(s.name, "/([.+])/", "[$1]")' in expr and 'join("|"' in expr
+    # base name -> a name that only an unescaped pattern would match ("." any character,
+    # "b+" one or more b).
+    cases = {"audio-chunks-assembler": None, "audio.chunks~x%y_z": "audioxchunks~x%y_z", "ab+c": "abbc"}
+    for base, near in cases.items():
+        names = [f"{base}-{i}" for i in range(12)]
+        pattern = "|".join(re.sub(r"([.+])", r"[\1]", n) for n in names)
+        for n in names:
+            assert re.fullmatch(pattern, n)
+        others = [base, f"{base}-12", f"{base}-1x", f"x{base}-1"] + ([f"{near}-1"] if near else [])
+        for other in others:
+            assert not re.fullmatch(pattern, other), other
 
 
 @pytest.mark.parametrize("name", ["terraform.tfvars.example"])

@@ -65,7 +65,7 @@ def pull(config, want: int, within: float = 20.0) -> list:
 def assert_message(message, body, uid, sample_rate, chunk_id):
     assert message.data == body
     assert message.ordering_key == uid
-    assert dict(message.attributes).keys() == set(contract.REQUIRED_ATTRIBUTES)
+    assert dict(message.attributes).keys() == {*contract.REQUIRED_ATTRIBUTES, contract.ATTR_SHARD}
     assert (message.attributes["uid"], message.attributes["sample_rate"], message.attributes["chunk_id"]) == (
         uid, str(sample_rate), chunk_id)
     received = contract.parse_time(message.attributes["received_at"])

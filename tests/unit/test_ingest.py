@@ -245,7 +245,7 @@ def test_accepted_requests_publish_one_message(kwargs):
     assert attempt["topic"] == TOPIC
     assert attempt["data"] == sent
     assert attempt["ordering_key"] == attempt["attrs"]["uid"]
-    assert set(attempt["attrs"]) == set(contract.REQUIRED_ATTRIBUTES)
+    assert set(attempt["attrs"]) == {*contract.REQUIRED_ATTRIBUTES, contract.ATTR_SHARD}
     assert body["bytes"] == len(sent)
     assert set(body) == {"chunk_id", "bytes", "duration_ms"}
 
@@ -260,6 +260,7 @@ def test_message_attributes_follow_the_contract():
     assert attrs["chunk_id"] == body["chunk_id"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", attrs["received_at"])
     assert before <= contract.parse_time(attrs["received_at"]) <= after
+    assert attrs["shard"] == "0"  # one shard by default
     # The message decodes as the assembler will decode it.
     chunk = contract.Chunk.from_message(publisher.attempts[0]["data"], attrs)
     assert chunk.data == SECOND_16K
@@ -446,3 +447,15 @@ def test_handle_uses_the_config_it_is_given():
     variant = dataclasses.replace(CONFIG, ingest_tokens="only-this")
     assert call(config=variant)[0].status_code == 401
     assert call(config=variant, path="/fn/only-this")[0].status_code == 200
+
+
+def test_chunks_carry_their_users_shard():
+    config = dataclasses.replace(CONFIG, assembler_shards=4)
+    shards = set()
+    for uid in ("alice", "bob", "carol", "dave", "erin", "frank"):
+        publisher = FakePublisher()
+        ingest.handle(make_request(query=f"sample_rate=16000&uid={uid}"), config, publisher)
+        shard = publisher.attempts[0]["attrs"]["shard"]
+        assert shard == str(contract.shard_of(uid, 4))
+        shards.add(shard)
+    assert len(shards) > 1
