@@ -82,9 +82,9 @@ resource "google_cloudfunctions2_function" "ingest" {
 
     environment_variables = {
       GOOGLE_CLOUD_PROJECT = var.project_id
-      CHUNKS_TOPIC         = google_pubsub_topic.this["chunks"].name
-      # Ingest stamps each chunk with its shard (crc32(uid) % ASSEMBLER_SHARDS), which
-      # picks the chunk subscription it lands in (pubsub.tf).
+      # The base name: with ASSEMBLER_SHARDS > 1 ingest publishes a chunk to
+      # CHUNKS_TOPIC-<crc32(uid) % ASSEMBLER_SHARDS>, as pubsub.tf names the shard topics.
+      CHUNKS_TOPIC            = var.chunks_topic
       ASSEMBLER_SHARDS        = tostring(var.assembler_shards)
       MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
       PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
@@ -121,6 +121,9 @@ resource "google_cloudfunctions2_function" "ingest" {
     google_project_iam_member.this,
     google_project_iam_member.build_reads_staged_source,
     google_storage_bucket_iam_member.this,
+    # CHUNKS_TOPIC is a base name, not a reference: wait for the topics and the grant.
+    google_pubsub_topic.chunks,
+    google_pubsub_topic_iam_member.ingest_publishes_chunks,
   ]
 }
 
@@ -159,12 +162,12 @@ resource "google_cloudfunctions2_function" "assembler" {
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.this["assembler"].email
 
-    # Every Config field but INGEST_TOKENS, which only ingest gets. CHUNKS_SUBSCRIPTION is
-    # the base name: with ASSEMBLER_SHARDS > 1 the pass for shard i (from its tick message)
-    # pulls from CHUNKS_SUBSCRIPTION-i, as pubsub.tf names them.
+    # Every Config field but INGEST_TOKENS, which only ingest gets. CHUNKS_TOPIC and
+    # CHUNKS_SUBSCRIPTION are base names: with ASSEMBLER_SHARDS > 1 the pass for shard i
+    # (from its tick message) pulls from CHUNKS_SUBSCRIPTION-i, as pubsub.tf names them.
     environment_variables = {
       GOOGLE_CLOUD_PROJECT    = var.project_id
-      CHUNKS_TOPIC            = google_pubsub_topic.this["chunks"].name
+      CHUNKS_TOPIC            = var.chunks_topic
       ASSEMBLER_SHARDS        = tostring(var.assembler_shards)
       MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
       PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)

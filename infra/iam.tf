@@ -29,7 +29,6 @@ resource "google_service_account" "this" {
 
 resource "google_pubsub_topic_iam_member" "this" {
   for_each = {
-    ingest_publishes_chunks        = { topic = "chunks", member = local.members["ingest"] }
     assembler_publishes_recordings = { topic = "recordings", member = local.members["assembler"] }
     assembler_dead_letters         = { topic = "dead_letter", member = local.members["assembler"] }
     # The Pub/Sub service agent forwards undeliverable messages to the dead-letter topic.
@@ -40,6 +39,29 @@ resource "google_pubsub_topic_iam_member" "this" {
   topic   = google_pubsub_topic.this[each.value.topic].name
   role    = "roles/pubsub.publisher"
   member  = each.value.member
+}
+
+# Ingest publishes to every shard's chunk topic (pubsub.tf) and to nothing else. Counted
+# like the topics, so every shard gets the grant. A topic's IAM policy is deleted with it;
+# should a topic be replaced under the same name, replace_triggered_by rewrites the grant
+# (a renamed topic replaces it anyway, through its topic argument).
+resource "google_pubsub_topic_iam_member" "ingest_publishes_chunks" {
+  count = var.assembler_shards
+
+  project = var.project_id
+  topic   = google_pubsub_topic.chunks[count.index].name
+  role    = "roles/pubsub.publisher"
+  member  = local.members["ingest"]
+
+  lifecycle {
+    replace_triggered_by = [google_pubsub_topic.chunks[count.index].id]
+  }
+}
+
+# Deployments from before the topic per shard held this grant in the map above.
+moved {
+  from = google_pubsub_topic_iam_member.this["ingest_publishes_chunks"]
+  to   = google_pubsub_topic_iam_member.ingest_publishes_chunks[0]
 }
 
 resource "google_pubsub_subscription_iam_member" "this" {
@@ -60,8 +82,11 @@ resource "google_pubsub_subscription_iam_member" "this" {
 # A subscription's IAM policy is deleted with it. When Terraform replaces a subscription
 # under the same name (as the upgrade that switched message ordering off does: ordering
 # cannot change in place), these grants would stay in the state but be missing on the new
-# subscription; replace_triggered_by rewrites them. The id reads as unknown only when the
-# subscription is replaced, not on an in-place update, so that is the only time it fires.
+# subscription; replace_triggered_by rewrites them. The same happens to every shard's
+# subscription of a deployment made with filtered subscriptions on one topic: each moves
+# to its own topic, and the topic cannot change in place either. The id reads as unknown
+# only when the subscription is replaced, not on an in-place update, so that is the only
+# time it fires.
 resource "google_pubsub_subscription_iam_member" "assembler_pulls_chunks" {
   count = var.assembler_shards
 

@@ -1,10 +1,11 @@
 # Omi wearable audio receiver on Google Cloud.
 #
-#   Omi app --POST /<token>--> receive_chunk (HTTP function) --> topic audio-chunks
+#   Omi app --POST /<token>--> receive_chunk (HTTP function) --> topic audio-chunks, or with
+#                              assembler_shards > 1 topic audio-chunks-<crc32(uid) % N>
 #   Cloud Scheduler --tick/min, one job per shard--> topic assembler-ticks
 #   topic assembler-ticks --Eventarc--> assemble_recordings (one pass per tick message)
 #   assemble_recordings <--pull-- subscription audio-chunks-assembler, or with
-#                                 assembler_shards > 1 one per shard (-0, -1, ...)
+#                                 assembler_shards > 1 one per shard topic (-0, -1, ...)
 #                       --> recordings bucket (one WAV per recording)
 #                       --> topic recordings (one event per finished recording)
 #                       --> topic audio-chunks-dead-letter (poison chunks; kept by <name>-hold)

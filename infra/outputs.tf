@@ -20,12 +20,15 @@ output "source_bucket" {
 }
 
 output "topics" {
-  description = "Pub/Sub topic names by role: chunks, dead_letter, ticks, recordings."
-  value       = { for k, t in google_pubsub_topic.this : k => t.name }
+  description = "Pub/Sub topic names by role: chunks (ingest's, a list: one per shard, in shard order), dead_letter, ticks, recordings."
+  value = merge(
+    { chunks = google_pubsub_topic.chunks[*].name },
+    { for k, t in google_pubsub_topic.this : k => t.name },
+  )
 }
 
 output "subscriptions" {
-  description = "Pub/Sub subscription names by role: chunks (the assembler's, a list: one per shard, in shard order), dead_letter_hold, and recordings when recordings_subscription_name is set."
+  description = "Pub/Sub subscription names by role: chunks (the assembler's, a list: one per shard, in shard order; subscription i is on chunk topic i), dead_letter_hold, and recordings when recordings_subscription_name is set."
   value = merge(
     {
       chunks           = google_pubsub_subscription.chunks[*].name

@@ -19,8 +19,8 @@ locals {
 
   ticks_topic = "assembler-ticks"
 
+  # The chunk topics are google_pubsub_topic.chunks below, one per shard.
   topics = {
-    chunks      = var.chunks_topic
     dead_letter = var.dead_letter_topic
     ticks       = local.ticks_topic
     recordings  = var.recordings_topic
@@ -40,27 +40,47 @@ resource "google_pubsub_topic" "this" {
   depends_on = [google_project_service.apis]
 }
 
-# The assembler's work queues: one pull subscription per shard. Ingest stamps every chunk
-# with the attribute shard = crc32(uid) % assembler_shards, so all of a user's chunks land
-# in one subscription, and each subscription is drained by one pass per tick (one Scheduler
-# job per shard, scheduler.tf). With a single shard there is one subscription, named
-# exactly var.chunks_subscription, without a filter. Names and filters match
-# Config.shard_subscription and the shard attribute in omi_receiver/.
+# The chunk topics and the assembler's work queues: one topic and one pull subscription per
+# shard. Ingest publishes each chunk to the topic of its user's shard, crc32(uid) %
+# assembler_shards, so all of a user's chunks land in one subscription, and each
+# subscription is drained by one pass per tick (one Scheduler job per shard, scheduler.tf).
+# With a single shard there is one topic named exactly var.chunks_topic and one
+# subscription named exactly var.chunks_subscription; with more, <name>-<i>. The names
+# match Config.shard_topic and Config.shard_subscription in omi_receiver/config.py.
 #
-# Pub/Sub acks the messages a filter excludes by itself, but bills their delivery: every
-# chunk is billed once per shard subscription (README, "Scaling to many users").
+# A topic per shard rather than filtered subscriptions on one topic: Pub/Sub bills the
+# messages a filter drops as delivered (every chunk would be billed once per shard), and
+# the emulator ignores filters. Here each chunk is published once and delivered once.
 #
-# A filter and a name cannot change in place: changing assembler_shards between 1 and more
-# renames (replaces) subscription 0, and lowering it destroys subscriptions i >= N, each
-# with its backlog. Drain them first (README).
+# A name cannot change in place: changing assembler_shards between 1 and more renames
+# (replaces) topic 0 and subscription 0, and lowering it destroys topics and subscriptions
+# i >= N, each subscription with its backlog. Drain them first (README).
+resource "google_pubsub_topic" "chunks" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption; messages live at most 7 days. CMEK is offered for the recordings bucket (var.kms_key_name), where audio is kept.
+  count = var.assembler_shards
+
+  name    = var.assembler_shards == 1 ? var.chunks_topic : "${var.chunks_topic}-${count.index}"
+  project = var.project_id
+  labels  = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
+# Deployments from before the topic per shard held the one chunk topic in the map above;
+# with one shard it keeps its name, so it stays as it is.
+moved {
+  from = google_pubsub_topic.this["chunks"]
+  to   = google_pubsub_topic.chunks[0]
+}
+
 resource "google_pubsub_subscription" "chunks" {
   count = var.assembler_shards
 
   name    = var.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-${count.index}"
   project = var.project_id
-  topic   = google_pubsub_topic.this["chunks"].id
-  labels  = local.labels
-  filter  = var.assembler_shards == 1 ? null : "attributes.shard = \"${count.index}\""
+  # Subscription i on topic i, and no filter: the topic already holds only shard i's chunks.
+  topic  = google_pubsub_topic.chunks[count.index].id
+  labels = local.labels
 
   ack_deadline_seconds = local.ack_deadline_seconds
   # No message ordering (ingest still publishes with ordering key = uid; it does no harm).

@@ -1,7 +1,7 @@
 # ---------------------------------------------------------------------------------------
 # Ticks: one job per shard. Each publishes one message per schedule slot to the ticks
 # topic, and each message starts one assembler pass (functions.tf) on that shard's chunk
-# subscription (pubsub.tf): the message says which, { "shard": i, "shards": N }. The N
+# subscription (pubsub.tf; one topic and subscription per shard): the message says which, { "shard": i, "shards": N }. The N
 # passes of a tick run at once, each on its own users (crc32(uid) % N). Scheduler
 # publishes as its own service agent: no service account needed.
 # ---------------------------------------------------------------------------------------

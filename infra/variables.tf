@@ -85,7 +85,7 @@ variable "extra_ingest_tokens" {
 # ---------------------------------------------------------------------------------------
 
 variable "chunks_topic" {
-  description = "Pub/Sub topic ingest publishes chunks to (CHUNKS_TOPIC)."
+  description = "Pub/Sub topic ingest publishes chunks to (CHUNKS_TOPIC). With assembler_shards > 1 the base name of the shard topics <chunks_topic>-<i>."
   type        = string
   default     = "audio-chunks"
 
@@ -96,7 +96,7 @@ variable "chunks_topic" {
 }
 
 variable "assembler_shards" {
-  description = "Shards of the assembler's work (ASSEMBLER_SHARDS, set on both functions): ingest stamps each chunk with shard = crc32(uid) % assembler_shards, and each shard gets its own chunk subscription (<chunks_subscription>-<i>, filtered on that attribute; with 1, one subscription named chunks_subscription), Scheduler job and pass per tick. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys subscriptions with their backlog: drain first (README, \"Scaling to many users\")."
+  description = "Shards of the assembler's work (ASSEMBLER_SHARDS, set on both functions): ingest publishes each chunk to the topic of shard crc32(uid) % assembler_shards, and each shard gets its own chunk topic and subscription (<chunks_topic>-<i> and <chunks_subscription>-<i>; with 1, one topic named chunks_topic and one subscription named chunks_subscription), Scheduler job and pass per tick. Each chunk is delivered once, whatever the count. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys topics and subscriptions with their backlog: drain first (README, \"Scaling to many users\")."
   type        = number
   default     = 1
 
@@ -140,7 +140,7 @@ variable "retry_after_seconds" {
 }
 
 variable "chunks_subscription" {
-  description = "Pull subscription the assembler reads chunks from (CHUNKS_SUBSCRIPTION)."
+  description = "Pull subscription the assembler reads chunks from (CHUNKS_SUBSCRIPTION). With assembler_shards > 1 the base name of the shard subscriptions <chunks_subscription>-<i>, each on topic <chunks_topic>-<i>."
   type        = string
   default     = "audio-chunks-assembler"
 
@@ -509,7 +509,7 @@ variable "alert_email" {
 }
 
 variable "oldest_unacked_alert_seconds" {
-  description = "Alert when the oldest unacknowledged chunk on the chunks subscription is older than this many seconds (the assembler is falling behind or failing)."
+  description = "Alert when the oldest unacknowledged chunk on any chunk subscription (one per shard) is older than this many seconds (the assembler is falling behind or failing)."
   type        = number
   default     = 300
 

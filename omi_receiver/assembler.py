@@ -29,7 +29,7 @@ from google.api_core import exceptions
 
 from . import clients, logs, wav
 from .config import Config
-from .contract import ATTR_SHARD, Chunk, InvalidChunk, now_us
+from .contract import Chunk, InvalidChunk, now_us
 from .recording import Lease, Recording, Rules, UserState, late_recording, plan_batch, uid_of_state
 from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
 
@@ -56,7 +56,6 @@ class PassStats:
     late: int = 0
     held: int = 0
     poison: int = 0
-    foreign: int = 0
     retried: int = 0
     flushes: int = 0
     finalized: int = 0
@@ -100,7 +99,7 @@ class Assembler:
         with concurrent.futures.ThreadPoolExecutor(self.config.flush_workers) as pool:
             more = True
             while more and time.monotonic() - started < self.config.pass_seconds:
-                by_uid, more = self._collect(subscription, shard, cutoff_us, held, stats, started)
+                by_uid, more = self._collect(subscription, cutoff_us, held, stats, started)
                 futures = [pool.submit(self._flush_and_ack, subscription, uid, items)
                            for uid, items in by_uid.items()]
                 for future in futures:
@@ -113,7 +112,7 @@ class Assembler:
         logs.info("assembler_pass", **dataclasses.asdict(stats))
         return stats
 
-    def _collect(self, subscription: str, shard: int, cutoff_us: int, held: list[str], stats: PassStats,
+    def _collect(self, subscription: str, cutoff_us: int, held: list[str], stats: PassStats,
                  started: float) -> tuple[dict[str, list[tuple[str, Chunk]]], bool]:
         """Pull until the subscription is empty, the memory bound or half the time budget is
         reached. Returns (chunks by uid, whether more may be waiting).
@@ -133,10 +132,6 @@ class Assembler:
                 return by_uid, False
             stats.pulled += len(received)
             for item in received:
-                if self._foreign(item, shard):
-                    self._ack(subscription, [item.ack_id])
-                    stats.foreign += 1
-                    continue
                 chunk = self._decode_or_dead_letter(subscription, item, stats)
                 if chunk is None:
                     continue
@@ -148,13 +143,6 @@ class Assembler:
                     continue
                 by_uid[chunk.uid].append((item.ack_id, chunk))
                 collected += len(chunk.data)
-
-    def _foreign(self, item, shard: int) -> bool:
-        """With several shards the emulator ignores subscription filters, so every shard's
-        subscription gets every chunk; in production the filter already did this."""
-        if self.config.assembler_shards == 1:
-            return False
-        return item.message.attributes.get(ATTR_SHARD) != str(shard)
 
     def _pull(self, subscription: str):
         try:

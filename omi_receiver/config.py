@@ -24,8 +24,8 @@ class Config:
     # --- shared ---
     google_cloud_project: str = ""
     chunks_topic: str = "audio-chunks"
-    # Users are spread over this many assembler subscriptions (each one pass per tick) by
-    # crc32(uid); ingest stamps each chunk with its shard. 1: a single subscription.
+    # Users are spread over this many chunk topics (each with one subscription and one
+    # assembler pass per tick) by crc32(uid). 1: a single topic and subscription.
     assembler_shards: int = 1
 
     # --- ingest ---
@@ -109,8 +109,15 @@ class Config:
     def subscription_path(self, subscription: str) -> str:
         return f"projects/{self.google_cloud_project}/subscriptions/{subscription}"
 
+    def shard_topic(self, shard: int) -> str:
+        """The chunk topic of one shard (infra/pubsub.tf names them the same way). A topic
+        per shard, not filtered subscriptions: Pub/Sub bills filtered-out messages."""
+        if self.assembler_shards == 1:
+            return self.chunks_topic
+        return f"{self.chunks_topic}-{shard}"
+
     def shard_subscription(self, shard: int) -> str:
-        """The chunk subscription of one shard (infra/pubsub.tf names them the same way)."""
+        """The assembler's subscription on `shard_topic(shard)`."""
         if self.assembler_shards == 1:
             return self.chunks_subscription
         return f"{self.chunks_subscription}-{shard}"

@@ -110,8 +110,9 @@ def handle(request, config: Config, publisher) -> Response:
         chunk = _accept(request, config, log_fields)
         log_fields.update(chunk_id=chunk.chunk_id, bytes=len(chunk.data))
         try:
-            _publish(publisher, config.topic_path(config.chunks_topic), chunk, config.publish_timeout_seconds,
-                     contract.shard_of(chunk.uid, config.assembler_shards))
+            shard = contract.shard_of(chunk.uid, config.assembler_shards)
+            _publish(publisher, config.topic_path(config.shard_topic(shard)), chunk,
+                     config.publish_timeout_seconds, shard)
         except pubsub_exceptions.MessageTooLargeError:
             # Only reachable when MAX_CHUNK_BYTES is set at Pub/Sub's limit; still the
             # request's size, so a 4xx: a retry could never succeed.

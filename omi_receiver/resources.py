@@ -30,7 +30,9 @@ def recordings_subscription(config: Config) -> str:
 def provision(config: Config) -> None:
     publisher = pubsub_v1.PublisherClient()
     subscriber = clients.subscriber()
-    for topic in (config.chunks_topic, config.dead_letter_topic, config.recordings_topic, TICKS_TOPIC):
+    shards = range(config.assembler_shards)
+    topics = [config.shard_topic(i) for i in shards] + [config.dead_letter_topic, config.recordings_topic, TICKS_TOPIC]
+    for topic in topics:
         try:
             publisher.create_topic(name=config.topic_path(topic))
         except exceptions.AlreadyExists:
@@ -38,19 +40,18 @@ def provision(config: Config) -> None:
     subscriptions = [
         {
             "name": config.subscription_path(config.shard_subscription(shard)),
-            "topic": config.topic_path(config.chunks_topic),
+            "topic": config.topic_path(config.shard_topic(shard)),
             "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
             # No ordering: with it a key's next chunks wait until the previous ones are
             # acked, so a pass would see a few chunks per user per pull and flush each
             # user many times per tick. The assembler sorts by received_at instead.
             "enable_message_ordering": False,
-            "filter": f'attributes.shard = "{shard}"' if config.assembler_shards > 1 else "",
             "dead_letter_policy": {
                 "dead_letter_topic": config.topic_path(config.dead_letter_topic),
                 "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
             },
         }
-        for shard in range(config.assembler_shards)
+        for shard in shards
     ] + [
         {
             "name": config.subscription_path(dead_letter_subscription(config)),

@@ -35,13 +35,11 @@ PORTS = {  # env var -> default
     "INGEST_PORT": 8080,
     "ASSEMBLER_PORT": 8081,
 }
-# Local defaults that differ from production: faster ticks, and no settle window: the
-# emulator was seen to keep released (nacked) messages of an ordering key leased until
-# their ack deadline, which stalls a user for two minutes (docs/design.md).
+# Local defaults that differ from production: faster ticks, so a shorter settle window.
 LOCAL_DEFAULTS = {
     "GOOGLE_CLOUD_PROJECT": "omi-local",
     "RECORDINGS_BUCKET": "omi-recordings-local",
-    "SETTLE_SECONDS": "0",
+    "SETTLE_SECONDS": "2",
     "TICK_SECONDS": "5",
 }
 

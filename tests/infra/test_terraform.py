@@ -21,7 +21,7 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from omi_receiver import contract, resources
+from omi_receiver import resources
 from omi_receiver.config import DEFAULTS, ENV_VARS, Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -396,8 +396,8 @@ def test_pubsub_shape_matches_the_local_mirror():
     assert loc["ack_deadline_seconds"] == resources.ACK_DEADLINE_SECONDS
     assert loc["max_delivery_attempts"] == resources.MAX_DELIVERY_ATTEMPTS
     assert loc["ticks_topic"] == resources.TICKS_TOPIC
-    assert set(loc["topics"]) == {"chunks", "dead_letter", "ticks", "recordings"}
-    assert loc["topics"]["chunks"] == "${var.chunks_topic}"
+    # The chunk topics are counted per shard (google_pubsub_topic.chunks), not in the map.
+    assert set(loc["topics"]) == {"dead_letter", "ticks", "recordings"}
     assert loc["topics"]["dead_letter"] == "${var.dead_letter_topic}"
     assert loc["topics"]["recordings"] == "${var.recordings_topic}"
     # The hold subscription's name follows the same rule as resources.dead_letter_subscription.
@@ -407,7 +407,7 @@ def test_pubsub_shape_matches_the_local_mirror():
 
 def test_chunks_subscriptions_are_unordered_and_dead_letter_after_10_attempts():
     sub = resource("google_pubsub_subscription", "chunks")
-    assert sub["topic"] == '${google_pubsub_topic.this["chunks"].id}'
+    assert sub["topic"] == "${google_pubsub_topic.chunks[count.index].id}"
     # Ordering made a pass flush each user many times per tick (design change: batching).
     assert sub["enable_message_ordering"] is False
     assert sub["ack_deadline_seconds"] == "${local.ack_deadline_seconds}" and locals_()["ack_deadline_seconds"] == 120
@@ -422,23 +422,93 @@ def test_chunks_subscriptions_are_unordered_and_dead_letter_after_10_attempts():
     assert retry["minimum_backoff"] and retry["maximum_backoff"]
 
 
-def test_one_chunk_subscription_per_shard_filtered_on_the_shard_attribute():
+SHARD_NAME = re.compile(
+    r'\$\{var\.assembler_shards == 1 \? var\.(\w+) : "\$\{var\.(\w+)\}-\$\{count\.index\}"\}'
+)
+
+
+def render_shard_name(expr: str, base: str, shards: int, index: int) -> str:
+    """Evaluate a counted resource's name expression (the one form infra/ uses) for shard
+    `index` of `shards`, with the base-name variable set to `base`."""
+    m = SHARD_NAME.fullmatch(expr)
+    assert m and m.group(1) == m.group(2), f"unexpected shard name expression: {expr}"
+    return base if shards == 1 else f"{base}-{index}"
+
+
+def test_one_chunk_topic_and_one_subscription_per_shard():
+    topic = resource("google_pubsub_topic", "chunks")
     sub = resource("google_pubsub_subscription", "chunks")
-    assert sub["count"] == "${var.assembler_shards}"
-    # One shard: exactly chunks_subscription, no filter. Several: <name>-<i>, filtered on i.
+    assert topic["count"] == sub["count"] == "${var.assembler_shards}"
+    # One shard: exactly chunks_topic / chunks_subscription. Several: <name>-<i>.
+    assert topic["name"] == '${var.assembler_shards == 1 ? var.chunks_topic : "${var.chunks_topic}-${count.index}"}'
     assert sub["name"] == (
         '${var.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-${count.index}"}'
     )
-    assert sub["filter"] == (
-        f'${{var.assembler_shards == 1 ? null : "attributes.{contract.ATTR_SHARD} = \\"${{count.index}}\\""}}'
-    )
-    # The names are the ones the assembler pulls from (Config.shard_subscription).
-    base = DEFAULTS["CHUNKS_SUBSCRIPTION"]
-    assert Config().shard_subscription(0) == base
-    assert [Config(assembler_shards=3).shard_subscription(i) for i in range(3)] == [f"{base}-{i}" for i in range(3)]
+    # Subscription i is on topic i.
+    assert sub["topic"] == "${google_pubsub_topic.chunks[count.index].id}"
     variable = named_blocks("variable")["assembler_shards"]
     assert variable["default"] == 1 and variable.get("validation")
     assert "var.assembler_shards <= 64" in block(variable, "validation")["condition"]
+
+
+@pytest.mark.parametrize("shards, indexes", [(1, [0]), (2, [0, 1]), (3, [0, 2]), (64, [0, 9, 10, 63])])
+@pytest.mark.parametrize("topic_base, sub_base", [
+    (DEFAULTS["CHUNKS_TOPIC"], DEFAULTS["CHUNKS_SUBSCRIPTION"]),
+    ("chunks.v2", "chunks.v2-assembler"),
+])
+def test_shard_names_are_the_ones_the_code_uses(shards, indexes, topic_base, sub_base):
+    """Ingest publishes to Config.shard_topic(i) and the assembler pulls from
+    Config.shard_subscription(i): Terraform must create exactly those names."""
+    config = Config(assembler_shards=shards, chunks_topic=topic_base, chunks_subscription=sub_base)
+    topic_expr = resource("google_pubsub_topic", "chunks")["name"]
+    sub_expr = resource("google_pubsub_subscription", "chunks")["name"]
+    assert "var.chunks_topic" in topic_expr and "var.chunks_subscription" in sub_expr
+    for i in indexes:
+        assert render_shard_name(topic_expr, topic_base, shards, i) == config.shard_topic(i)
+        assert render_shard_name(sub_expr, sub_base, shards, i) == config.shard_subscription(i)
+
+
+def test_no_subscription_filters():
+    """Pub/Sub bills the messages a filter drops as delivered, and the emulator ignores
+    filters: shards are separate topics instead."""
+    for (rtype, name), body in resources_().items():
+        if rtype == "google_pubsub_subscription":
+            assert "filter" not in body, f"subscription {name} has a filter"
+    assert "attributes." not in (INFRA / "pubsub.tf").read_text()
+
+
+def test_functions_get_the_base_names():
+    # Both are base names; the code derives each shard's topic and subscription from them.
+    for function in (ingest_function(), assembler_function()):
+        assert env_of(function)["CHUNKS_TOPIC"] == "${var.chunks_topic}"
+    assert env_of(assembler_function())["CHUNKS_SUBSCRIPTION"] == "${var.chunks_subscription}"
+    # No reference to the topics any more, so ingest waits for them and its grant explicitly.
+    depends = refs(ingest_function()["depends_on"])
+    assert "${google_pubsub_topic.chunks}" in depends
+    assert "${google_pubsub_topic_iam_member.ingest_publishes_chunks}" in depends
+
+
+def test_upgrades_keep_the_single_chunk_topic_and_its_grant():
+    moves = {m["from"]: m["to"] for m in _documents().get("moved", [])}
+    assert moves['${google_pubsub_topic.this["chunks"]}'] == "${google_pubsub_topic.chunks[0]}"
+    assert moves['${google_pubsub_topic_iam_member.this["ingest_publishes_chunks"]}'] == (
+        "${google_pubsub_topic_iam_member.ingest_publishes_chunks[0]}"
+    )
+    for grant in ("assembler_pulls_chunks", "pubsub_agent_acks_chunks"):
+        assert moves[f'${{google_pubsub_subscription_iam_member.this["{grant}"]}}'] == (
+            f"${{google_pubsub_subscription_iam_member.{grant}[0]}}"
+        )
+    # Every target exists (a moved block to an undeclared resource is an error).
+    for target in moves.values():
+        m = re.fullmatch(r"\$\{(\w+)\.(\w+)\[0\]\}", target)
+        assert m, target
+        resource(m.group(1), m.group(2))
+
+
+def test_outputs_list_every_shard_topic_and_subscription():
+    outputs = named_blocks("output")
+    assert "chunks = google_pubsub_topic.chunks[*].name" in outputs["topics"]["value"]
+    assert "chunks = google_pubsub_subscription.chunks[*].name" in refs(outputs["subscriptions"]["value"])
 
 
 def test_counted_resources_are_only_referenced_by_instance():
@@ -448,6 +518,7 @@ def test_counted_resources_are_only_referenced_by_instance():
         (rtype, name) for (rtype, name), body in resources_().items() if "count" in body or "for_each" in body
     ]
     assert ("google_pubsub_subscription", "chunks") in counted
+    assert ("google_pubsub_topic", "chunks") in counted
     for path in INFRA.glob("*.tf"):
         text = path.read_text()
         for rtype, name in counted:
@@ -466,6 +537,30 @@ def test_every_subscription_but_the_hold_has_a_dead_letter_policy_and_none_expir
             assert body["message_retention_duration"] == "${local.seven_days}"
         else:
             assert body.get("dead_letter_policy"), f"subscription {name} has no dead-letter policy"
+
+
+def test_ingest_publishes_to_every_shard_topic_and_nothing_else_on_pubsub():
+    grant = resource("google_pubsub_topic_iam_member", "ingest_publishes_chunks")
+    assert grant["count"] == resource("google_pubsub_topic", "chunks")["count"] == "${var.assembler_shards}"
+    assert grant["topic"] == "${google_pubsub_topic.chunks[count.index].name}"
+    assert grant["role"] == "roles/pubsub.publisher"
+    assert grant["member"] == '${local.members["ingest"]}'
+    # A topic replaced under the same name loses its IAM policy; rewrite the grant with it.
+    assert block(grant, "lifecycle")["replace_triggered_by"] == ["${google_pubsub_topic.chunks[count.index].id}"]
+    # No other Pub/Sub grant names the ingest account.
+    ingest = 'local.members["ingest"]'
+    for (rtype, name), body in resources_().items():
+        if rtype.startswith("google_pubsub_") and rtype.endswith("_iam_member") and name != "ingest_publishes_chunks":
+            assert ingest not in refs(body.get("member", "")) + refs(body.get("for_each", "")), (
+                f"{rtype}.{name} grants the ingest account more on Pub/Sub"
+            )
+
+
+def test_assembler_publishes_only_recordings_and_dead_letters():
+    grants = resource("google_pubsub_topic_iam_member", "this")["for_each"]
+    assembler = '${local.members["assembler"]}'
+    assert sorted(g["topic"] for g in grants.values() if g["member"] == assembler) == ["dead_letter", "recordings"]
+    assert {g["topic"] for g in grants.values()} <= set(locals_()["topics"])
 
 
 def test_pubsub_service_agent_can_dead_letter():
