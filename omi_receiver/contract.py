@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import time
 import zlib
 
 ATTR_UID = "uid"
@@ -86,8 +87,8 @@ def duration_us(n_bytes: int, sample_rate: int) -> int:
 # --- time: received_at travels as RFC 3339 UTC with microseconds ---------------------
 
 def format_time(micros: int) -> str:
-    moment = dt.datetime.fromtimestamp(micros // 1_000_000, tz=dt.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros % 1_000_000:06d}Z"
+    # time.strftime on a gmtime tuple: a third of datetime's cost, on every request.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(micros // 1_000_000)) + f".{micros % 1_000_000:06d}Z"
 
 
 def parse_time(text: str) -> int:
@@ -105,7 +106,7 @@ def parse_time(text: str) -> int:
 
 
 def now_us() -> int:
-    return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1_000_000)
+    return time.time_ns() // 1000
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,7 @@ class DirectPublisher:
         """Publish one message; returns its id once Pub/Sub has it. Raises api_core errors."""
         request = _Request(topic=topic, messages=[_Message(data=data, attributes=attributes,
                                                             ordering_key=ordering_key)])
-        if request.ByteSize() > MAX_REQUEST_BYTES:
+        if len(data) > MAX_REQUEST_BYTES - 65_536 and request.ByteSize() > MAX_REQUEST_BYTES:
             raise MessageTooLargeError(f"publish request of {request.ByteSize()} bytes exceeds {MAX_REQUEST_BYTES}")
         try:
             response = self._publish(request, timeout=timeout)
