@@ -182,6 +182,7 @@ resource "google_cloudfunctions2_function" "assembler" {
       DEDUP_WINDOW_SECONDS    = tostring(var.dedup_window_seconds)
       PASS_SECONDS            = tostring(var.pass_seconds)
       LEASE_SECONDS           = tostring(var.lease_seconds)
+      ACK_DEADLINE_SECONDS    = tostring(local.ack_deadline_seconds)
       MAX_MESSAGES_PER_PULL   = tostring(var.max_messages_per_pull)
       MAX_PASS_BYTES          = tostring(var.max_pass_bytes)
       FLUSH_WORKERS           = tostring(var.flush_workers)

@@ -29,8 +29,8 @@ from google.api_core import exceptions
 
 from . import clients, logs, wav
 from .config import Config
-from .contract import Chunk, InvalidChunk, now_us
-from .recording import Lease, Recording, Rules, UserState, late_recording, plan_batch, uid_of_state
+from .contract import Chunk, InvalidChunk, now_us, shard_of
+from .recording import Lease, Recording, ShardLease, Rules, UserState, late_recording, plan_batch, uid_of_state
 from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
 
 # An empty pull on the emulator waits ~9 s; real Pub/Sub answers at once when idle.
@@ -38,6 +38,8 @@ PULL_TIMEOUT_SECONDS = 2.0
 # A chunk is held for the settle window on its first delivery only: every release counts
 # as a delivery towards the dead-letter policy (max_delivery_attempts 5).
 MAX_HOLD_ATTEMPTS = 2
+# After a pass died: wait this long beyond its last possible pull plus the ack deadline.
+SHARD_MARGIN_S = 10
 # Stop writing for a user this long before the lease runs out.
 LEASE_MARGIN_US = 5_000_000
 
@@ -49,6 +51,7 @@ class LeaseBusy(Exception):
 @dataclasses.dataclass
 class PassStats:
     shard: int = 0
+    skipped: str = ""  # why the pass did nothing, if it did nothing
     pulled: int = 0
     chunks: int = 0
     assembled: int = 0
@@ -93,6 +96,52 @@ class Assembler:
         started = time.monotonic()
         stats = PassStats(shard=shard)
         ops_before = dataclasses.asdict(self.store.ops)
+        shard_lease = self._take_shard(shard, stats)
+        if shard_lease is not None:
+            self._drain(shard, stats, started)
+            stats.finalized += self.finalize_idle(shard)
+            self._release_shard(shard, *shard_lease)
+        stats.seconds = round(time.monotonic() - started, 3)
+        stats.storage = {k: v - ops_before[k] for k, v in dataclasses.asdict(self.store.ops).items()}
+        logs.info("assembler_pass", **dataclasses.asdict(stats))
+        return stats
+
+    def _take_shard(self, shard: int, stats: PassStats) -> tuple[ShardLease, int] | None:
+        """One pass per shard at a time, and none right after a pass died.
+
+        A pass that died (killed, timed out, crashed) leaves its shard lease unreleased and
+        the chunks it had pulled unacked: Pub/Sub hands them out again only after the ack
+        deadline. Committing the same users' newer chunks before that would put them ahead
+        of the older ones, so the shard waits until every chunk that pass could have
+        pulled is back in the subscription. The pass is skipped (nothing pulled) until then.
+        """
+        lease, generation = self.store.read_shard_lease(shard)
+        now = self.clock()
+        if lease is not None and not lease.released:
+            wait_us = max(self.config.lease_seconds,
+                          self.config.pass_seconds + self.config.ack_deadline_seconds + SHARD_MARGIN_S) * 1_000_000
+            if now < lease.started_us + wait_us:
+                stats.skipped = "shard busy" if now < lease.started_us + self.config.lease_seconds * 1_000_000 \
+                    else "waiting for a dead pass's chunks to be redelivered"
+                return None
+            logs.warning("dead_pass_recovered", shard=shard, owner=lease.owner,
+                         started_seconds_ago=round((now - lease.started_us) / 1e6, 1))
+        mine = ShardLease(owner=uuid.uuid4().hex, started_us=now)
+        try:
+            return mine, self.store.write_shard_lease(shard, mine, generation)
+        except PreconditionFailed:
+            stats.skipped = "shard busy"
+            return None
+
+    def _release_shard(self, shard: int, lease: ShardLease, generation: int) -> None:
+        # Only after a clean pass: if anything above raised, chunks may still be leased to
+        # this pass, and the next pass must wait for them as for a dead pass's.
+        try:
+            self.store.write_shard_lease(shard, dataclasses.replace(lease, released=True), generation)
+        except PreconditionFailed:
+            logs.warning("shard_lease_lost", shard=shard)  # this pass overran; another took over
+
+    def _drain(self, shard: int, stats: PassStats, started: float) -> None:
         subscription = self.config.subscription_path(self.config.shard_subscription(shard))
         cutoff_us = self.clock() - int(self.config.settle_seconds * 1_000_000)
         held: list[str] = []  # ack ids of chunks still settling; released when the pass ends
@@ -104,13 +153,7 @@ class Assembler:
                            for uid, items in by_uid.items()]
                 for future in futures:
                     stats.add(future.result())
-            self._release(subscription, held)
-            if shard == 0:  # one lister is enough; leases keep it apart from other shards
-                stats.finalized += self.finalize_idle()
-        stats.seconds = round(time.monotonic() - started, 3)
-        stats.storage = {k: v - ops_before[k] for k, v in dataclasses.asdict(self.store.ops).items()}
-        logs.info("assembler_pass", **dataclasses.asdict(stats))
-        return stats
+        self._release(subscription, held)
 
     def _collect(self, subscription: str, cutoff_us: int, held: list[str], stats: PassStats,
                  started: float) -> tuple[dict[str, list[tuple[str, Chunk]]], bool]:
@@ -365,14 +408,20 @@ class Assembler:
 
     # --- idle recordings ---------------------------------------------------------------
 
-    def finalize_idle(self) -> int:
-        """Finalize open recordings that have had no chunk for SESSION_GAP_SECONDS."""
+    def finalize_idle(self, shard: int = 0) -> int:
+        """Finalize the shard's open recordings that have had no chunk for SESSION_GAP_SECONDS.
+
+        Only the shard's own users: their pass knows no chunk of theirs is still with a
+        dead pass (see _take_shard), so an idle recording really is idle.
+        """
         horizon = self.clock() - self.rules.session_gap_us
         count = 0
         for name, metadata in self.store.open_states():
             if metadata.get("open") != "1" or int(metadata.get("last_received_us", "0")) >= horizon:
                 continue
             uid = uid_of_state(name)
+            if shard_of(uid, self.config.assembler_shards) != shard:
+                continue
             try:
                 count += self.finalize_user(uid)
             except (LeaseBusy, PreconditionFailed):

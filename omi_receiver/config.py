@@ -52,6 +52,8 @@ class Config:
     dedup_window_seconds: int = 900
     # Time budget of one assembler pass; below the tick interval and the ack deadline.
     pass_seconds: float = 45.0
+    # The chunk subscriptions' ack deadline: when a dead pass's chunks are back for sure.
+    ack_deadline_seconds: int = 120
     # A pass holds a per-user lease this long; a crashed pass's lease expires. Longer than
     # the subscription's 120 s ack deadline, so a crashed batch is redelivered before any
     # newer chunk of that user can be committed ahead of it.
@@ -88,6 +90,8 @@ class Config:
             raise ConfigError("SESSION_GAP_SECONDS and MAX_RECORDING_SECONDS must be positive")
         if self.lease_seconds <= self.pass_seconds:
             raise ConfigError("LEASE_SECONDS must exceed PASS_SECONDS")
+        if not self.pass_seconds < self.ack_deadline_seconds < self.lease_seconds:
+            raise ConfigError("need PASS_SECONDS < ACK_DEADLINE_SECONDS < LEASE_SECONDS")
         if not 1 <= self.assembler_shards <= 64:
             raise ConfigError("ASSEMBLER_SHARDS must be between 1 and 64")
         if self.max_pass_bytes < 16 * 2**20:

@@ -24,6 +24,30 @@ WORK_PREFIX = "work/"
 GAP_REPORT_US = 1_000_000
 
 
+SHARD_LEASE_PREFIX = "leases/"
+
+
+def shard_lease_name(shard: int) -> str:
+    return f"{SHARD_LEASE_PREFIX}shard-{shard}.json"
+
+
+@dataclasses.dataclass
+class ShardLease:
+    """Who runs the pass of a shard. Left unreleased by a pass that died, which tells the
+    next pass that chunks it had pulled are still on their way back."""
+
+    owner: str
+    started_us: int
+    released: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, blob: bytes) -> "ShardLease":
+        return cls(**json.loads(blob))
+
+
 def state_name(uid: str) -> str:
     return f"{STATE_PREFIX}{uid}.json"
 

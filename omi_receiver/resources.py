@@ -12,7 +12,6 @@ from google.cloud import pubsub_v1
 from . import clients
 from .config import Config
 
-ACK_DEADLINE_SECONDS = 120  # > PASS_SECONDS: a pass never loses its lease on a batch mid-flush
 # A user whose lease is held by a crashed pass has newer chunks released once per tick
 # until the lease expires; leave room for that before a message counts as poison.
 MAX_DELIVERY_ATTEMPTS = 10
@@ -41,7 +40,7 @@ def provision(config: Config) -> None:
         {
             "name": config.subscription_path(config.shard_subscription(shard)),
             "topic": config.topic_path(config.shard_topic(shard)),
-            "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
+            "ack_deadline_seconds": config.ack_deadline_seconds,
             # No ordering: with it a key's next chunks wait until the previous ones are
             # acked, so a pass would see a few chunks per user per pull and flush each
             # user many times per tick. The assembler sorts by received_at instead.

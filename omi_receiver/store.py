@@ -16,7 +16,7 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from . import wav
-from .recording import STATE_PREFIX, UserState, state_name
+from .recording import STATE_PREFIX, ShardLease, UserState, shard_lease_name, state_name
 
 WAV_CONTENT_TYPE = "audio/wav"
 PCM_CONTENT_TYPE = "application/octet-stream"
@@ -86,6 +86,31 @@ class Store:
             if current is not None and current.write_id == state.write_id:
                 return current_gen
             raise PreconditionFailed(state.uid) from None
+        return blob.generation
+
+    def read_shard_lease(self, shard: int) -> tuple[ShardLease | None, int]:
+        self._hook("read_shard_lease")
+        blob = self.bucket.blob(shard_lease_name(shard))
+        self.ops.reads += 1
+        try:
+            data = blob.download_as_bytes(retry=self.retry)
+        except exceptions.NotFound:
+            return None, 0
+        return ShardLease.from_json(data), blob.generation
+
+    def write_shard_lease(self, shard: int, lease: ShardLease, generation: int) -> int:
+        """Write iff unchanged since read (0: absent); raises PreconditionFailed otherwise."""
+        self._hook("write_shard_lease")
+        blob = self.bucket.blob(shard_lease_name(shard))
+        self.ops.uploads += 1
+        try:
+            blob.upload_from_string(lease.to_json(), content_type="application/json",
+                                    if_generation_match=generation, retry=self.retry)
+        except exceptions.PreconditionFailed:
+            current, current_gen = self.read_shard_lease(shard)
+            if current == lease:  # a retried upload whose first attempt landed
+                return current_gen
+            raise PreconditionFailed(f"shard {shard}") from None
         return blob.generation
 
     def open_states(self) -> Iterator[tuple[str, dict[str, str]]]:

@@ -32,6 +32,9 @@ NOT_VARIABLES = {
     "GOOGLE_CLOUD_PROJECT": "var.project_id",
     "INGEST_TOKENS": "the Secret Manager secret (secret env var)",
     "RECORDINGS_BUCKET": "google_storage_bucket.recordings.name",
+    # The subscriptions' ack deadline is fixed in pubsub.tf (a local), and the assembler
+    # is told it so it knows when a dead pass's chunks are back.
+    "ACK_DEADLINE_SECONDS": "local.ack_deadline_seconds",
 }
 
 # Resource types that take labels, and the argument that holds them.
@@ -393,7 +396,7 @@ def test_source_zip_holds_only_the_runtime_files():
 
 def test_pubsub_shape_matches_the_local_mirror():
     loc = locals_()
-    assert loc["ack_deadline_seconds"] == resources.ACK_DEADLINE_SECONDS
+    assert loc["ack_deadline_seconds"] == DEFAULTS["ACK_DEADLINE_SECONDS"]
     assert loc["max_delivery_attempts"] == resources.MAX_DELIVERY_ATTEMPTS
     assert loc["ticks_topic"] == resources.TICKS_TOPIC
     # The chunk topics are counted per shard (google_pubsub_topic.chunks), not in the map.
