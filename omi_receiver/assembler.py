@@ -98,9 +98,16 @@ class Assembler:
         ops_before = dataclasses.asdict(self.store.ops)
         shard_lease = self._take_shard(shard, stats)
         if shard_lease is not None:
-            self._drain(shard, stats, started)
-            stats.finalized += self.finalize_idle(shard)
-            self._release_shard(shard, *shard_lease)
+            lease, generation = shard_lease
+            drained = self._drain(shard, stats, started)
+            # Idle is judged against the previous clean drain, never this pass's own: an
+            # empty pull can be spurious (a cold channel), and after a dead pass the
+            # chunks it held are not committed yet.
+            stats.finalized += self.finalize_idle(shard, lease.drained_us)
+            if drained:
+                publish_bound = int((self.config.publish_timeout_seconds + 2) * 1_000_000)
+                lease = dataclasses.replace(lease, drained_us=lease.started_us - publish_bound)
+            self._release_shard(shard, lease, generation)
         stats.seconds = round(time.monotonic() - started, 3)
         stats.storage = {k: v - ops_before[k] for k, v in dataclasses.asdict(self.store.ops).items()}
         logs.info("assembler_pass", **dataclasses.asdict(stats))
@@ -126,7 +133,8 @@ class Assembler:
                 return None
             logs.warning("dead_pass_recovered", shard=shard, owner=lease.owner,
                          started_seconds_ago=round((now - lease.started_us) / 1e6, 1))
-        mine = ShardLease(owner=uuid.uuid4().hex, started_us=now)
+        # Carry the last clean drain over; a dead pass's lease carries the one before it.
+        mine = ShardLease(owner=uuid.uuid4().hex, started_us=now, drained_us=lease.drained_us if lease else 0)
         try:
             return mine, self.store.write_shard_lease(shard, mine, generation)
         except PreconditionFailed:
@@ -141,7 +149,8 @@ class Assembler:
         except PreconditionFailed:
             logs.warning("shard_lease_lost", shard=shard)  # this pass overran; another took over
 
-    def _drain(self, shard: int, stats: PassStats, started: float) -> None:
+    def _drain(self, shard: int, stats: PassStats, started: float) -> bool:
+        """Returns whether the pass pulled its subscription empty."""
         subscription = self.config.subscription_path(self.config.shard_subscription(shard))
         cutoff_us = self.clock() - int(self.config.settle_seconds * 1_000_000)
         held: list[str] = []  # ack ids of chunks still settling; released when the pass ends
@@ -154,6 +163,7 @@ class Assembler:
                 for future in futures:
                     stats.add(future.result())
         self._release(subscription, held)
+        return not more and not stats.retried
 
     def _collect(self, subscription: str, cutoff_us: int, held: list[str], stats: PassStats,
                  started: float) -> tuple[dict[str, list[tuple[str, Chunk]]], bool]:
@@ -408,13 +418,16 @@ class Assembler:
 
     # --- idle recordings ---------------------------------------------------------------
 
-    def finalize_idle(self, shard: int = 0) -> int:
-        """Finalize the shard's open recordings that have had no chunk for SESSION_GAP_SECONDS.
+    def finalize_idle(self, shard: int = 0, drained_us: int | None = None) -> int:
+        """Finalize the shard's open recordings with no chunk for SESSION_GAP_SECONDS before
+        `drained_us` (default: now), when all chunks received before it were committed.
 
         Only the shard's own users: their pass knows no chunk of theirs is still with a
         dead pass (see _take_shard), so an idle recording really is idle.
         """
-        horizon = self.clock() - self.rules.session_gap_us
+        if drained_us == 0:
+            return 0  # no clean drain known yet
+        horizon = (self.clock() if drained_us is None else drained_us) - self.rules.session_gap_us
         count = 0
         for name, metadata in self.store.open_states():
             if metadata.get("open") != "1" or int(metadata.get("last_received_us", "0")) >= horizon:
@@ -423,28 +436,32 @@ class Assembler:
             if shard_of(uid, self.config.assembler_shards) != shard:
                 continue
             try:
-                count += self.finalize_user(uid)
+                count += self.finalize_user(uid, horizon)
             except (LeaseBusy, PreconditionFailed):
                 logs.info("finalize_deferred", uid=uid)
             except Exception as exc:  # noqa: BLE001 - try again next tick
                 logs.error("finalize_failed", uid=uid, error=repr(exc))
         return count
 
-    def finalize_user(self, uid: str) -> int:
+    def finalize_user(self, uid: str, horizon_us: int | None = None) -> int:
+        """Finalize the user's open recording if its last chunk came before `horizon_us`
+        (default: SESSION_GAP_SECONDS ago)."""
+        if horizon_us is None:
+            horizon_us = self.clock() - self.rules.session_gap_us
         with self._user_lock(uid):
             lease = self._acquire(uid)
             try:
-                return self._finalize_leased(lease)
+                return self._finalize_leased(lease, horizon_us)
             except (LeaseBusy, PreconditionFailed):
                 raise
             except Exception:
                 self._release_lease(lease)
                 raise
 
-    def _finalize_leased(self, lease: "Assembler.Leased") -> int:
+    def _finalize_leased(self, lease: "Assembler.Leased", horizon_us: int) -> int:
         state = lease.state
         rec = state.open
-        if rec is None or rec.last_received_us >= self.clock() - self.rules.session_gap_us:
+        if rec is None or rec.last_received_us >= horizon_us:
             self._release_lease(lease)  # a chunk arrived meanwhile: nothing to do
             return 0
         # Rebuild the WAV from committed data: a pass killed before its commit may have

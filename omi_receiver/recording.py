@@ -39,6 +39,9 @@ class ShardLease:
     owner: str
     started_us: int
     released: bool = False
+    # Every chunk received before this was committed by a pass that pulled its
+    # subscription empty: recordings idle since well before it really are idle.
+    drained_us: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()

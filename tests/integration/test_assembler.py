@@ -121,9 +121,11 @@ def test_gap_split_and_finalization_event(stack_config, clock):
     assert [audio_of(b, 16000) for _, b, _ in recs] == [joined(first), joined(second)]
     assert [m["status"] for _, _, m in recs] == ["final", "open"]
     # The second goes idle for longer than the session gap: a later tick finalizes it.
-    clock.advance(stack_config.session_gap_seconds + 1)
+    clock.advance(stack_config.session_gap_seconds + 15)
     assembler = make(stack_config, clock)
-    assert assembler.run_pass().finalized == 1
+    # The first pass drains (marking every chunk so far as committed); the next one,
+    # judging idleness against that drain, finalizes.
+    assert [assembler.run_pass().finalized for _ in range(2)] == [0, 1]
     recs = recordings(stack_config, "gap")
     assert [m["status"] for _, _, m in recs] == ["final", "final"]
     events = pull_events(stack_config, 2)
@@ -420,6 +422,29 @@ def test_one_pass_flushes_each_waiting_user_once(stack_config, clock):
     for uid, chunks in streams.items():
         [(_, blob, _)] = recordings(stack_config, uid)
         assert audio_of(blob, 8000) == joined(chunks)
+
+
+def test_no_finalization_while_a_dead_pass_may_hold_chunks(stack_config, clock):
+    """Recordings look idle while a dead pass's chunks wait for redelivery: the recovering
+    pass must not finalize them (it judges idleness against the last clean drain)."""
+    first = stream("patient", 3, start_us=clock.now - 30 * 1_000_000)
+    publish(stack_config, first)
+    drain(make(stack_config, clock))
+    later = stream("patient", 3, start_us=first[-1].received_at_us, seed=1)
+    publish(stack_config, later)
+
+    def die(step):
+        if step == "read_state":
+            raise Killed("after collecting")
+
+    with pytest.raises(Killed):
+        make(stack_config, clock, hook=die).run_pass()
+    clock.advance(stack_config.lease_seconds + stack_config.session_gap_seconds)  # all looks idle
+    recovering = make(stack_config, clock)
+    recovering._pull = lambda sub: []  # the cold channel's first pull comes back empty
+    assert recovering.run_pass().finalized == 0
+    [(_, _, meta)] = recordings(stack_config, "patient")
+    assert meta["status"] == "open"
 
 
 def test_a_pass_that_died_holding_chunks_keeps_their_order(stack_config, clock):
