@@ -150,40 +150,44 @@ class Assembler:
             logs.warning("shard_lease_lost", shard=shard)  # this pass overran; another took over
 
     def _drain(self, shard: int, stats: PassStats, started: float) -> bool:
-        """Returns whether the pass pulled its subscription empty."""
+        """Returns whether the pass took everything that was waiting when it started."""
         subscription = self.config.subscription_path(self.config.shard_subscription(shard))
         cutoff_us = self.clock() - int(self.config.settle_seconds * 1_000_000)
         held: list[str] = []  # ack ids of chunks still settling; released when the pass ends
         with concurrent.futures.ThreadPoolExecutor(self.config.flush_workers) as pool:
-            more = True
-            while more and time.monotonic() - started < self.config.pass_seconds:
-                by_uid, more = self._collect(subscription, cutoff_us, held, stats, started)
+            stopped = "bytes"
+            while stopped == "bytes" and time.monotonic() - started < self.config.pass_seconds:
+                by_uid, stopped = self._collect(subscription, cutoff_us, held, stats, started)
                 futures = [pool.submit(self._flush_and_ack, subscription, uid, items)
                            for uid, items in by_uid.items()]
                 for future in futures:
                     stats.add(future.result())
         self._release(subscription, held)
-        return not more and not stats.retried
+        return stopped == "drained" and not stats.retried
 
     def _collect(self, subscription: str, cutoff_us: int, held: list[str], stats: PassStats,
-                 started: float) -> tuple[dict[str, list[tuple[str, Chunk]]], bool]:
-        """Pull until the subscription is empty, the memory bound or half the time budget is
-        reached. Returns (chunks by uid, whether more may be waiting).
+                 started: float) -> tuple[dict[str, list[tuple[str, Chunk]]], str]:
+        """Pull what was waiting when the pass started. Returns (chunks by uid, why it
+        stopped): "drained" (a pull came back empty, or twice in a row with only chunks
+        newer than the cutoff, which the next pass takes), "bytes" (MAX_PASS_BYTES: flush,
+        then collect again) or "time" (half of PASS_SECONDS: the rest waits for a tick).
 
         Everything is collected before anything is flushed, so a user is flushed once per
         pass however Pub/Sub spreads their chunks over pull responses.
         """
         by_uid: dict[str, list[tuple[str, Chunk]]] = defaultdict(list)
         collected = 0
+        fresh_only = 0  # consecutive pulls that held everything they got
         while True:
             if collected >= self.config.max_pass_bytes:
-                return by_uid, True
+                return by_uid, "bytes"
             if time.monotonic() - started >= self.config.pass_seconds / 2:
-                return by_uid, True
+                return by_uid, "time"
             received = self._pull(subscription)
             if not received:
-                return by_uid, False
+                return by_uid, "drained"
             stats.pulled += len(received)
+            taken = 0
             for item in received:
                 chunk = self._decode_or_dead_letter(subscription, item, stats)
                 if chunk is None:
@@ -196,6 +200,10 @@ class Assembler:
                     continue
                 by_uid[chunk.uid].append((item.ack_id, chunk))
                 collected += len(chunk.data)
+                taken += 1
+            fresh_only = 0 if taken else fresh_only + 1
+            if fresh_only >= 2:  # senders keep streaming: what was waiting is taken
+                return by_uid, "drained"
 
     def _pull(self, subscription: str):
         try:

@@ -85,6 +85,7 @@ def test_settle_window_holds_recent_chunks_for_the_next_pass(stack_config, clock
     publish(config, [early[0], delayed[0]] + early[1:] + delayed[1:])  # out of order
     first = make(config, clock).run_pass()
     assert first.held == 10 and recordings(config, "settle") == []
+    assert first.seconds < config.pass_seconds / 2  # only fresh chunks left: the pass ends
     clock.advance(31)
     drain(make(config, clock))
     [(_, blob, _)] = recordings(config, "settle")
