@@ -178,16 +178,21 @@ class Assembler:
         by_uid: dict[str, list[tuple[str, Chunk]]] = defaultdict(list)
         collected = 0
         fresh_only = 0  # consecutive pulls that held everything they got
+        frontier = cutoff_us  # oldest chunk taken by the latest pull that took any
         while True:
-            if collected >= self.config.max_pass_bytes:
-                return by_uid, "bytes"
-            if time.monotonic() - started >= self.config.pass_seconds / 2:
-                return by_uid, "time"
+            if collected >= self.config.max_pass_bytes or time.monotonic() - started >= self.config.pass_seconds / 2:
+                before = len(held)
+                kept = self._hold_beyond(by_uid, frontier, held, stats)
+                # Another round may follow only if nothing was held back: it could bring
+                # a held user's newer chunks while the held ones stay leased to this pass.
+                more = collected >= self.config.max_pass_bytes and len(held) == before
+                return kept, "bytes" if more else "time"
             received = self._pull(subscription)
             if not received:
                 return by_uid, "drained"
             stats.pulled += len(received)
             taken = 0
+            oldest = None
             for item in received:
                 chunk = self._decode_or_dead_letter(subscription, item, stats)
                 if chunk is None:
@@ -201,9 +206,26 @@ class Assembler:
                 by_uid[chunk.uid].append((item.ack_id, chunk))
                 collected += len(chunk.data)
                 taken += 1
+                oldest = chunk.received_at_us if oldest is None else min(oldest, chunk.received_at_us)
+            if oldest is not None:
+                frontier = oldest
             fresh_only = 0 if taken else fresh_only + 1
             if fresh_only >= 2:  # senders keep streaming: what was waiting is taken
                 return by_uid, "drained"
+
+    def _hold_beyond(self, by_uid: dict, frontier: int, held: list[str], stats: PassStats) -> dict:
+        """Collection stopped before the subscription was drained: older chunks of a user
+        may still wait there (Pub/Sub without ordering hands out chunks roughly, not
+        exactly, oldest first). Commit only what is older than the latest pull's oldest
+        chunk, and hold the rest with the chunks still waiting, for the next round."""
+        kept = {}
+        for uid, items in by_uid.items():
+            now_items = [(a, c) for a, c in items if c.received_at_us < frontier]
+            held.extend(a for a, c in items if c.received_at_us >= frontier)
+            stats.held += len(items) - len(now_items)
+            if now_items:
+                kept[uid] = now_items
+        return kept
 
     def _pull(self, subscription: str):
         try:
