@@ -1,0 +1,107 @@
+"""Section 1, ingest: throughput, ack latency and server CPU per request of `receive_chunk`
+served by functions-framework against the Pub/Sub emulator, beside a no-op floor function
+(bench/floor_main.py), alternating A/B in the same run so both see the same machine.
+
+The chunks topic has no subscription here: the assembler is not running, and the emulator
+would otherwise keep every 32 KB message in its heap for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from google.cloud import pubsub_v1
+
+from bench.common import PROJECT, Emulators, median, process_tree, ratio, spawn_function, wait_http
+from omi_receiver import emulators
+
+TOKEN = "bench-token-0123456789"
+TARGETS = {"throughput_vs_floor_min": 0.5, "cpu_vs_floor_max": 2.0, "p99_vs_floor_max": 3.0}
+
+
+def _load(port: int, server_pid: int, watch: dict, concurrency: int, body_bytes: int, seconds: float,
+          warmup: float) -> dict:
+    args = dict(port=port, path=f"/{TOKEN}", concurrency=concurrency, uids=256, sample_rate=16000,
+                body_bytes=body_bytes, warmup=warmup, seconds=seconds, watch={"server": server_pid, **watch})
+    out = subprocess.run([sys.executable, "-m", "bench.loadgen", json.dumps(args)], capture_output=True,
+                         text=True, timeout=warmup + seconds + 60)
+    if out.returncode:
+        raise RuntimeError(f"loadgen failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def run(quick: bool, log=print) -> dict:
+    levels = [1, 50] if quick else [1, 10, 50, 200]
+    rounds = 2 if quick else 3
+    seconds, warmup = (3.0, 1.0) if quick else (6.0, 1.5)
+    # A legacy sender's 10-second POST (320 KB), for the cost model's legacy column.
+    extra = [] if quick else [("legacy_10s", 10, 320_000)]
+    with Emulators(gcs=False) as em:
+        topic = "bench-ingest-chunks"
+        pubsub_v1.PublisherClient().create_topic(name=f"projects/{PROJECT}/topics/{topic}")
+        env = {**em.env, "INGEST_TOKENS": TOKEN, "CHUNKS_TOPIC": topic}
+        servers = {}
+        try:
+            for name, source in (("ingest", "main.py"), ("floor", "bench/floor_main.py")):
+                port = emulators.free_port()
+                proc = spawn_function(source, "receive_chunk", port, env, em.tmp / f"{name}.log")
+                servers[name] = (port, proc)
+            for name, (port, proc) in servers.items():
+                wait_http(f"http://127.0.0.1:{port}/")
+                # The first requests import the clients and open the channel: not part of any round.
+                _load(port, proc.pid, {}, 4, 32_000, 1.0, 0.5)
+            watch = {"pubsub_emulator": em.pubsub.proc.pid}
+            runs = []
+            plan = [(f"c{c}", c, 32_000) for c in levels] + extra
+            for label, concurrency, body in plan:
+                for r in range(rounds if label.startswith("c") else 2):
+                    # A/B/A/B: alternate which goes first so drift hits both alike.
+                    order = ["ingest", "floor"] if r % 2 == 0 else ["floor", "ingest"]
+                    for name in order:
+                        port, proc = servers[name]
+                        result = _load(port, proc.pid, watch, concurrency, body, seconds, warmup)
+                        result.update(server=name, label=label, round=r, body_bytes=body,
+                                      server_pids=process_tree(proc.pid))
+                        log(f"  ingest {label:10} {name:6} round {r}: {result['rps']:7.1f} req/s  "
+                            f"p99 {result['p99_ms']} ms  server {result['cpu_ms_per_request']['server']} CPU-ms/req")
+                        runs.append(result)
+        finally:
+            for _, proc in servers.values():
+                emulators.stop_process_group(proc.pid)
+    return {"runs": runs, "summary": summarize(runs), "targets": TARGETS,
+            "settings": {"levels": levels, "rounds": rounds, "window_s": seconds, "warmup_s": warmup,
+                         "body_bytes": 32_000, "uids": 256, "server": "functions-framework (gunicorn gthread, 1 worker)"}}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Medians per label and server, and the ingest/floor ratios against the targets."""
+    out = {}
+    for label in dict.fromkeys(r["label"] for r in runs):
+        row = {}
+        for server in ("ingest", "floor"):
+            mine = [r for r in runs if r["label"] == label and r["server"] == server]
+            row[server] = {
+                "rps": round(median([r["rps"] for r in mine]), 1),
+                "p50_ms": round(median([r["p50_ms"] for r in mine]), 2),
+                "p95_ms": round(median([r["p95_ms"] for r in mine]), 2),
+                "p99_ms": round(median([r["p99_ms"] for r in mine]), 2),
+                "cpu_ms_per_request": {k: round(median([r["cpu_ms_per_request"][k] for r in mine]), 3)
+                                       for k in mine[0]["cpu_ms_per_request"]},
+                "non_200": sum(n for r in mine for s, n in r["statuses"].items() if s != "200"),
+                "runs": len(mine),
+            }
+        ing, flo = row["ingest"], row["floor"]
+        row["ratios"] = {
+            "throughput": ratio(ing["rps"], flo["rps"]),
+            "cpu": ratio(ing["cpu_ms_per_request"]["server"], flo["cpu_ms_per_request"]["server"]),
+            "p99": ratio(ing["p99_ms"], flo["p99_ms"]),
+        }
+        row["pass"] = {
+            "throughput": row["ratios"]["throughput"] >= TARGETS["throughput_vs_floor_min"],
+            "cpu": row["ratios"]["cpu"] <= TARGETS["cpu_vs_floor_max"],
+            "p99": row["ratios"]["p99"] <= TARGETS["p99_vs_floor_max"],
+        }
+        out[label] = row
+    return out
