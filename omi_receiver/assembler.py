@@ -36,7 +36,7 @@ from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
 # An empty pull on the emulator waits ~9 s; real Pub/Sub answers at once when idle.
 PULL_TIMEOUT_SECONDS = 2.0
 # A chunk is held for the settle window on its first delivery only: every release counts
-# as a delivery towards the dead-letter policy (max_delivery_attempts 5).
+# as a delivery towards the dead-letter policy (max_delivery_attempts 10).
 MAX_HOLD_ATTEMPTS = 2
 # After a pass died: wait this long beyond its last possible pull plus the ack deadline.
 SHARD_MARGIN_S = 10
