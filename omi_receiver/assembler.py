@@ -105,8 +105,10 @@ class Assembler:
             # chunks it held are not committed yet.
             stats.finalized += self.finalize_idle(shard, lease.drained_us)
             if drained:
-                publish_bound = int((self.config.publish_timeout_seconds + 2) * 1_000_000)
-                lease = dataclasses.replace(lease, drained_us=lease.started_us - publish_bound)
+                # Everything received before this is committed: older than the settle
+                # cutoff, and long enough ago for its publish to have finished.
+                margin = max(self.config.settle_seconds, self.config.publish_timeout_seconds + 2)
+                lease = dataclasses.replace(lease, drained_us=lease.started_us - int(margin * 1_000_000))
             self._release_shard(shard, lease, generation)
         stats.seconds = round(time.monotonic() - started, 3)
         stats.storage = {k: v - ops_before[k] for k, v in dataclasses.asdict(self.store.ops).items()}
