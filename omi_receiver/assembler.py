@@ -86,7 +86,7 @@ class Assembler:
             max_recording_us=config.max_recording_seconds * 1_000_000,
             dedup_window_us=config.dedup_window_seconds * 1_000_000,
         )
-        self._stats_lock = threading.Lock()
+        self._locks_lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
 
     # --- one pass ----------------------------------------------------------------------
@@ -297,10 +297,15 @@ class Assembler:
 
     def flush_user(self, uid: str, chunks: list[Chunk]) -> PassStats:
         """Append a batch to the user's recordings. Raises LeaseBusy / PreconditionFailed."""
+        return self._under_lease(uid, self._flush_leased, chunks)
+
+    def _under_lease(self, uid: str, work, *args):
+        """Run `work(lease, *args)` holding the user's lease. After an ordinary error the
+        lease is given back at once; a crash leaves it to expire."""
         with self._user_lock(uid):
             lease = self._acquire(uid)
             try:
-                return self._flush_leased(lease, chunks)
+                return work(lease, *args)
             except (LeaseBusy, PreconditionFailed):
                 raise
             except Exception:
@@ -395,7 +400,7 @@ class Assembler:
             raise LeaseBusy(f"{lease.state.uid}: lease expired")
 
     def _user_lock(self, uid: str) -> threading.Lock:
-        with self._stats_lock:
+        with self._locks_lock:
             return self._user_locks.setdefault(uid, threading.Lock())
 
     # --- writing audio -----------------------------------------------------------------
@@ -480,15 +485,7 @@ class Assembler:
         (default: SESSION_GAP_SECONDS ago)."""
         if horizon_us is None:
             horizon_us = self.clock() - self.rules.session_gap_us
-        with self._user_lock(uid):
-            lease = self._acquire(uid)
-            try:
-                return self._finalize_leased(lease, horizon_us)
-            except (LeaseBusy, PreconditionFailed):
-                raise
-            except Exception:
-                self._release_lease(lease)
-                raise
+        return self._under_lease(uid, self._finalize_leased, horizon_us)
 
     def _finalize_leased(self, lease: "Assembler.Leased", horizon_us: int) -> int:
         state = lease.state

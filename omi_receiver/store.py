@@ -60,57 +60,58 @@ class Store:
 
     def read_state(self, uid: str) -> tuple[UserState | None, int]:
         """(state, generation); (None, 0) when the user has no state yet."""
-        self._hook("read_state")
-        blob = self.bucket.blob(state_name(uid))
-        self.ops.reads += 1
-        try:
-            data = blob.download_as_bytes(retry=self.retry)
-        except exceptions.NotFound:
-            return None, 0
-        return UserState.from_json(data), blob.generation
+        data, generation = self._read_json(state_name(uid), "read_state")
+        return (UserState.from_json(data) if data is not None else None), generation
 
     def write_state(self, state: UserState, generation: int) -> int:
         """Write iff the object is still at `generation` (0: must not exist); new generation."""
-        self._hook("write_state")
-        blob = self.bucket.blob(state_name(state.uid))
-        blob.metadata = state.list_metadata()
-        self.ops.uploads += 1
-        try:
-            blob.upload_from_string(
-                state.to_json(), content_type="application/json",
-                if_generation_match=generation, retry=self.retry,
-            )
-        except exceptions.PreconditionFailed:
-            # A retried upload whose first attempt landed also ends here: recognise it.
+        def ours() -> int | None:
             current, current_gen = self.read_state(state.uid)
-            if current is not None and current.write_id == state.write_id:
-                return current_gen
-            raise PreconditionFailed(state.uid) from None
-        return blob.generation
+            return current_gen if current is not None and current.write_id == state.write_id else None
+
+        return self._write_json_if(state_name(state.uid), state.to_json(), generation, "write_state",
+                                   ours, metadata=state.list_metadata())
 
     def read_shard_lease(self, shard: int) -> tuple[ShardLease | None, int]:
-        self._hook("read_shard_lease")
-        blob = self.bucket.blob(shard_lease_name(shard))
+        data, generation = self._read_json(shard_lease_name(shard), "read_shard_lease")
+        return (ShardLease.from_json(data) if data is not None else None), generation
+
+    def write_shard_lease(self, shard: int, lease: ShardLease, generation: int) -> int:
+        """Write iff unchanged since read (0: absent); raises PreconditionFailed otherwise."""
+        def ours() -> int | None:
+            current, current_gen = self.read_shard_lease(shard)
+            return current_gen if current == lease else None
+
+        return self._write_json_if(shard_lease_name(shard), lease.to_json(), generation, "write_shard_lease", ours)
+
+    def _read_json(self, name: str, step: str) -> tuple[bytes | None, int]:
+        self._hook(step)
+        blob = self.bucket.blob(name)
         self.ops.reads += 1
         try:
             data = blob.download_as_bytes(retry=self.retry)
         except exceptions.NotFound:
             return None, 0
-        return ShardLease.from_json(data), blob.generation
+        return data, blob.generation
 
-    def write_shard_lease(self, shard: int, lease: ShardLease, generation: int) -> int:
-        """Write iff unchanged since read (0: absent); raises PreconditionFailed otherwise."""
-        self._hook("write_shard_lease")
-        blob = self.bucket.blob(shard_lease_name(shard))
+    def _write_json_if(self, name: str, body: bytes, generation: int, step: str,
+                       ours: Callable[[], int | None], metadata: dict[str, str] | None = None) -> int:
+        """Generation-checked write; returns the new generation, raises PreconditionFailed.
+        `ours` reads the object back: its generation if it holds this very write, else None."""
+        self._hook(step)
+        blob = self.bucket.blob(name)
+        if metadata:
+            blob.metadata = metadata
         self.ops.uploads += 1
         try:
-            blob.upload_from_string(lease.to_json(), content_type="application/json",
+            blob.upload_from_string(body, content_type="application/json",
                                     if_generation_match=generation, retry=self.retry)
         except exceptions.PreconditionFailed:
-            current, current_gen = self.read_shard_lease(shard)
-            if current == lease:  # a retried upload whose first attempt landed
+            # A retried upload whose first attempt landed also ends here: recognise it.
+            current_gen = ours()
+            if current_gen is not None:
                 return current_gen
-            raise PreconditionFailed(f"shard {shard}") from None
+            raise PreconditionFailed(name) from None
         return blob.generation
 
     def open_states(self) -> Iterator[tuple[str, dict[str, str]]]:

@@ -102,3 +102,24 @@ def audio_of(blob: bytes, rate: int) -> bytes:
 
 def joined(chunks: list[Chunk]) -> bytes:
     return b"".join(c.data for c in chunks)
+
+
+class PullSpy:
+    """A subscriber that remembers the ack ids of every message it pulled, so a test can
+    let them expire (the ack deadline, forced rather than waited for)."""
+
+    def __init__(self, subscriber):
+        self._subscriber = subscriber
+        self.ack_ids: list[str] = []
+
+    def pull(self, *args, **kwargs):
+        response = self._subscriber.pull(*args, **kwargs)
+        self.ack_ids.extend(m.ack_id for m in response.received_messages)
+        return response
+
+    def __getattr__(self, name):
+        return getattr(self._subscriber, name)
+
+    def expire(self, subscription: str) -> None:
+        self._subscriber.modify_ack_deadline(
+            request={"subscription": subscription, "ack_ids": self.ack_ids, "ack_deadline_seconds": 0})

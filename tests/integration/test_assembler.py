@@ -18,7 +18,7 @@ from omi_receiver import clients, resources
 from omi_receiver.assembler import Assembler, LeaseBusy
 from omi_receiver.contract import Chunk, now_us
 
-from assembly import Clock, KillAt, Killed, audio_of, drain, joined, publish, recordings, stream
+from assembly import Clock, KillAt, Killed, PullSpy, audio_of, drain, joined, publish, recordings, stream
 
 HOUR_US = 3600 * 1_000_000
 
@@ -329,23 +329,10 @@ def test_kill_mid_pass_then_redelivery_through_pubsub(stack_config, clock):
     chunks = stream("redeliver", 6, start_us=clock.now - HOUR_US)
     publish(stack_config, chunks)
     victim = make(stack_config, clock, hook=KillAt(5))  # after the WAV compose, before commit
-    seen = []
-    subscriber = clients.subscriber()
-    original_pull = subscriber.pull
-
-    def recording_pull(*args, **kwargs):
-        response = original_pull(*args, **kwargs)
-        seen.extend(m.ack_id for m in response.received_messages)
-        return response
-
-    victim.subscriber = type("Spy", (), {"pull": staticmethod(recording_pull),
-                                        "acknowledge": subscriber.acknowledge,
-                                        "modify_ack_deadline": subscriber.modify_ack_deadline})()
+    victim.subscriber = spy = PullSpy(clients.subscriber())
     with pytest.raises(Killed):
         victim.run_pass()
-    # The ack deadline passes (forced here rather than waited for).
-    subscriber.modify_ack_deadline(request={"subscription": stack_config.subscription_path(
-        stack_config.chunks_subscription), "ack_ids": seen, "ack_deadline_seconds": 0})
+    spy.expire(stack_config.subscription_path(stack_config.chunks_subscription))
     clock.advance(stack_config.lease_seconds + 1)
     drain(make(stack_config, clock))
     [(_, blob, _)] = recordings(stack_config, "redeliver")
@@ -455,16 +442,7 @@ def test_a_pass_that_died_holding_chunks_keeps_their_order(stack_config, clock):
     old = stream("orphan", 5, start_us=clock.now - 60 * 1_000_000)
     new = stream("orphan", 5, start_us=old[-1].received_at_us, seed=1)
     publish(stack_config, old)
-    seen = []
-    subscriber = clients.subscriber()
-
-    def spying_pull(*args, **kwargs):
-        response = subscriber.pull(*args, **kwargs)
-        seen.extend(m.ack_id for m in response.received_messages)
-        return response
-
-    spy = type("Spy", (), {"pull": staticmethod(spying_pull), "acknowledge": subscriber.acknowledge,
-                           "modify_ack_deadline": subscriber.modify_ack_deadline})()
+    spy = PullSpy(clients.subscriber())
     steps = []
 
     def die_before_the_first_user_write(step):
@@ -474,14 +452,13 @@ def test_a_pass_that_died_holding_chunks_keeps_their_order(stack_config, clock):
 
     with pytest.raises(Killed):
         make(stack_config, clock, subscriber=spy, hook=die_before_the_first_user_write).run_pass()
-    assert seen, "the dead pass had pulled the chunks"
+    assert spy.ack_ids, "the dead pass had pulled the chunks"
     publish(stack_config, new)
     waiting = make(stack_config, clock).run_pass()
     assert waiting.skipped and waiting.pulled == 0  # the newer chunks stay where they are
     clock.advance(stack_config.pass_seconds + stack_config.ack_deadline_seconds + 11)
     # The ack deadline passes (forced here rather than waited for): the old chunks are back.
-    subscriber.modify_ack_deadline(request={"subscription": stack_config.subscription_path(
-        stack_config.chunks_subscription), "ack_ids": seen, "ack_deadline_seconds": 0})
+    spy.expire(stack_config.subscription_path(stack_config.chunks_subscription))
     drain(make(stack_config, clock))
     [(name, blob, _)] = recordings(stack_config, "orphan")
     assert "-late-" not in name
