@@ -328,7 +328,14 @@ def test_kill_at_every_storage_step_then_retry(stack_config, clock):
 def test_kill_mid_pass_then_redelivery_through_pubsub(stack_config, clock):
     chunks = stream("redeliver", 6, start_us=clock.now - HOUR_US)
     publish(stack_config, chunks)
-    victim = make(stack_config, clock, hook=KillAt(5))  # after the WAV compose, before commit
+    steps = []
+
+    def die_at_the_commit(step):  # after the WAV compose, before the state commit
+        steps.append(step)
+        if step == "write_state" and "compose" in steps:
+            raise Killed("before the commit")
+
+    victim = make(stack_config, clock, hook=die_at_the_commit)
     victim.subscriber = spy = PullSpy(clients.subscriber())
     with pytest.raises(Killed):
         victim.run_pass()
