@@ -83,7 +83,8 @@ resource "google_pubsub_subscription" "chunks" {
   labels = local.labels
 
   ack_deadline_seconds = local.ack_deadline_seconds
-  # No message ordering (ingest still publishes with ordering key = uid; it does no harm).
+  # No message ordering (ingest publishes without ordering keys, so chunks of different
+  # users can share a Publish RPC).
   # With ordering, Pub/Sub hands out a key's next messages only after the earlier ones are
   # acked, and one pull's <= 1000 messages are spread across keys: with many users a pass
   # got a few chunks per user per pull round and flushed each user many times per tick

@@ -1,7 +1,7 @@
 """The message contract between ingest and the assembler.
 
 One Pub/Sub message per accepted POST: data is the request body exactly (PCM16 LE mono),
-ordering key is the uid, and these attributes are always set.
+no ordering key (the assembler orders by received_at), and these attributes are always set.
 """
 
 from __future__ import annotations

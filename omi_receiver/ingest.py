@@ -19,8 +19,8 @@ published:
   5. uid, sample_rate, Idempotency-Key  400
   6. body: read at most max + 1 bytes   413 if longer; 400 if empty or odd length.
 
-Then the chunk is published (data = body, ordering key = uid) and the answer is 200 only
-once Pub/Sub has it; otherwise 503 + Retry-After. Only a Pub/Sub failure gives a 5xx
+Then the chunk is published (data = body, no ordering key: see publisher.py) and the
+answer is 200 only once Pub/Sub has it; otherwise 503 + Retry-After. Only a Pub/Sub failure gives a 5xx
 (the sender's retries and circuit breaker make every 5xx cost the user audio).
 """
 
@@ -275,8 +275,8 @@ def _publish(publisher, topic: str, chunk: contract.Chunk, timeout: float, shard
 
     Each attempt gets the time left; transient errors are retried here until the time is
     spent. A timed-out attempt may still land later; the sender retries with the same
-    Idempotency-Key and the assembler drops duplicates by chunk_id. (publisher.py: one
-    direct RPC per chunk, so no client-side ordering queue can pause and block a user.)
+    Idempotency-Key and the assembler drops duplicates by chunk_id. (publisher.py: Publish
+    RPCs from the request threads, no client-side ordering queue that could block a user.)
     """
     deadline = time.monotonic() + timeout
     delay = 0.05
@@ -285,7 +285,7 @@ def _publish(publisher, topic: str, chunk: contract.Chunk, timeout: float, shard
     while True:
         remaining = deadline - time.monotonic()
         try:
-            publisher.publish(topic, chunk.data, ordering_key=chunk.uid, attributes=attributes, timeout=remaining)
+            publisher.publish(topic, chunk.data, attributes=attributes, timeout=remaining)
             return
         except _RETRYABLE:
             if deadline - time.monotonic() <= delay:

@@ -51,7 +51,7 @@ class FakePublisher:
         self.outcomes = list(outcomes or ["ok"])
         self.attempts: list[dict] = []
 
-    def publish(self, topic, data, *, ordering_key, attributes, timeout):
+    def publish(self, topic, data, *, attributes, timeout, ordering_key=""):
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         self.attempts.append(dict(topic=topic, data=data, ordering_key=ordering_key, attrs=attributes,
                                   timeout=timeout))
@@ -244,7 +244,7 @@ def test_accepted_requests_publish_one_message(kwargs):
     sent = kwargs.get("body", SECOND_16K)
     assert attempt["topic"] == TOPIC
     assert attempt["data"] == sent
-    assert attempt["ordering_key"] == attempt["attrs"]["uid"]
+    assert attempt["ordering_key"] == ""  # no subscription orders; keyless chunks batch
     assert set(attempt["attrs"]) == {*contract.REQUIRED_ATTRIBUTES, contract.ATTR_SHARD}
     assert body["bytes"] == len(sent)
     assert set(body) == {"chunk_id", "bytes", "duration_ms"}
@@ -255,7 +255,7 @@ def test_message_attributes_follow_the_contract():
     response, body, publisher = call(query="sample_rate=8000&uid=User_1-x")
     after = contract.now_us()
     attrs = publisher.attempts[0]["attrs"]
-    assert attrs["uid"] == "User_1-x" and publisher.attempts[0]["ordering_key"] == "User_1-x"
+    assert attrs["uid"] == "User_1-x"
     assert attrs["sample_rate"] == "8000"
     assert attrs["chunk_id"] == body["chunk_id"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", attrs["received_at"])
