@@ -142,6 +142,7 @@ data "archive_file" "src" {
     "docs",
     "htmlcov",
     "infra",
+    "pyproject.toml",
     "pytest.ini",
     "requirements-*.txt",
     "samples",

@@ -29,8 +29,9 @@ from google.api_core import exceptions
 
 from . import clients, logs, wav
 from .config import Config
-from .contract import Chunk, InvalidChunk, now_us, shard_of
-from .recording import Lease, Recording, ShardLease, Rules, UserState, late_recording, plan_batch, uid_of_state
+from .contract import Chunk, InvalidChunk, format_time, now_us, shard_of
+from .recording import (RECORDINGS_PREFIX, WORK_PREFIX, Lease, Recording, Rules, ShardLease, UserState,
+                        late_recording, plan_batch, state_name, uid_of_state)
 from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
 
 # An empty pull on the emulator waits ~9 s; real Pub/Sub answers at once when idle.
@@ -42,6 +43,14 @@ MAX_HOLD_ATTEMPTS = 2
 SHARD_MARGIN_S = 10
 # Stop writing for a user this long before the lease runs out.
 LEASE_MARGIN_US = 5_000_000
+
+
+@dataclasses.dataclass
+class Erased:
+    uid: str
+    erased_before_us: int  # chunks received before this are dropped if they still arrive
+    deleted: list[str]
+    failed: list[str]  # could not be deleted (run the erase again)
 
 
 class LeaseBusy(Exception):
@@ -57,6 +66,7 @@ class PassStats:
     assembled: int = 0
     duplicates: int = 0
     late: int = 0
+    erased: int = 0
     held: int = 0
     poison: int = 0
     retried: int = 0
@@ -66,7 +76,7 @@ class PassStats:
     storage: dict = dataclasses.field(default_factory=dict)
 
     def add(self, other: "PassStats") -> None:
-        for field in ("chunks", "assembled", "duplicates", "late", "retried", "flushes", "finalized"):
+        for field in ("chunks", "assembled", "duplicates", "late", "erased", "retried", "flushes", "finalized"):
             setattr(self, field, getattr(self, field) + getattr(other, field))
 
 
@@ -315,7 +325,8 @@ class Assembler:
     def _flush_leased(self, lease: "Leased", chunks: list[Chunk]) -> PassStats:
         uid = lease.state.uid
         plan = plan_batch(lease.state, chunks, self.rules)
-        stats = PassStats(chunks=len(chunks), duplicates=len(plan.duplicates), late=len(plan.late))
+        stats = PassStats(chunks=len(chunks), duplicates=len(plan.duplicates), late=len(plan.late),
+                          erased=len(plan.erased))
         garbage: list[str] = []
         finished: list[Recording] = []
         for segment in plan.segments:
@@ -347,6 +358,8 @@ class Assembler:
         if plan.late:
             logs.warning("late_chunks", uid=uid, chunks=len(plan.late),
                          chunk_ids=[c.chunk_id for c in plan.late[:20]])
+        if plan.erased:
+            logs.info("erased_chunks_dropped", uid=uid, chunks=len(plan.erased))
         for rec in finished:
             self.store.delete_prefix(rec.work_prefix(uid))
             stats.finalized += 1
@@ -503,6 +516,37 @@ class Assembler:
         self.store.delete_prefix(rec.work_prefix(state.uid))
         self.store.delete_quietly(garbage)
         return 1
+
+    # --- erase -------------------------------------------------------------------------
+
+    def erase_user(self, uid: str, progress: Callable[[str], None] | None = None) -> "Erased":
+        """Delete every object of the user: recordings (late ones too), what sits next to
+        them (consumer sidecars) and temporaries. Raises LeaseBusy while a pass holds them.
+
+        Under the user's lease no pass writes for them, so the objects listed then are all
+        there is of the erased audio, and none is half written. The state object stays,
+        holding no audio, as the erase marker: chunks received before the erase that are
+        still on their way are dropped when they arrive, not made into a new recording.
+        Chunks received after it start a new recording, whose names none of the listed
+        objects share, so the deletes can run after the lease is given back.
+        """
+        names, erased_at = self._under_lease(uid, self._erase_leased)
+        failed = self.store.delete_each(names, progress)
+        logs.info("user_erased", uid=uid, objects=len(names) - len(failed), failed=len(failed),
+                  erased_before=format_time(erased_at))
+        return Erased(uid, erased_at, [n for n in names if n not in failed], failed)
+
+    def _erase_leased(self, lease: "Assembler.Leased") -> tuple[list[str], int]:
+        uid = lease.state.uid
+        names = [blob.name for prefix in (f"{RECORDINGS_PREFIX}{uid}/", f"{WORK_PREFIX}{uid}/")
+                 for blob in self.store.list_objects(prefix)]
+        # The erase instant in Cloud Storage's clock (our lease write), not this machine's:
+        # ingest stamps received_at with Google's clocks too.
+        erased_at = self.store.updated_us(state_name(uid))
+        marker = UserState(uid=uid, watermark_us=max(lease.state.watermark_us, erased_at),
+                           erased_before_us=erased_at, write_id=uuid.uuid4().hex)
+        self._commit(lease, marker)
+        return names, erased_at
 
     # --- tick entry --------------------------------------------------------------------
 

@@ -12,14 +12,24 @@ import sys
 import threading
 
 _lock = threading.Lock()
+_to_stderr_above_info = False  # set by the command-line tool, whose stdout is its output
+
+
+def for_command_line() -> None:
+    """Drop INFO lines and write the rest to stderr (the CLI runs assembler code)."""
+    global _to_stderr_above_info
+    _to_stderr_above_info = True
 
 
 def log(severity: str, event: str, **fields) -> None:
+    if _to_stderr_above_info and severity == "INFO":
+        return
     entry = {"severity": severity, "message": event, "event": event, **fields}
     line = json.dumps(entry, default=str, separators=(",", ":"))
+    stream = sys.stderr if _to_stderr_above_info else sys.stdout
     with _lock:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        stream.write(line + "\n")
+        stream.flush()
 
 
 def info(event: str, **fields) -> None:

@@ -145,6 +145,9 @@ class UserState:
     open: Recording | None = None
     lease: Lease | None = None
     write_id: str = ""  # unique per write; recognises our own write after an ambiguous error
+    # Set by an erase: chunks received before it are dropped, not assembled (they belong
+    # to the erased audio and may still be on their way).
+    erased_before_us: int = 0
 
     def to_json(self) -> bytes:
         body = {
@@ -155,6 +158,7 @@ class UserState:
             "open": dataclasses.asdict(self.open) if self.open else None,
             "lease": dataclasses.asdict(self.lease) if self.lease else None,
             "write_id": self.write_id,
+            "erased_before_us": self.erased_before_us,
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -170,6 +174,7 @@ class UserState:
             open=Recording(**body["open"]) if body["open"] else None,
             lease=Lease(**body["lease"]) if body["lease"] else None,
             write_id=body.get("write_id", ""),
+            erased_before_us=body.get("erased_before_us", 0),
         )
 
     def list_metadata(self) -> dict[str, str]:
@@ -194,6 +199,7 @@ class Plan:
     segments: list[Segment]
     duplicates: list[Chunk]
     late: list[Chunk]
+    erased: list[Chunk]  # received before the user's audio was erased: dropped
     state: UserState  # the state after the batch (lease untouched)
 
 
@@ -218,13 +224,18 @@ def plan_batch(state: UserState, chunks: Iterable[Chunk], rules: Rules) -> Plan:
         open=dataclasses.replace(state.open) if state.open else None,
         lease=state.lease,
         write_id=state.write_id,
+        erased_before_us=state.erased_before_us,
     )
     segments: list[Segment] = []
     duplicates: list[Chunk] = []
     late: list[Chunk] = []
+    erased: list[Chunk] = []
     current: Segment | None = None
 
     for chunk in order(chunks):
+        if chunk.received_at_us < state.erased_before_us:
+            erased.append(chunk)
+            continue
         if chunk.chunk_id in new_state.recent:
             duplicates.append(chunk)
             continue
@@ -272,7 +283,7 @@ def plan_batch(state: UserState, chunks: Iterable[Chunk], rules: Rules) -> Plan:
 
     horizon = new_state.watermark_us - rules.dedup_window_us
     new_state.recent = {cid: t for cid, t in new_state.recent.items() if t >= horizon}
-    return Plan(segments, duplicates, late, new_state)
+    return Plan(segments, duplicates, late, erased, new_state)
 
 
 def _starts_new_recording(rec: Recording, chunk: Chunk, audio_start: int, rules: Rules) -> bool:

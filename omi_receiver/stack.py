@@ -149,6 +149,7 @@ def up() -> dict[str, str]:
         "CHUNKS_SUBSCRIPTION": config.chunks_subscription,
         "RECORDINGS_TOPIC": config.recordings_topic,
         "DEAD_LETTER_TOPIC": config.dead_letter_topic,
+        "ASSEMBLER_SHARDS": str(config.assembler_shards),
         "SESSION_GAP_SECONDS": str(config.session_gap_seconds),
         "TICK_SECONDS": settings["TICK_SECONDS"],
     }

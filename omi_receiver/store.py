@@ -160,6 +160,37 @@ class Store:
             except exceptions.GoogleAPICallError:
                 pass
 
+    def list_objects(self, prefix: str) -> list[storage.Blob]:
+        self._hook("list")
+        self.ops.lists += 1
+        return list(self.bucket.list_blobs(prefix=prefix, retry=self.retry))
+
+    def updated_us(self, name: str) -> int:
+        """The server's time of the object's last write, in microseconds since the epoch."""
+        self._hook("read_metadata")
+        self.ops.reads += 1
+        blob = self.bucket.get_blob(name, retry=self.retry)
+        if blob is None or blob.updated is None:
+            raise exceptions.NotFound(name)
+        return int(blob.updated.timestamp() * 1_000_000)
+
+    def delete_each(self, names: list[str], progress: Callable[[str], None] | None = None) -> list[str]:
+        """Delete every name (already gone counts as deleted); returns those that failed."""
+        failed: list[str] = []
+        for name in names:
+            self._hook("delete")
+            self.ops.deletes += 1
+            try:
+                self.bucket.blob(name).delete(retry=self.retry)
+            except exceptions.NotFound:
+                pass
+            except exceptions.GoogleAPICallError:
+                failed.append(name)
+                continue
+            if progress:
+                progress(name)
+        return failed
+
     def delete_prefix(self, prefix: str) -> int:
         self._hook("delete_prefix")
         self.ops.lists += 1

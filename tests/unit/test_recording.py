@@ -79,6 +79,17 @@ def test_state_round_trips_through_json():
     assert UserState.from_json(state.to_json()) == state
 
 
+def test_chunks_received_before_an_erase_are_dropped_and_later_ones_start_afresh():
+    marker = UserState("u", watermark_us=1010 * S, erased_before_us=1010 * S)
+    plan = plan_batch(marker, [chunk(0, 1009), chunk(1, 1009.9), chunk(2, 1011), chunk(3, 1012)], RULES)
+    assert [c.chunk_id for c in plan.erased] == ["c0", "c1"]
+    assert plan.late == [] and plan.duplicates == []
+    [segment] = plan.segments
+    assert segment.new and [c.chunk_id for c in segment.chunks] == ["c2", "c3"]
+    assert plan.state.erased_before_us == 1010 * S  # kept for what may still arrive
+    assert UserState.from_json(plan.state.to_json()) == plan.state
+
+
 def test_names_sort_by_start_and_only_recordings_end_in_wav():
     a = recording_name("u", 1_700_000_000 * S)
     b = recording_name("u", 1_700_000_000 * S + 1500)

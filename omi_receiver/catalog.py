@@ -1,0 +1,191 @@
+"""The recordings in the bucket, as the people who run this see them: list, stats, download.
+
+Read-only; everything comes from object listings (name, size, CRC32C and the custom
+metadata the assembler writes on every WAV), so listing a user never downloads audio.
+Erasing is the assembler's job (`Assembler.erase_user`): it must hold the user's lease.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import google_crc32c
+from google.api_core import exceptions
+from google.cloud import storage
+
+from . import wav
+from .contract import InvalidChunk, parse_time
+from .recording import RECORDINGS_PREFIX, WORK_PREFIX, state_name
+
+WAV_SUFFIX = ".wav"
+_BLOCK = 1 << 20
+# An open recording is rewritten on every flush; a download that loses its generation to a
+# newer one starts again on the newest, this many times.
+DOWNLOAD_ATTEMPTS = 3
+
+
+class CatalogError(Exception):
+    """Nothing wrong with the code: the request cannot be served (message says why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingInfo:
+    uid: str
+    id: str  # the file name without .wav: start stamp, plus -late-<chunk id> for late chunks
+    name: str  # object name
+    start: dt.datetime
+    duration_seconds: float
+    bytes: int
+    sample_rate: int
+    status: str  # "open" (still growing) or "finalized"
+    late: bool
+    generation: int
+    crc32c: str  # base64, as Cloud Storage reports it
+
+    def to_json(self) -> dict:
+        body = dataclasses.asdict(self)
+        body["start"] = self.start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return body
+
+
+def recording_info(blob: storage.Blob) -> RecordingInfo | None:
+    """A WAV object of the assembler's, or None for anything else (sidecars, strangers)."""
+    if not blob.name.startswith(RECORDINGS_PREFIX) or not blob.name.endswith(WAV_SUFFIX):
+        return None
+    uid = blob.name[len(RECORDINGS_PREFIX):].split("/", 1)[0]
+    meta = blob.metadata or {}
+    size = blob.size or 0
+    try:
+        sample_rate = int(meta["sample_rate"])
+        start = dt.datetime.fromtimestamp(parse_time(meta["start"]) / 1e6, tz=dt.timezone.utc)
+    except (KeyError, ValueError, InvalidChunk):  # not written by the assembler: skip it
+        return None
+    duration = max(0, size - wav.HEADER_BYTES) / (2 * sample_rate)
+    return RecordingInfo(
+        uid=uid,
+        id=blob.name.rsplit("/", 1)[1][:-len(WAV_SUFFIX)],
+        name=blob.name,
+        start=start,
+        duration_seconds=round(duration, 3),
+        bytes=size,
+        sample_rate=sample_rate,
+        status="open" if meta.get("status") == "open" else "finalized",
+        late=meta.get("late") == "true",
+        generation=blob.generation or 0,
+        crc32c=blob.crc32c or "",
+    )
+
+
+class Catalog:
+    def __init__(self, client: storage.Client, bucket: str):
+        self.bucket = client.bucket(bucket)
+        self.bucket_name = bucket
+
+    def recordings(self, uid: str, since: dt.datetime | None = None) -> list[RecordingInfo]:
+        """The user's recordings, newest first; `since` keeps those starting at or after it.
+        Raises CatalogError for an unknown uid, an empty or missing bucket."""
+        found = [info for info in map(recording_info, self._list(f"{RECORDINGS_PREFIX}{uid}/")) if info]
+        if not found:
+            self._explain_nothing_for(uid)
+        if since is not None:
+            found = [info for info in found if info.start >= since]
+        return sorted(found, key=lambda info: (info.start, info.name), reverse=True)
+
+    def stats(self) -> dict:
+        """Users, recordings, hours and bytes stored, open recordings (one listing)."""
+        users, recordings, seconds, size, open_count = set(), 0, 0.0, 0, 0
+        for blob in self._list(RECORDINGS_PREFIX):
+            info = recording_info(blob)
+            if info is None:
+                continue
+            users.add(info.uid)
+            recordings += 1
+            seconds += info.duration_seconds
+            size += info.bytes
+            open_count += info.status == "open"
+        temporary = sum(blob.size or 0 for blob in self._list(WORK_PREFIX))
+        return {"bucket": self.bucket_name, "users": len(users), "recordings": recordings,
+                "hours": round(seconds / 3600, 3), "bytes": size, "open_recordings": open_count,
+                "temporary_bytes": temporary}
+
+    def user_objects(self, uid: str) -> list[storage.Blob]:
+        """Every object of the user: recordings and what sits beside them, temporaries,
+        and the state object."""
+        blobs = [*self._list(f"{RECORDINGS_PREFIX}{uid}/"), *self._list(f"{WORK_PREFIX}{uid}/")]
+        blobs += [b for b in self._list(state_name(uid)) if b.name == state_name(uid)]
+        return blobs
+
+    def download(self, info: RecordingInfo, directory: Path,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[Path, RecordingInfo]:
+        """Download to `directory`/<id>.wav, checking size and CRC32C (composed objects carry
+        no MD5). An open recording is taken at the generation listed; if a flush replaces
+        it meanwhile, the newest is taken instead. Returns (path, what was downloaded)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{info.id}{WAV_SUFFIX}"
+        partial = target.with_name(target.name + ".part")
+        for _ in range(DOWNLOAD_ATTEMPTS):
+            try:
+                ok = self._fetch(info, partial, progress)
+            except exceptions.NotFound:  # that generation was replaced (or the object erased)
+                ok = False
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+            if ok:
+                os.replace(partial, target)
+                return target, info
+            partial.unlink(missing_ok=True)
+            newest = self.bucket.get_blob(info.name)
+            if newest is None:
+                raise CatalogError(f"{info.name} was deleted while downloading")
+            current = recording_info(newest) or info
+            if (current.generation, current.bytes, current.crc32c) == (info.generation, info.bytes, info.crc32c):
+                # The object is as listed, the bytes were not: a corrupt transfer.
+                raise CatalogError(f"{info.name}: the downloaded size or CRC32C does not match the object's "
+                                   f"({info.bytes} bytes, CRC32C {info.crc32c}); the file was not kept")
+            info = current  # a flush replaced it meanwhile: take the newest
+        raise CatalogError(f"{info.name} kept changing while downloading; try again")
+
+    def _fetch(self, info: RecordingInfo, path: Path, progress) -> bool:
+        """Download the listed generation; True if size and CRC32C match the listing."""
+        blob = self.bucket.blob(info.name, generation=info.generation)
+        checksum = google_crc32c.Checksum()
+        done = 0
+        with blob.open("rb", chunk_size=_BLOCK, raw_download=True) as source, open(path, "wb") as out:
+            while block := source.read(_BLOCK):
+                out.write(block)
+                checksum.update(block)
+                done += len(block)
+                if progress:
+                    progress(done, info.bytes)
+        got = base64.b64encode(checksum.digest()).decode()
+        return done == info.bytes and got == info.crc32c
+
+    def _list(self, prefix: str) -> Iterable[storage.Blob]:
+        try:
+            return list(self.bucket.list_blobs(prefix=prefix))
+        except exceptions.NotFound:
+            raise CatalogError(f"bucket {self.bucket_name} does not exist (RECORDINGS_BUCKET; "
+                               "`terraform output` in infra/, or .local/stack.env for the local stack)") from None
+
+    def _explain_nothing_for(self, uid: str) -> None:
+        if not any(True for _ in self.bucket.list_blobs(prefix=RECORDINGS_PREFIX, max_results=1)):
+            raise CatalogError(f"gs://{self.bucket_name} holds no recordings yet")
+        if self.bucket.get_blob(state_name(uid)) is not None:
+            raise CatalogError(f"uid {uid!r} has no recordings in gs://{self.bucket_name} "
+                               "(none yet, or erased)")
+        raise CatalogError(f"unknown uid {uid!r}: no recordings in gs://{self.bucket_name}")
+
+
+def parse_since(text: str) -> dt.datetime:
+    """YYYY-MM-DD or an ISO 8601 time; without a zone it is UTC."""
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CatalogError(f"--since {text!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)

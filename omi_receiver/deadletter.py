@@ -1,0 +1,322 @@
+"""Dead letters: see what waits in the hold subscription, and put valid chunks back.
+
+Messages reach the dead-letter topic two ways: the assembler publishes poison there itself
+(attributes or body that break the contract; it adds `error` and `original_message_id`),
+and Pub/Sub forwards a chunk the assembler failed to ack MAX_DELIVERY_ATTEMPTS times
+(adding the CloudPubSubDeadLetterSource* attributes). Both wait in the pull subscription
+`resources.dead_letter_subscription(config)`.
+
+`inspect` pulls what waits, describes it and gives it all back at once (nack): nothing is
+consumed. `replay` republishes each valid chunk to its user's shard topic (the original
+data, only the contract's attributes, no ordering key, as ingest publishes) and acks it on the hold
+subscription only once Pub/Sub has the copy: a replay killed midway loses nothing, at
+worst a chunk is replayed twice and the assembler drops the second copy by chunk_id.
+A chunk the user's committed state already holds is acked without republishing, so a
+replay never doubles audio. Poison stays in the hold subscription, reported with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import time
+from typing import Callable, Iterator
+
+from google.api_core import exceptions
+from google.auth.exceptions import DefaultCredentialsError
+
+from . import assembler, clients, resources
+from .config import Config, ConfigError
+from .contract import ATTR_SHARD, REQUIRED_ATTRIBUTES, Chunk, InvalidChunk, shard_of
+from .recording import UserState, late_recording
+from .store import Store
+
+# Attributes Pub/Sub adds when it forwards a message to a dead-letter topic.
+ATTR_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
+ATTR_SOURCE_SUBSCRIPTION = "CloudPubSubDeadLetterSourceSubscription"
+# Added by the assembler to the poison it dead-letters itself.
+ATTR_ERROR = "error"
+
+# The emulator returns at most 100 messages per pull.
+PULL_BATCH = 100
+# Pub/Sub may answer a pull with nothing while messages wait: stop after this many in a row.
+EMPTY_PULLS = 2
+
+NO_CREDENTIALS = ("no Google Cloud credentials found: run `gcloud auth application-default login`, "
+                  "or for the local stack export PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST "
+                  "from .local/stack.env")
+
+
+class DeadLetterError(Exception):
+    """Inspecting or replaying cannot go on; the message says why and what to do.
+    `report`: what a replay had done before it stopped (None for inspect)."""
+
+    def __init__(self, message: str, report: "ReplayReport | None" = None):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """One message waiting in the hold subscription. uid, chunk_id, received_at and
+    sample_rate are the attributes as they came (None when absent), valid or not."""
+
+    message_id: str
+    publish_time: dt.datetime  # when it reached the dead-letter topic
+    uid: str | None
+    chunk_id: str | None
+    received_at: str | None
+    sample_rate: str | None
+    bytes: int
+    delivery_attempts: int | None  # set when Pub/Sub forwarded it after failed deliveries
+    source_subscription: str | None  # likewise
+    error: str | None  # set when the assembler dead-lettered it as poison
+    replayable: bool  # a valid chunk
+    reason: str  # why not replayable ("<code>: <detail>"); "" when replayable
+    attributes: dict[str, str]  # all of them, as they came
+
+
+@dataclasses.dataclass
+class ReplayReport:
+    replayed: list[DeadLetter] = dataclasses.field(default_factory=list)
+    already_assembled: list[DeadLetter] = dataclasses.field(default_factory=list)  # acked, not republished
+    skipped_poison: list[DeadLetter] = dataclasses.field(default_factory=list)  # left waiting; see .reason
+    remaining: int = 0  # messages a peek finds in the hold subscription afterwards (poison included)
+
+    @property
+    def taken(self) -> int:
+        """Messages taken off the hold subscription (what `limit` counts)."""
+        return len(self.replayed) + len(self.already_assembled)
+
+
+def inspect(config: Config, limit: int | None = None) -> list[DeadLetter]:
+    """The messages waiting in the hold subscription (at most `limit`, in whatever order
+    Pub/Sub hands them out), sorted by publish time. Nothing is consumed: every message
+    pulled is released again before this returns."""
+    _require(config, "google_cloud_project")
+    subscription = _hold_subscription(config)
+    with _explained(*_hold_context(subscription)):
+        return sorted((describe(m) for m in _peek(clients.subscriber(), subscription, limit)),
+                      key=lambda d: (d.publish_time, d.message_id))
+
+
+def replay(config: Config, limit: int | None = None,
+           progress: Callable[[int, int | None], None] | None = None) -> ReplayReport:
+    """Republish the valid chunks waiting in the hold subscription; take at most `limit`
+    off it (replayed or already assembled; poison does not count, it stays).
+
+    `progress(done, total)` is called after each message taken off, `total` being `limit`
+    (None without one: how many wait is not known in advance).
+    """
+    _require(config, "google_cloud_project", "recordings_bucket")
+    subscription = _hold_subscription(config)
+    report = ReplayReport()
+    with _explained(*_hold_context(subscription)):
+        subscriber = clients.subscriber()
+    with _explained("Pub/Sub", "", "roles/pubsub.publisher on the chunk topics"):
+        publisher = clients.chunk_publisher()
+    with _explained(f"bucket {config.recordings_bucket}", "", "roles/storage.objectViewer on it"):
+        store = Store(clients.storage_client(), config.recordings_bucket)
+    states: dict[str, UserState | None] = {}
+    pulled: list[str] = []
+    acked: set[str] = set()  # everything else pulled is released at the end
+    left = (lambda: None) if limit is None else (lambda: limit - report.taken)
+    try:
+        with _explained(*_hold_context(subscription)):
+            for batch in _new_messages(subscriber, subscription, left, pulled):
+                done: list[str] = []
+                try:
+                    for received in batch:
+                        letter = describe(received)
+                        if not letter.replayable:
+                            report.skipped_poison.append(letter)
+                            continue
+                        chunk = Chunk.from_message(received.message.data, letter.attributes)
+                        if _already_assembled(store, states, chunk):
+                            report.already_assembled.append(letter)
+                        else:
+                            _republish(publisher, config, received.message.data, letter.attributes, chunk.uid)
+                            report.replayed.append(letter)
+                        done.append(received.ack_id)
+                        if progress:
+                            progress(report.taken, limit)
+                finally:
+                    _ack(subscriber, subscription, done)  # only what Pub/Sub or the state holds
+                    acked.update(done)
+    except DeadLetterError as exc:
+        exc.report = report
+        raise
+    finally:
+        _release(subscriber, subscription, [a for a in pulled if a not in acked])
+    with _explained(*_hold_context(subscription)):
+        report.remaining = len(_peek(subscriber, subscription, None))
+    return report
+
+
+def describe(received) -> DeadLetter:
+    """A pulled message (`ReceivedMessage`) as a DeadLetter."""
+    message = received.message
+    attributes = dict(message.attributes)
+    try:
+        Chunk.from_message(message.data, attributes)
+        reason = ""
+    except InvalidChunk as exc:
+        reason = f"{exc.code}: {exc.detail}"
+    count = attributes.get(ATTR_DELIVERY_COUNT)
+    return DeadLetter(
+        message_id=message.message_id,
+        publish_time=message.publish_time,
+        uid=attributes.get("uid"),
+        chunk_id=attributes.get("chunk_id"),
+        received_at=attributes.get("received_at"),
+        sample_rate=attributes.get("sample_rate"),
+        bytes=len(message.data),
+        delivery_attempts=int(count) if count and count.isdigit() else None,
+        source_subscription=attributes.get(ATTR_SOURCE_SUBSCRIPTION),
+        error=attributes.get(ATTR_ERROR),
+        replayable=not reason,
+        reason=reason,
+        attributes=attributes,
+    )
+
+
+# --- what replay does with one chunk -----------------------------------------------------
+
+def _already_assembled(store: Store, states: dict[str, UserState | None], chunk: Chunk) -> bool:
+    """Whether the user's committed state (read once per user per replay) holds the chunk."""
+    if chunk.uid not in states:
+        with _explained(f"bucket {store.bucket_name}", "", "roles/storage.objectViewer on it"):
+            states[chunk.uid] = store.read_state(chunk.uid)[0]
+    state = states[chunk.uid]
+    if state is None:
+        return False
+    if chunk.chunk_id in state.recent:
+        return True
+    if chunk.received_at_us >= state.watermark_us:
+        return False
+    # Behind the watermark and out of the dedup window: the assembler would make it a
+    # `-late-` recording of its own (written only if absent). One already there for this
+    # chunk means it was assembled.
+    with _explained(f"bucket {store.bucket_name}", "", "roles/storage.objectViewer on it"):
+        blob = store.bucket.get_blob(late_recording(chunk.uid, chunk).name)
+    return blob is not None and (blob.metadata or {}).get("chunk_id") == chunk.chunk_id
+
+
+def _republish(publisher, config: Config, data: bytes, attributes: dict[str, str], uid: str) -> None:
+    """The original data with the contract's attributes only (not Pub/Sub's dead-letter
+    ones, nor `error`), to the uid's shard under the current shard count, as ingest does."""
+    shard = shard_of(uid, config.assembler_shards)
+    topic = config.topic_path(config.shard_topic(shard))
+    clean = {name: attributes[name] for name in REQUIRED_ATTRIBUTES}
+    clean[ATTR_SHARD] = str(shard)
+    with _explained(f"chunk topic {topic}", "; `terraform apply` in infra/ creates it (locally, `make up`)",
+                    "roles/pubsub.publisher on it"):
+        publisher.publish(topic, data, attributes=clean,
+                          timeout=config.publish_timeout_seconds)
+
+
+# --- pulling without consuming -----------------------------------------------------------
+
+def _peek(subscriber, subscription: str, limit: int | None) -> list:
+    """Pull up to `limit` distinct messages, then release them all at once."""
+    pulled: list[str] = []
+    found: list = []
+    left = (lambda: None) if limit is None else (lambda: limit - len(found))
+    try:
+        for batch in _new_messages(subscriber, subscription, left, pulled):
+            found.extend(batch)
+    finally:
+        _release(subscriber, subscription, pulled)
+    return found
+
+
+def _new_messages(subscriber, subscription: str, left: Callable[[], int | None],
+                  pulled: list[str]) -> Iterator[list]:
+    """Batches of messages not seen before in this run, until `left()` is 0 or the
+    subscription looks empty. Every ack id pulled is appended to `pulled` (a message whose
+    lease ran out comes back with a new one), for the caller to ack or release."""
+    seen: set[str] = set()
+    empty = 0
+    while empty < EMPTY_PULLS:
+        wanted = left()
+        if wanted is not None and wanted <= 0:
+            return
+        received = _pull(subscriber, subscription, PULL_BATCH if wanted is None else min(PULL_BATCH, wanted))
+        pulled.extend(m.ack_id for m in received)
+        new = [m for m in received if m.message.message_id not in seen]
+        seen.update(m.message.message_id for m in new)
+        empty = 0 if new else empty + 1
+        if new:
+            yield new
+
+
+def _pull(subscriber, subscription: str, max_messages: int) -> list:
+    for attempt in range(3):
+        try:
+            response = subscriber.pull(request={"subscription": subscription, "max_messages": max_messages},
+                                       timeout=assembler.PULL_TIMEOUT_SECONDS, retry=None)
+            return list(response.received_messages)
+        except exceptions.DeadlineExceeded:
+            return []  # the emulator holds an empty pull until the timeout
+        except exceptions.ServiceUnavailable:
+            if attempt == 2:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    return []
+
+
+def _ack(subscriber, subscription: str, ack_ids: list[str]) -> None:
+    for start in range(0, len(ack_ids), 2500):
+        subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[start:start + 2500]})
+
+
+def _release(subscriber, subscription: str, ack_ids: list[str]) -> None:
+    """Give messages back at once; if that fails they come back after the ack deadline."""
+    for start in range(0, len(ack_ids), 2500):
+        try:
+            subscriber.modify_ack_deadline(request={"subscription": subscription,
+                                                    "ack_ids": ack_ids[start:start + 2500],
+                                                    "ack_deadline_seconds": 0})
+        except exceptions.GoogleAPICallError:
+            pass
+
+
+# --- errors ------------------------------------------------------------------------------
+
+def _hold_subscription(config: Config) -> str:
+    return config.subscription_path(resources.dead_letter_subscription(config))
+
+
+def _hold_context(subscription: str) -> tuple[str, str, str]:
+    return (f"dead-letter hold subscription {subscription}",
+            "; `terraform apply` in infra/ creates it (locally, `make up`)",
+            "roles/pubsub.subscriber on it")
+
+
+def _require(config: Config, *names: str) -> None:
+    try:
+        config.require(*names)
+    except ConfigError as exc:
+        raise DeadLetterError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _explained(what: str, create_hint: str, role: str):
+    """Turn the errors a person can act on into a DeadLetterError saying what to do."""
+    try:
+        yield
+    except DefaultCredentialsError as exc:
+        raise DeadLetterError(NO_CREDENTIALS) from exc
+    except exceptions.Unauthenticated as exc:
+        raise DeadLetterError(f"credentials rejected on {what} ({exc.message}); "
+                              "run `gcloud auth application-default login`") from exc
+    except exceptions.NotFound as exc:
+        raise DeadLetterError(f"{what} does not exist{create_hint}") from exc
+    except (exceptions.PermissionDenied, exceptions.Forbidden) as exc:
+        raise DeadLetterError(f"permission denied on {what}: the caller needs {role} ({exc.message})") from exc
+    except exceptions.ServiceUnavailable as exc:
+        raise DeadLetterError(f"Pub/Sub or Cloud Storage did not answer for {what} ({exc.message}); "
+                              "is the local stack up (`make status`)?") from exc
+    except exceptions.GoogleAPICallError as exc:
+        raise DeadLetterError(f"request on {what} failed: {exc}") from exc

@@ -1,0 +1,305 @@
+"""The `omi-receiver` command against the emulators: list, download, stats, erase (also
+while audio streams in through ingest) and the clear errors. dlq is in test_cli_dlq.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from werkzeug import Request
+from werkzeug.test import EnvironBuilder
+
+from omi_receiver import cli, clients, ingest, logs
+from omi_receiver.assembler import Assembler, LeaseBusy
+from google.cloud.storage.fileio import BlobReader
+
+from omi_receiver.catalog import Catalog, CatalogError
+from omi_receiver.contract import now_us
+from omi_receiver.recording import WORK_PREFIX, state_name
+from assembly import audio_of, drain, joined, publish, recordings, stream
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(stack_config, monkeypatch):
+    """The functions' settings as environment variables, as the CLI reads them."""
+    monkeypatch.setattr(logs, "_to_stderr_above_info", False)  # cli.main sets it for the process
+    for name, value in {"RECORDINGS_BUCKET": stack_config.recordings_bucket,
+                        "CHUNKS_TOPIC": stack_config.chunks_topic,
+                        "CHUNKS_SUBSCRIPTION": stack_config.chunks_subscription,
+                        "DEAD_LETTER_TOPIC": stack_config.dead_letter_topic,
+                        "RECORDINGS_TOPIC": stack_config.recordings_topic}.items():
+        monkeypatch.setenv(name, value)
+    return stack_config
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()  # what came before (the assembler's logs)
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def two_recordings(config):
+    """uid "ann": one finalized recording an hour ago, then one still open (recent enough
+    not to be finalized as idle)."""
+    first = stream("ann", 4, start_us=now_us() - 3_600_000_000, seed=1)
+    second = stream("ann", 3, start_us=now_us() - 5_000_000, seed=2)
+    assembler = Assembler(config)
+    publish(config, first + second)
+    drain(assembler)
+    return first, second
+
+
+def test_list_shows_newest_first_with_status_and_json(env, capsys):
+    first, second = two_recordings(env)
+    code, out, _ = run(capsys, "recordings", "list", "--uid", "ann")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:5] == ["START", "(UTC)", "DURATION", "SIZE", "RATE"]
+    assert "open" in lines[1] and "finalized" in lines[2] and len(lines) == 3  # newest first
+    assert "0:00:03" in lines[1] and "0:00:04" in lines[2] and "16000 Hz" in lines[1]
+
+    code, out, _ = run(capsys, "recordings", "list", "--uid", "ann", "--json")
+    rows = json.loads(out)
+    assert [r["status"] for r in rows] == ["open", "finalized"]
+    assert [r["duration_seconds"] for r in rows] == [3.0, 4.0]
+    assert rows[1]["bytes"] == 44 + len(joined(first))
+
+    later = rows[0]["start"][:19]  # only the open one starts at or after it
+    code, out, _ = run(capsys, "recordings", "list", "--uid", "ann", "--since", later, "--json")
+    assert [r["id"] for r in json.loads(out)] == [rows[0]["id"]]
+
+
+def test_download_verifies_and_writes_the_exact_wavs(env, capsys, tmp_path):
+    first, second = two_recordings(env)
+    code, out, err = run(capsys, "recordings", "download", "--uid", "ann", "-o", str(tmp_path), "-q")
+    assert code == 0, err
+    files = sorted(tmp_path.glob("*.wav"))
+    assert len(files) == 2 and "verified" in out
+    assert audio_of(files[0].read_bytes(), 16000) == joined(first)
+    assert audio_of(files[1].read_bytes(), 16000) == joined(second)
+    assert not list(tmp_path.glob("*.part"))
+
+    one = json.loads(run(capsys, "recordings", "list", "--uid", "ann", "--json")[1])[1]["id"]
+    single = tmp_path / "one"
+    assert run(capsys, "recordings", "download", "--uid", "ann", "--id", one, "-o", str(single), "-q")[0] == 0
+    assert [p.name for p in single.iterdir()] == [f"{one}.wav"]
+
+
+def test_download_refuses_a_corrupted_transfer(env, tmp_path, monkeypatch):
+    two_recordings(env)
+    catalog = Catalog(clients.storage_client(), env.recordings_bucket)
+    info = catalog.recordings("ann")[0]
+    # The emulator cannot corrupt a transfer: flip one bit of what the reader hands over.
+    real_read = BlobReader.read
+
+    def corrupted_read(self, size=-1):
+        at_start = self.tell() == 0
+        data = real_read(self, size)
+        return bytes([data[0] ^ 1]) + data[1:] if at_start and data else data
+
+    monkeypatch.setattr(BlobReader, "read", corrupted_read)
+    with pytest.raises(CatalogError, match="CRC32C"):
+        catalog.download(info, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its .part
+
+
+def test_download_of_an_open_recording_that_grows_meanwhile_gets_a_consistent_copy(env, tmp_path):
+    chunks = stream("grow", 3, start_us=now_us() - 5_000_000, seed=3)
+    assembler = Assembler(env)
+    publish(env, chunks)
+    drain(assembler)
+    catalog = Catalog(clients.storage_client(), env.recordings_bucket)
+    listed = catalog.recordings("grow")[0]
+    more = stream("grow", 2, start_us=chunks[-1].received_at_us, seed=4)
+    publish(env, more)
+    drain(assembler)  # a flush replaced the generation that was listed
+    path, got = catalog.download(listed, tmp_path)
+    # (fake-gcs-server keeps the generation on compose; real GCS makes a new one, and the
+    # listed generation then answers 404: both end in taking the newest.)
+    assert (got.bytes, got.crc32c) != (listed.bytes, listed.crc32c)
+    assert audio_of(path.read_bytes(), 16000) == joined(chunks + more)
+
+
+def test_stats_counts_users_recordings_hours_and_open(env, capsys):
+    two_recordings(env)
+    publish(env, stream("bob", 2, start_us=now_us() - 4_000_000, seed=5))
+    drain(Assembler(env))
+    code, out, _ = run(capsys, "recordings", "stats", "--json")
+    stats = json.loads(out)
+    assert (stats["users"], stats["recordings"], stats["open_recordings"]) == (2, 3, 2)
+    assert stats["hours"] == round(9 / 3600, 3)
+    assert stats["bytes"] == 3 * 44 + 9 * 32_000
+    code, out, _ = run(capsys, "recordings", "stats")
+    assert "users" in out and "open recordings" in out
+
+
+def test_clear_errors_for_unknown_uid_empty_bucket_missing_settings(env, capsys, monkeypatch):
+    code, _, err = run(capsys, "recordings", "list", "--uid", "nobody")
+    assert code == 1 and "holds no recordings yet" in err
+    code, _, err = run(capsys, "recordings", "stats")
+    assert code == 0
+    two_recordings(env)
+    code, _, err = run(capsys, "recordings", "list", "--uid", "nobody")
+    assert code == 1 and "unknown uid 'nobody'" in err
+    code, _, err = run(capsys, "recordings", "download", "--uid", "ann", "--id", "19990101T000000.000Z")
+    assert code == 1 and "no recording with id" in err
+    monkeypatch.setenv("RECORDINGS_BUCKET", "no-such-bucket")
+    code, _, err = run(capsys, "recordings", "list", "--uid", "ann")
+    assert code == 1 and "bucket no-such-bucket does not exist" in err
+    monkeypatch.delenv("RECORDINGS_BUCKET")
+    code, _, err = run(capsys, "recordings", "list", "--uid", "ann")
+    assert code == 1 and "RECORDINGS_BUCKET" in err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["recordings", "list", "--uid", "ann", "--since", "yesterday"])
+    assert exit_.value.code == 2
+
+
+def test_missing_credentials_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """Real GCP mode (no emulator variables) with no credentials anywhere."""
+    monkeypatch.setattr(logs, "_to_stderr_above_info", False)
+    for name in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    monkeypatch.setenv("RECORDINGS_BUCKET", "some-bucket")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "some-project")
+    clients.set_storage(None)
+    try:
+        code, _, err = run(capsys, "recordings", "list", "--uid", "ann")
+    finally:
+        clients.set_storage(None)
+    assert code == 1 and "no Google Cloud credentials" in err
+
+
+def test_erase_deletes_everything_of_the_user_and_nothing_else(env, capsys, monkeypatch):
+    two_recordings(env)
+    publish(env, stream("bob", 2, start_us=now_us() - 4_000_000, seed=5))
+    drain(Assembler(env))
+    bucket = clients.storage_client().bucket(env.recordings_bucket)
+    bucket.blob("recordings/ann/2026-01-01/x.vad.json").upload_from_string(b"{}")  # a consumer's sidecar
+    bob_before = recordings(env, "bob")
+
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
+    code, _, err = run(capsys, "recordings", "erase", "--uid", "ann")
+    assert code == 1 and "--yes" in err  # no confirmation, nothing erased
+    assert recordings(env, "ann")
+
+    code, out, err = run(capsys, "recordings", "erase", "--uid", "ann", "--yes")
+    assert code == 0, err
+    assert "deleted recordings/ann/" in out and "x.vad.json" in out
+    names = [b.name for b in clients.storage_client().list_blobs(env.recordings_bucket)]
+    assert not [n for n in names if n.startswith(("recordings/ann/", f"{WORK_PREFIX}ann/"))]
+    assert state_name("ann") in names  # the marker
+    assert recordings(env, "bob") == bob_before
+
+    # Chunks received before the erase that arrive only now are dropped; later ones kept.
+    late_arrivals = stream("ann", 2, start_us=now_us() - 10_000_000, seed=6)
+    publish(env, late_arrivals)
+    time.sleep(1.5)  # Cloud Storage's clock (the marker) and this one agree to well within this
+    after = stream("ann", 2, start_us=now_us(), seed=7)
+    publish(env, after)
+    stats = drain(Assembler(env))
+    assert sum(s.erased for s in stats) == 2
+    [(name, blob, meta)] = recordings(env, "ann")
+    assert audio_of(blob, 16000) == joined(after)
+
+
+def test_erase_asks_and_accepts_only_the_uid(env, capsys, monkeypatch):
+    two_recordings(env)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "yes")
+    code, out, _ = run(capsys, "recordings", "erase", "--uid", "ann")
+    assert code == 1 and "nothing erased" in out and len(recordings(env, "ann")) == 2
+    monkeypatch.setattr("builtins.input", lambda prompt: "ann")
+    code, out, _ = run(capsys, "recordings", "erase", "--uid", "ann")
+    assert code == 0 and recordings(env, "ann") == []
+
+
+def post(config, uid: str, body: bytes, key: str):
+    request = Request(EnvironBuilder(method="POST", path="/test-token-a",
+                                     query_string=f"sample_rate=16000&uid={uid}", data=body,
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Idempotency-Key": key}).get_environ())
+    return ingest.handle(request, config, clients.chunk_publisher())
+
+
+def test_erase_while_audio_streams_in_leaves_only_whole_valid_recordings(env, capsys):
+    """A device streams through ingest while passes run and the user is erased midway:
+    afterwards every WAV of the user is valid and holds exactly the chunks received after
+    the erase, in order, nothing lost, nothing half."""
+    config = dataclasses.replace(env, settle_seconds=0.0)
+    sent: list[tuple[int, bytes]] = []  # (received_at from the 200 order, body)
+    stop = threading.Event()
+
+    def device():
+        i = 0
+        while not stop.is_set():
+            body = bytes([i % 251, (i * 7) % 251]) * 4000  # 0.25 s of distinct audio
+            before = now_us()
+            response = post(config, "eve", body, f"00000000-0000-4000-8000-{i:012d}")
+            assert response.status_code == 200
+            sent.append((before, body))
+            i += 1
+            time.sleep(0.05)
+
+    def passes():
+        assembler = Assembler(config)
+        while not stop.is_set():
+            assembler.run_pass()
+
+    threads = [threading.Thread(target=device), threading.Thread(target=passes)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(4)
+        eraser = Assembler(config)
+        for _ in range(100):
+            try:
+                erased = eraser.erase_user("eve")
+                break
+            except LeaseBusy:  # a pass is flushing eve: as the CLI does, try again
+                time.sleep(0.1)
+        time.sleep(4)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    drain(Assembler(config))
+    assert erased.deleted and not erased.failed
+
+    kept = recordings(config, "eve")
+    assert kept, "audio received after the erase must be kept"
+    # Chunks received after the erase instant, each exactly once, in order; a chunk whose
+    # request straddled the instant may fall either side, so compare from the first kept one.
+    audio = b"".join(audio_of(blob, 16000) for _, blob, _ in kept)
+    after = [body for started, body in sent if started >= erased.erased_before_us]
+    straddling = [body for started, body in sent if started < erased.erased_before_us][-2:]
+    expected_tail = b"".join(after)
+    assert audio.endswith(expected_tail)
+    assert len(audio) - len(expected_tail) in {sum(len(b) for b in straddling[k:]) for k in range(3)}
+    leftovers = [b.name for b in clients.storage_client().list_blobs(config.recordings_bucket,
+                                                                        prefix=f"{WORK_PREFIX}eve/")]
+    state = json.loads(clients.storage_client().bucket(config.recordings_bucket)
+                       .blob(state_name("eve")).download_as_bytes())
+    open_id = state["open"]["id"] if state["open"] else None
+    assert all(name.split("/")[2] == open_id for name in leftovers)  # only the open recording's temporaries
+
+
+def test_console_script_and_python_m_are_installed(env):
+    environ = {**os.environ}
+    for args in (["omi-receiver"], [sys.executable, "-m", "omi_receiver"]):
+        if args == ["omi-receiver"]:
+            args = [str(Path(sys.executable).parent / "omi-receiver")]
+        done = subprocess.run([*args, "recordings", "stats", "--json"], env=environ, capture_output=True,
+                              text=True, timeout=60, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["bucket"] == env.recordings_bucket

@@ -1,0 +1,67 @@
+"""`omi-receiver dlq inspect` / `dlq replay` through the command line, after a dead letter
+forced the way production makes one (test_deadletter.force_dead_letter: the emulator
+forwards a chunk nacked MAX_DELIVERY_ATTEMPTS times)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from omi_receiver import cli, clients, logs
+from omi_receiver.assembler import Assembler
+from omi_receiver.contract import now_us
+
+from assembly import audio_of, drain, joined, publish, recordings, stream
+from test_deadletter import force_dead_letter
+
+
+@pytest.fixture
+def env(stack_config, monkeypatch):
+    monkeypatch.setattr(logs, "_to_stderr_above_info", False)
+    clients.set_chunk_publisher(None)
+    for name in ("RECORDINGS_BUCKET", "CHUNKS_TOPIC", "CHUNKS_SUBSCRIPTION", "DEAD_LETTER_TOPIC", "RECORDINGS_TOPIC"):
+        monkeypatch.setenv(name, getattr(stack_config, name.lower()))
+    yield stack_config
+    clients.set_chunk_publisher(None)
+
+
+def run(capsys, *argv):
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_inspect_then_replay_with_a_limit_puts_each_chunk_in_its_recording_once(env, capsys):
+    chunks = stream("dlq-user", 4, start_us=now_us() - 10_000_000, seed=11)
+    publish(env, chunks[:1])
+    drain(Assembler(env))
+    force_dead_letter(env, chunks[1:3])
+
+    code, out, err = run(capsys, "dlq", "inspect")
+    assert code == 0, err
+    assert out.count("dlq-user") == 2 and "2 message(s) waiting" in out
+    code, out, _ = run(capsys, "dlq", "inspect", "--json")
+    letters = json.loads(out)
+    assert sorted(d["chunk_id"] for d in letters) == sorted(c.chunk_id for c in chunks[1:3])
+    assert all(d["replayable"] and d["delivery_attempts"] == 10 for d in letters)
+
+    code, out, err = run(capsys, "dlq", "replay", "--limit", "1", "-q")
+    assert code == 0, err
+    assert "replayed 1," in out and "still waiting 1" in out
+    code, out, err = run(capsys, "dlq", "replay", "-q")
+    assert code == 0 and "replayed 1," in out and "still waiting 0" in out
+    code, out, _ = run(capsys, "dlq", "replay", "-q")  # nothing left: nothing doubled
+    assert "replayed 0," in out
+
+    publish(env, chunks[3:])
+    drain(Assembler(env))
+    [(_, blob, _)] = recordings(env, "dlq-user")
+    assert audio_of(blob, 16000) == joined(chunks)
+
+
+def test_missing_hold_subscription_is_a_clear_error(env, capsys, monkeypatch):
+    monkeypatch.setenv("DEAD_LETTER_TOPIC", "no-such-dead-letters")
+    code, _, err = run(capsys, "dlq", "inspect")
+    assert code == 1 and "no-such-dead-letters-hold" in err
