@@ -9,9 +9,11 @@
 #                       --> recordings bucket (one WAV per recording)
 #                       --> topic recordings (one event per finished recording)
 #                       --> topic audio-chunks-dead-letter (poison chunks; kept by <name>-hold)
+#   topic recordings --Eventarc--> analyze_recording (optional example consumer, vad.tf)
+#                    --> <recording>.vad.json next to each WAV
 #
 # Files: storage.tf (buckets, source zip), pubsub.tf, functions.tf, iam.tf, secrets.tf,
-# scheduler.tf, monitoring.tf, outputs.tf.
+# scheduler.tf, monitoring.tf, vad.tf, outputs.tf.
 
 locals {
   labels = merge(var.labels, { app = "omi-receiver" })
@@ -23,6 +25,7 @@ locals {
   # functions exist.
   ingest_function_name    = "${var.name_prefix}-receive-chunk"
   assembler_function_name = "${var.name_prefix}-assemble-recordings"
+  vad_function_name       = "${var.name_prefix}-analyze-recording"
 
   recordings_bucket_name = coalesce(var.recordings_bucket_name, "${var.project_id}-${var.name_prefix}-recordings")
   source_bucket_name     = "${var.project_id}-${var.name_prefix}-fn-source"

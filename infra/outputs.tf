@@ -39,16 +39,22 @@ output "subscriptions" {
 }
 
 output "functions" {
-  description = "Cloud Functions names: ingest (receive_chunk) and assembler (assemble_recordings)."
-  value = {
-    ingest    = google_cloudfunctions2_function.ingest.name
-    assembler = google_cloudfunctions2_function.assembler.name
-  }
+  description = "Cloud Functions names: ingest (receive_chunk), assembler (assemble_recordings), and vad (analyze_recording) when vad_consumer_enabled is true."
+  value = merge(
+    {
+      ingest    = google_cloudfunctions2_function.ingest.name
+      assembler = google_cloudfunctions2_function.assembler.name
+    },
+    { for f in google_cloudfunctions2_function.vad : "vad" => f.name },
+  )
 }
 
 output "service_accounts" {
-  description = "Service account e-mails by role: ingest, assembler, trigger, build."
-  value       = { for k, sa in google_service_account.this : k => sa.email }
+  description = "Service account e-mails by role: ingest, assembler, trigger, build, and vad when vad_consumer_enabled is true."
+  value = merge(
+    { for k, sa in google_service_account.this : k => sa.email },
+    { for sa in google_service_account.vad : "vad" => sa.email },
+  )
 }
 
 output "ingest_token_secret" {

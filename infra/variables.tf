@@ -494,6 +494,28 @@ variable "recordings_subscription_name" {
 }
 
 # ---------------------------------------------------------------------------------------
+# Example downstream consumer (vad.tf)
+# ---------------------------------------------------------------------------------------
+
+variable "vad_consumer_enabled" {
+  description = "Deploy analyze_recording, the example downstream consumer (docs/consumers.md): voice activity detection on every finished recording, written as <recording>.vad.json next to its WAV. false (default) creates none of its resources."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "vad_aggressiveness" {
+  description = "VAD_AGGRESSIVENESS of analyze_recording: webrtcvad's mode, from 0 (keeps the most audio as speech) to 3 (filters non-speech hardest)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = contains([0, 1, 2, 3], var.vad_aggressiveness)
+    error_message = "vad_aggressiveness must be 0, 1, 2 or 3."
+  }
+}
+
+# ---------------------------------------------------------------------------------------
 # Monitoring
 # ---------------------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ def report() -> dict:
     return terraform[0]
 
 
+@pytest.mark.checkov
 def test_checkov_scanned_infra_with_the_pinned_version(report):
     summary = report["summary"]
     assert summary["parsing_errors"] == 0
@@ -62,12 +63,14 @@ def test_checkov_scanned_infra_with_the_pinned_version(report):
     assert summary["checkov_version"] == _pinned_version()
 
 
+@pytest.mark.checkov
 def test_no_failed_checks(report):
     failed = report["results"].get("failed_checks", [])
     lines = [f"{c['check_id']} {c['check_name']}: {c['resource']} ({c['file_path']})" for c in failed]
     assert not failed, "checkov failures (fix, or skip inline with a reason):\n" + "\n".join(lines)
 
 
+@pytest.mark.checkov
 def test_every_skip_has_a_reason(report):
     skipped = report["results"].get("skipped_checks", [])
     assert skipped, "expected the documented inline skips (see infra/*.tf #checkov:skip=...)"

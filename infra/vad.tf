@@ -1,0 +1,141 @@
+# ---------------------------------------------------------------------------------------
+# Optional example downstream consumer (var.vad_consumer_enabled, off by default):
+# analyze_recording runs voice activity detection on every finished recording and writes
+# recordings/<uid>/<day>/<start>.vad.json next to the WAV (omi_receiver/vad.py,
+# docs/consumers.md). Copy this file's pattern to hang ASR or embeddings on the pipeline.
+#
+#   topic recordings --Eventarc (retried)--> analyze_recording --> <recording>.vad.json
+#
+# Its identity may read recordings/ objects and create, overwrite and delete .vad.json
+# sidecars there, and nothing else: not the assembler's state/ and work/ objects, not
+# Pub/Sub (Eventarc delivers the events as the existing trigger account, which gets
+# run.invoker on this function too).
+# ---------------------------------------------------------------------------------------
+
+locals {
+  # Object names in IAM conditions: projects/_/buckets/<bucket>/objects/<object name>.
+  recordings_objects = "projects/_/buckets/${local.recordings_bucket_name}/objects/"
+
+  # Sizing: one recording at a time per instance. A 60-minute WAV (~115 MB at 16 kHz) is
+  # streamed through a few MiB of buffer; reading and analyzing it takes seconds.
+  vad_memory          = "512Mi"
+  vad_cpu             = "1"
+  vad_timeout_seconds = 300
+  vad_max_instances   = 10
+
+  # The consumer's grants on the recordings bucket, each narrowed by an IAM condition on
+  # the object name (the bucket has uniform access, which conditions need).
+  vad_grants = {
+    reads_recordings = {
+      role        = "roles/storage.objectViewer"
+      title       = "recordings-only"
+      description = "Read the recordings (recordings/ objects), not the assembler's state/ and work/ objects."
+      expression  = "resource.name.startsWith(\"${local.recordings_objects}recordings/\")"
+    }
+    writes_sidecars = {
+      role        = "roles/storage.objectUser"
+      title       = "vad-sidecars-only"
+      description = "Create, overwrite and delete the .vad.json sidecars next to the recordings, and no other object."
+      expression  = "resource.name.startsWith(\"${local.recordings_objects}recordings/\") && resource.name.endsWith(\".vad.json\")"
+    }
+  }
+}
+
+# Its own identity. Here rather than in iam.tf's map so that everything the consumer adds
+# sits in this file and exists only when it is enabled.
+resource "google_service_account" "vad" {
+  count = var.vad_consumer_enabled ? 1 : 0
+
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-vad"
+  display_name = "Omi receiver VAD consumer (analyze_recording)"
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket_iam_member" "vad" {
+  for_each = var.vad_consumer_enabled ? local.vad_grants : {}
+
+  bucket = google_storage_bucket.recordings.name
+  role   = each.value.role
+  member = "serviceAccount:${google_service_account.vad[0].email}"
+
+  condition {
+    title       = each.value.title
+    description = each.value.description
+    expression  = each.value.expression
+  }
+}
+
+# Events come at least once and sometimes repeated; the function is idempotent (one
+# sidecar per WAV generation) and acknowledges what can never succeed (a bad event, an
+# erased recording), so retrying every failure is safe: it only retries what can heal.
+resource "google_cloudfunctions2_function" "vad" {
+  count = var.vad_consumer_enabled ? 1 : 0
+
+  name        = local.vad_function_name
+  project     = var.project_id
+  location    = var.region
+  description = "Omi receiver example consumer: voice activity detection on each finished recording, written as a .vad.json sidecar."
+  labels      = local.labels
+
+  build_config {
+    runtime           = local.runtime
+    entry_point       = "analyze_recording"
+    service_account   = google_service_account.this["build"].id
+    docker_repository = google_artifact_registry_repository.functions.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.source.name
+      }
+    }
+  }
+
+  service_config {
+    available_memory                 = local.vad_memory
+    available_cpu                    = local.vad_cpu
+    max_instance_request_concurrency = 1
+    timeout_seconds                  = local.vad_timeout_seconds
+    min_instance_count               = 0
+    max_instance_count               = local.vad_max_instances
+    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision   = true
+    service_account_email            = google_service_account.vad[0].email
+
+    # Not Config settings: the consumer reads only this one (omi_receiver/vad.py). The
+    # bucket and object come with each event.
+    environment_variables = {
+      VAD_AGGRESSIVENESS = tostring(var.vad_aggressiveness)
+    }
+  }
+
+  event_trigger {
+    trigger_region        = var.region
+    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+    pubsub_topic          = google_pubsub_topic.this["recordings"].id
+    retry_policy          = "RETRY_POLICY_RETRY"
+    service_account_email = google_service_account.this["trigger"].email
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_artifact_registry_repository_iam_member.build_pushes_images,
+    google_project_iam_member.this,
+    google_project_iam_member.build_reads_staged_source,
+    google_storage_bucket_iam_member.this,
+    google_storage_bucket_iam_member.vad,
+    google_service_account_iam_member.pubsub_agent_signs_for_trigger,
+  ]
+}
+
+resource "google_cloud_run_service_iam_member" "trigger_invokes_vad" {
+  count = var.vad_consumer_enabled ? 1 : 0
+
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.vad[0].name
+  role     = "roles/run.invoker"
+  member   = local.members["trigger"]
+}
