@@ -532,6 +532,13 @@ class Assembler:
         """
         names, erased_at = self._under_lease(uid, self._erase_leased)
         failed = self.store.delete_each(names, progress)
+        # A consumer may have written a sidecar of an erased WAV after the listing (it
+        # read the WAV before the delete): look once more, by the erased WAVs' names.
+        stems = tuple(name.removesuffix(".wav") + "." for name in names if name.endswith(".wav"))
+        late_sidecars = [blob.name for blob in self.store.list_objects(f"{RECORDINGS_PREFIX}{uid}/")
+                         if blob.name.startswith(stems) and blob.name not in names] if stems else []
+        failed += self.store.delete_each(late_sidecars, progress)
+        names += late_sidecars
         logs.info("user_erased", uid=uid, objects=len(names) - len(failed), failed=len(failed),
                   erased_before=format_time(erased_at))
         return Erased(uid, erased_at, [n for n in names if n not in failed], failed)

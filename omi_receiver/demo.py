@@ -25,8 +25,9 @@ OUT = stack.LOCAL / "demo"
 
 
 def _recordings(bucket: str, uid: str) -> list:
-    return sorted(clients.storage_client().list_blobs(bucket, prefix=f"{RECORDINGS_PREFIX}{uid}/"),
-                  key=lambda b: b.name)
+    """The user's WAVs (not what consumers write next to them)."""
+    blobs = clients.storage_client().list_blobs(bucket, prefix=f"{RECORDINGS_PREFIX}{uid}/")
+    return sorted((b for b in blobs if b.name.endswith(".wav")), key=lambda b: b.name)
 
 
 def wait_for_audio(bucket: str, uid: str, expected: bytes, timeout: float) -> list[tuple[str, bytes]]:

@@ -86,6 +86,8 @@ def recordings(config, uid: str) -> list[tuple[str, bytes, dict]]:
     storage = clients.storage_client()
     out = []
     for blob in storage.list_blobs(config.recordings_bucket, prefix=f"{RECORDINGS_PREFIX}{uid}/"):
+        if not blob.name.endswith(".wav"):
+            continue  # a consumer's sidecar
         out.append((blob.name, blob.download_as_bytes(), blob.metadata or {}))
     return sorted(out)
 
