@@ -303,3 +303,18 @@ def test_console_script_and_python_m_are_installed(env):
                               text=True, timeout=60, cwd=ROOT)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["bucket"] == env.recordings_bucket
+
+
+def test_erase_removes_a_sidecar_a_consumer_wrote_after_the_listing(env):
+    two_recordings(env)
+    bucket = clients.storage_client().bucket(env.recordings_bucket)
+    wav_name = recordings(env, "ann")[0][0]
+    sidecar = wav_name.removesuffix(".wav") + ".vad.json"
+
+    def consumer_writes_during_the_deletes(step: str) -> None:
+        if step == "delete" and not bucket.blob(sidecar).exists():
+            bucket.blob(sidecar).upload_from_string(b"{}")  # analyzed before the WAV went
+
+    erased = Assembler(env, hook=consumer_writes_during_the_deletes).erase_user("ann")
+    assert sidecar in erased.deleted and not erased.failed
+    assert not [b.name for b in clients.storage_client().list_blobs(env.recordings_bucket, prefix="recordings/ann/")]
