@@ -150,15 +150,7 @@ class Store:
 
     def delete_quietly(self, names: list[str]) -> None:
         """Best-effort clean-up after a commit; leftovers go with the recording's prefix."""
-        for name in names:
-            self._hook("delete")
-            self.ops.deletes += 1
-            try:
-                self.bucket.blob(name).delete(retry=self.retry)
-            except exceptions.NotFound:
-                pass
-            except exceptions.GoogleAPICallError:
-                pass
+        self.delete_each(names)
 
     def list_objects(self, prefix: str) -> list[storage.Blob]:
         self._hook("list")

@@ -12,25 +12,10 @@ import pytest
 from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
 
-from omi_receiver import clients, publisher as publisher_module
+from omi_receiver import publisher as publisher_module
 from omi_receiver.publisher import DirectPublisher
 
-
-def drain(config, expected: int, timeout: float = 30.0) -> list:
-    subscriber = clients.subscriber()
-    subscription = config.subscription_path(config.shard_subscription(0))
-    messages, deadline = [], time.monotonic() + timeout
-    while len(messages) < expected and time.monotonic() < deadline:
-        try:
-            response = subscriber.pull(request={"subscription": subscription, "max_messages": 100},
-                                       timeout=2, retry=None)
-        except api_exceptions.DeadlineExceeded:
-            continue
-        if response.received_messages:
-            messages += [m.message for m in response.received_messages]
-            subscriber.acknowledge(request={"subscription": subscription,
-                                            "ack_ids": [m.ack_id for m in response.received_messages]})
-    return messages
+from test_ingest_pubsub import pull as drain
 
 
 def attrs(i: int) -> dict[str, str]:
