@@ -51,4 +51,4 @@ soak: venv
 	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean: down
-	rm -rf $(VENV) $(CHECKOV_VENV) .local .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) .local .pytest_cache .hypothesis *.egg-info
