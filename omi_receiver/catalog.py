@@ -174,11 +174,11 @@ class Catalog:
                                "`terraform output` in infra/, or .local/stack.env for the local stack)") from None
 
     def _explain_nothing_for(self, uid: str) -> None:
-        if not any(True for _ in self.bucket.list_blobs(prefix=RECORDINGS_PREFIX, max_results=1)):
-            raise CatalogError(f"gs://{self.bucket_name} holds no recordings yet")
         if self.bucket.get_blob(state_name(uid)) is not None:
             raise CatalogError(f"uid {uid!r} has no recordings in gs://{self.bucket_name} "
-                               "(none yet, or erased)")
+                               "(none finished a flush yet, or they were erased)")
+        if not any(True for _ in self.bucket.list_blobs(prefix=RECORDINGS_PREFIX, max_results=1)):
+            raise CatalogError(f"gs://{self.bucket_name} holds no recordings yet")
         raise CatalogError(f"unknown uid {uid!r}: no recordings in gs://{self.bucket_name}")
 
 

@@ -157,6 +157,9 @@ def cmd_dlq_inspect(args) -> int:
     if args.json:
         print(json.dumps([_letter_json(d) for d in letters], indent=1))
         return 0
+    if not letters:
+        print(f"no dead letters waiting in {resources.dead_letter_subscription(config)}")
+        return 0
     rows = [("PUBLISHED (UTC)", "UID", "CHUNK ID", "RECEIVED AT", "BYTES", "ATTEMPTS", "REPLAYABLE")]
     rows += [(d.publish_time.strftime("%Y-%m-%d %H:%M:%S"), d.uid or "-", d.chunk_id or "-", d.received_at or "-",
               d.bytes, d.delivery_attempts or "-", "yes" if d.replayable else f"no: {d.reason}") for d in letters]

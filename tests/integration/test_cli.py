@@ -195,6 +195,8 @@ def test_erase_deletes_everything_of_the_user_and_nothing_else(env, capsys, monk
 
     code, out, err = run(capsys, "recordings", "erase", "--uid", "ann", "--yes")
     assert code == 0, err
+    code, _, err = run(capsys, "recordings", "list", "--uid", "ann")
+    assert code == 1 and "or they were erased" in err
     assert "deleted recordings/ann/" in out and "x.vad.json" in out
     names = [b.name for b in clients.storage_client().list_blobs(env.recordings_bucket)]
     assert not [n for n in names if n.startswith(("recordings/ann/", f"{WORK_PREFIX}ann/"))]

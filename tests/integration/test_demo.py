@@ -58,7 +58,7 @@ def _commands_against_the_stack(env: dict, stack_env: Path, uid: str, downloads:
     assert json.loads(run("recordings", "stats", "--json"))["users"] == 2
     run("recordings", "download", "--uid", uid, "-o", str(downloads), "-q")
     assert sorted(p.name for p in downloads.iterdir()) == sorted(f"{r['id']}.wav" for r in listed)
-    assert "0 message(s) waiting" in run("dlq", "inspect")
+    assert "no dead letters waiting" in run("dlq", "inspect")
     assert "erased" in run("recordings", "erase", "--uid", uid, "--yes")
     assert json.loads(run("recordings", "stats", "--json"))["users"] == 1
 
