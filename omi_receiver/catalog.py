@@ -97,7 +97,8 @@ class Catalog:
         return sorted(found, key=lambda info: (info.start, info.name), reverse=True)
 
     def stats(self) -> dict:
-        """Users, recordings, hours and bytes stored, open recordings (one listing)."""
+        """Users, recordings, hours and bytes stored, open recordings, temporary bytes:
+        two listings (recordings/ and work/), no object read."""
         users, recordings, seconds, size, open_count = set(), 0, 0.0, 0, 0
         for blob in self._list(RECORDINGS_PREFIX):
             info = recording_info(blob)
