@@ -30,8 +30,8 @@ from google.api_core import exceptions
 from . import clients, logs, wav
 from .config import Config
 from .contract import Chunk, InvalidChunk, format_time, now_us, shard_of
-from .recording import (RECORDINGS_PREFIX, WORK_PREFIX, Lease, Recording, Rules, ShardLease, UserState,
-                        late_recording, plan_batch, state_name, uid_of_state)
+from .recording import (Lease, Recording, Rules, ShardLease, UserState, late_recording, plan_batch, state_name,
+                        uid_of_state, user_prefixes)
 from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store
 
 # An empty pull on the emulator waits ~9 s; real Pub/Sub answers at once when idle.
@@ -535,7 +535,7 @@ class Assembler:
         # A consumer may have written a sidecar of an erased WAV after the listing (it
         # read the WAV before the delete): look once more, by the erased WAVs' names.
         stems = tuple(name.removesuffix(".wav") + "." for name in names if name.endswith(".wav"))
-        late_sidecars = [blob.name for blob in self.store.list_objects(f"{RECORDINGS_PREFIX}{uid}/")
+        late_sidecars = [blob.name for blob in self.store.list_objects(user_prefixes(uid)[0])
                          if blob.name.startswith(stems) and blob.name not in names] if stems else []
         failed += self.store.delete_each(late_sidecars, progress)
         names += late_sidecars
@@ -545,8 +545,7 @@ class Assembler:
 
     def _erase_leased(self, lease: "Assembler.Leased") -> tuple[list[str], int]:
         uid = lease.state.uid
-        names = [blob.name for prefix in (f"{RECORDINGS_PREFIX}{uid}/", f"{WORK_PREFIX}{uid}/")
-                 for blob in self.store.list_objects(prefix)]
+        names = [blob.name for prefix in user_prefixes(uid) for blob in self.store.list_objects(prefix)]
         # The erase instant in Cloud Storage's clock (our lease write), not this machine's:
         # ingest stamps received_at with Google's clocks too.
         erased_at = self.store.updated_us(state_name(uid))

@@ -20,7 +20,7 @@ from google.cloud import storage
 
 from . import wav
 from .contract import InvalidChunk, parse_time
-from .recording import RECORDINGS_PREFIX, WORK_PREFIX, state_name
+from .recording import RECORDINGS_PREFIX, WORK_PREFIX, state_name, user_prefixes
 
 WAV_SUFFIX = ".wav"
 _BLOCK = 1 << 20
@@ -117,7 +117,7 @@ class Catalog:
     def user_objects(self, uid: str) -> list[storage.Blob]:
         """Every object of the user: recordings and what sits beside them, temporaries,
         and the state object."""
-        blobs = [*self._list(f"{RECORDINGS_PREFIX}{uid}/"), *self._list(f"{WORK_PREFIX}{uid}/")]
+        blobs = [blob for prefix in user_prefixes(uid) for blob in self._list(prefix)]
         blobs += [b for b in self._list(state_name(uid)) if b.name == state_name(uid)]
         return blobs
 

@@ -30,10 +30,6 @@ from .catalog import Catalog, CatalogError, parse_since, recording_info
 from .config import Config, ConfigError
 from .recording import state_name
 
-NO_CREDENTIALS = ("no Google Cloud credentials: run `gcloud auth application-default login`; for the "
-                  "local stack, export .local/stack.env (`set -a; . .local/stack.env; set +a`)")
-
-
 class CommandError(Exception):
     """Printed as `error: <message>`, exit status 1."""
 
@@ -92,6 +88,7 @@ def cmd_download(args) -> int:
 def cmd_erase(args) -> int:
     config = _config("recordings_bucket", "google_cloud_project")
     catalog = _catalog(config)
+    # The preview for the confirmation; erase_user lists again under the user's lease.
     objects = catalog.user_objects(args.uid)
     recordings = [info for info in map(recording_info, objects) if info]
     others = [b for b in objects if b.name != state_name(args.uid) and not recording_info(b)]
@@ -239,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, CatalogError, ConfigError, deadletter.DeadLetterError) as exc:
         return _fail(str(exc))
     except (DefaultCredentialsError, RefreshError):
-        return _fail(NO_CREDENTIALS)
+        return _fail(clients.NO_CREDENTIALS)
     except exceptions.Forbidden as exc:
         return _fail(f"permission denied: {exc.message}")
     except exceptions.GoogleAPICallError as exc:

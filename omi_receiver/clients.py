@@ -18,6 +18,10 @@ _chunk_publisher = None
 _subscriber: pubsub_v1.SubscriberClient | None = None
 _storage: storage.Client | None = None
 
+# What to tell a person when google.auth finds no credentials (the CLI's commands).
+NO_CREDENTIALS = ("no Google Cloud credentials found: run `gcloud auth application-default login`, "
+                  "or for the local stack export .local/stack.env (`set -a; . .local/stack.env; set +a`)")
+
 # The assembler's publisher (finished-recording events, dead letters): low volume.
 PUBLISH_BATCH = pubsub_v1.types.BatchSettings(max_messages=100, max_bytes=9_900_000, max_latency=0.005)
 

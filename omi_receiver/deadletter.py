@@ -43,10 +43,6 @@ PULL_BATCH = 100
 # Pub/Sub may answer a pull with nothing while messages wait: stop after this many in a row.
 EMPTY_PULLS = 2
 
-NO_CREDENTIALS = ("no Google Cloud credentials found: run `gcloud auth application-default login`, "
-                  "or for the local stack export PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST "
-                  "from .local/stack.env")
-
 
 class DeadLetterError(Exception):
     """Inspecting or replaying cannot go on; the message says why and what to do.
@@ -307,7 +303,7 @@ def _explained(what: str, create_hint: str, role: str):
     try:
         yield
     except DefaultCredentialsError as exc:
-        raise DeadLetterError(NO_CREDENTIALS) from exc
+        raise DeadLetterError(clients.NO_CREDENTIALS) from exc
     except exceptions.Unauthenticated as exc:
         raise DeadLetterError(f"credentials rejected on {what} ({exc.message}); "
                               "run `gcloud auth application-default login`") from exc

@@ -51,6 +51,12 @@ class ShardLease:
         return cls(**json.loads(blob))
 
 
+def user_prefixes(uid: str) -> tuple[str, str]:
+    """Where a user's objects are, besides the state object: recordings (and what
+    consumers write next to them) and temporary audio."""
+    return f"{RECORDINGS_PREFIX}{uid}/", f"{WORK_PREFIX}{uid}/"
+
+
 def state_name(uid: str) -> str:
     return f"{STATE_PREFIX}{uid}.json"
 

@@ -13,16 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from werkzeug import Request
-from werkzeug.test import EnvironBuilder
-
-from omi_receiver import cli, clients, ingest, logs
+from omi_receiver import cli, clients, logs
 from omi_receiver.assembler import Assembler, LeaseBusy
 from google.cloud.storage.fileio import BlobReader
 
 from omi_receiver.catalog import Catalog, CatalogError
 from omi_receiver.contract import now_us
 from omi_receiver.recording import WORK_PREFIX, state_name
+from test_ingest_pubsub import post
 from assembly import audio_of, drain, joined, publish, recordings, stream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,14 +224,6 @@ def test_erase_asks_and_accepts_only_the_uid(env, capsys, monkeypatch):
     assert code == 0 and recordings(env, "ann") == []
 
 
-def post(config, uid: str, body: bytes, key: str):
-    request = Request(EnvironBuilder(method="POST", path="/test-token-a",
-                                     query_string=f"sample_rate=16000&uid={uid}", data=body,
-                                     headers={"Content-Type": "application/octet-stream",
-                                              "Idempotency-Key": key}).get_environ())
-    return ingest.handle(request, config, clients.chunk_publisher())
-
-
 def test_erase_while_audio_streams_in_leaves_only_whole_valid_recordings(env, capsys):
     """A device streams through ingest while passes run and the user is erased midway:
     afterwards every WAV of the user is valid and holds exactly the chunks received after
@@ -247,8 +237,9 @@ def test_erase_while_audio_streams_in_leaves_only_whole_valid_recordings(env, ca
         while not stop.is_set():
             body = bytes([i % 251, (i * 7) % 251]) * 4000  # 0.25 s of distinct audio
             before = now_us()
-            response = post(config, "eve", body, f"00000000-0000-4000-8000-{i:012d}")
-            assert response.status_code == 200
+            status, _, _ = post(config, query="sample_rate=16000&uid=eve", body=body,
+                                headers={"Idempotency-Key": f"00000000-0000-4000-8000-{i:012d}"})
+            assert status == 200
             sent.append((before, body))
             i += 1
             time.sleep(0.05)

@@ -8,29 +8,20 @@ import json
 
 import pytest
 
-from omi_receiver import cli, clients, logs
+from omi_receiver import clients
 from omi_receiver.assembler import Assembler
 from omi_receiver.contract import now_us
 
 from assembly import audio_of, drain, joined, publish, recordings, stream
+from test_cli import env, run  # noqa: F401 - env is a fixture
 from test_deadletter import force_dead_letter
 
 
-@pytest.fixture
-def env(stack_config, monkeypatch):
-    monkeypatch.setattr(logs, "_to_stderr_above_info", False)
+@pytest.fixture(autouse=True)
+def _fresh_chunk_publisher():
+    clients.set_chunk_publisher(None)  # replay publishes with it; emulator_env does not reset it
+    yield
     clients.set_chunk_publisher(None)
-    for name in ("RECORDINGS_BUCKET", "CHUNKS_TOPIC", "CHUNKS_SUBSCRIPTION", "DEAD_LETTER_TOPIC", "RECORDINGS_TOPIC"):
-        monkeypatch.setenv(name, getattr(stack_config, name.lower()))
-    yield stack_config
-    clients.set_chunk_publisher(None)
-
-
-def run(capsys, *argv):
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_inspect_then_replay_with_a_limit_puts_each_chunk_in_its_recording_once(env, capsys):
