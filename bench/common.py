@@ -123,13 +123,12 @@ def cpu_seconds(pids: list[int]) -> float:
 class Emulators:
     """Pub/Sub emulator + fake-gcs-server on free ports, logs in a temp dir; a context manager."""
 
-    def __init__(self, gcs: bool = True, pubsub_java_opts: str | None = None):
+    def __init__(self, gcs: bool = True):
         from omi_receiver import emulators
 
         self.tmp = Path(tempfile.mkdtemp(prefix="omi-bench-"))
         self._stack = contextlib.ExitStack()
-        self.pubsub = emulators.start_pubsub(emulators.free_port(), PROJECT, self.tmp / "pubsub.log",
-                                             java_opts=pubsub_java_opts)
+        self.pubsub = emulators.start_pubsub(emulators.free_port(), PROJECT, self.tmp / "pubsub.log")
         self._stack.callback(self.pubsub.stop)
         self.gcs = None
         if gcs:

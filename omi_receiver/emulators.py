@@ -95,16 +95,14 @@ def _gcloud() -> str:
     return path
 
 
-def start_pubsub(port: int, project: str, log_path: Path, java_opts: str | None = None) -> Emulator:
-    """`java_opts`: JVM flags for the emulator (its launcher reads JAVA_OPTS)."""
+def start_pubsub(port: int, project: str, log_path: Path) -> Emulator:
     ensure_port_free(port, "the Pub/Sub emulator")
     log = open(log_path, "ab")
-    env = None if java_opts is None else {**os.environ, "JAVA_OPTS": java_opts}
     proc = subprocess.Popen(
         [_gcloud(), "beta", "emulators", "pubsub", "start",
          f"--host-port=127.0.0.1:{port}", f"--project={project}", "--quiet"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, env=env,
+        start_new_session=True,
     )
     try:
         wait_for_port(port, proc, "the Pub/Sub emulator", timeout=90)
