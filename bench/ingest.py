@@ -33,6 +33,11 @@ from omi_receiver import emulators
 from omi_receiver.publisher import DirectPublisher
 
 TOKEN = "bench-token-0123456789"
+# The publish floor (bench/publish_floor_main.py) runs at these levels only, as a third arm.
+PUBLISH_FLOOR_LABELS = ("c1",)
+# 1 connection is the level where the throughput ratio is closest to its target; its rounds are
+# short, so it gets more of them (a multiple of 3: each arm runs first, second and third alike).
+C1_ROUNDS = 6
 WARMUP_PUBLISHES = 30_000
 WARMUP_BLOCK = 2_000
 TARGETS = {"throughput_vs_floor_min": 0.5, "cpu_vs_floor_max": 2.0, "p99_vs_floor_max": 3.0}
@@ -63,7 +68,8 @@ def run(quick: bool, log=print) -> dict:
         env = {**em.env, "INGEST_TOKENS": TOKEN, "CHUNKS_TOPIC": topic}
         servers = {}
         try:
-            for name, source in (("ingest", "main.py"), ("floor", "bench/floor_main.py")):
+            for name, source in (("ingest", "main.py"), ("floor", "bench/floor_main.py"),
+                                 ("publish_floor", "bench/publish_floor_main.py")):
                 port = emulators.free_port()
                 proc = spawn_function(source, "receive_chunk", port, env, em.tmp / f"{name}.log")
                 servers[name] = (port, proc)
@@ -75,15 +81,17 @@ def run(quick: bool, log=print) -> dict:
             runs = []
             plan = [(f"c{c}", c, 32_000) for c in levels] + extra
             for label, concurrency, body in plan:
-                for r in range(rounds if label.startswith("c") else 2):
-                    # A/B/A/B: alternate which goes first so drift hits both alike.
-                    order = ["ingest", "floor"] if r % 2 == 0 else ["floor", "ingest"]
+                arms = ["ingest", "floor"] + (["publish_floor"] if label in PUBLISH_FLOOR_LABELS else [])
+                n_rounds = 2 if not label.startswith("c") else C1_ROUNDS if label == "c1" and not quick else rounds
+                for r in range(n_rounds):
+                    # Rotate which arm goes first so drift hits them alike (A/B, B/A, ...).
+                    order = arms[r % len(arms):] + arms[:r % len(arms)]
                     for name in order:
                         port, proc = servers[name]
                         result = _load(port, proc.pid, watch, concurrency, body, seconds, warmup)
                         result.update(server=name, label=label, round=r, body_bytes=body,
                                       server_pids=process_tree(proc.pid))
-                        log(f"  ingest {label:10} {name:6} round {r}: {result['rps']:7.1f} req/s  "
+                        log(f"  ingest {label:10} {name:13} round {r}: {result['rps']:7.1f} req/s  "
                             f"p99 {result['p99_ms']} ms  server {result['cpu_ms_per_request']['server']} CPU-ms/req")
                         runs.append(result)
             publish_rtt = {}
@@ -96,7 +104,7 @@ def run(quick: bool, log=print) -> dict:
                 emulators.stop_process_group(proc.pid)
     return {"runs": runs, "summary": summarize(runs), "targets": TARGETS, "publish_rtt": publish_rtt,
             "emulator_warmup": warmup_report,
-            "settings": {"levels": levels, "rounds": rounds, "window_s": seconds, "warmup_s": warmup,
+            "settings": {"levels": levels, "rounds": rounds, "c1_rounds": rounds if quick else C1_ROUNDS, "window_s": seconds, "warmup_s": warmup,
                          "body_bytes": 32_000, "uids": 256, "server": "functions-framework (gunicorn gthread, 1 worker)"}}
 
 
@@ -148,8 +156,10 @@ def summarize(runs: list[dict]) -> dict:
     out = {}
     for label in dict.fromkeys(r["label"] for r in runs):
         row = {}
-        for server in ("ingest", "floor"):
+        for server in ("ingest", "floor", "publish_floor"):
             mine = [r for r in runs if r["label"] == label and r["server"] == server]
+            if not mine:
+                continue
             row[server] = {
                 "rps": round(median([r["rps"] for r in mine]), 1),
                 "p50_ms": round(median([r["p50_ms"] for r in mine]), 2),
@@ -166,6 +176,9 @@ def summarize(runs: list[dict]) -> dict:
             "cpu": ratio(ing["cpu_ms_per_request"]["server"], flo["cpu_ms_per_request"]["server"]),
             "p99": ratio(ing["p99_ms"], flo["p99_ms"]),
         }
+        if "publish_floor" in row:
+            row["ratios"]["publish_floor_throughput"] = ratio(row["publish_floor"]["rps"], flo["rps"])
+            row["ratios"]["throughput_vs_publish_floor"] = ratio(ing["rps"], row["publish_floor"]["rps"])
         row["pass"] = {
             "throughput": row["ratios"]["throughput"] >= TARGETS["throughput_vs_floor_min"],
             "cpu": row["ratios"]["cpu"] <= TARGETS["cpu_vs_floor_max"],
