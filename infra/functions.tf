@@ -89,6 +89,7 @@ resource "google_cloudfunctions2_function" "ingest" {
       MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
       PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
       RETRY_AFTER_SECONDS     = tostring(var.retry_after_seconds)
+      LOG_ACCEPTED_CHUNKS     = tostring(var.log_accepted_chunks)
     }
 
     # Pinned to the version Terraform wrote, not "latest": Cloud Run reads a secret env var
@@ -172,6 +173,7 @@ resource "google_cloudfunctions2_function" "assembler" {
       MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
       PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
       RETRY_AFTER_SECONDS     = tostring(var.retry_after_seconds)
+      LOG_ACCEPTED_CHUNKS     = tostring(var.log_accepted_chunks)
       RECORDINGS_BUCKET       = google_storage_bucket.recordings.name
       CHUNKS_SUBSCRIPTION     = var.chunks_subscription
       DEAD_LETTER_TOPIC       = google_pubsub_topic.this["dead_letter"].name

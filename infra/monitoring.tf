@@ -24,22 +24,9 @@ locals {
 
 # --- Log-based metrics ----------------------------------------------------------------
 
-# One entry per accepted POST.
-resource "google_logging_metric" "chunk_accepted" {
-  project     = var.project_id
-  name        = "${var.name_prefix}/chunk_accepted"
-  description = "Chunks accepted by ingest (published to Pub/Sub)."
-  filter      = "${local.ingest_logs} AND jsonPayload.event=\"chunk_accepted\""
-
-  metric_descriptor {
-    metric_kind  = "DELTA"
-    value_type   = "INT64"
-    unit         = "1"
-    display_name = "Chunks accepted"
-  }
-
-  depends_on = [google_project_service.apis]
-}
+# Accepted chunks are counted by Cloud Run's own request_count (2xx answers of ingest, each
+# one accepted chunk), not by a log-based metric: ingest logs no line per accepted chunk by
+# default (var.log_accepted_chunks), which would cost a log entry per second per user.
 
 # One entry per refused POST, with the error code (unauthorized, payload_too_large, ...).
 resource "google_logging_metric" "chunk_rejected" {
@@ -287,7 +274,7 @@ locals {
             legendTemplate = "accepted"
             timeSeriesQuery = {
               timeSeriesFilter = {
-                filter      = "metric.type=\"${local.metric_prefix}/chunk_accepted\""
+                filter      = "${local.ingest_requests_filter} AND metric.labels.response_code_class=\"2xx\""
                 aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM" }
               }
             }

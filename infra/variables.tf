@@ -128,6 +128,12 @@ variable "publish_timeout_seconds" {
   }
 }
 
+variable "log_accepted_chunks" {
+  description = "Log a chunk_accepted line per accepted chunk (LOG_ACCEPTED_CHUNKS). Off by default: a Cloud Logging entry per second per streaming user; the dashboard counts accepted chunks from Cloud Run's request_count instead."
+  type        = bool
+  default     = false
+}
+
 variable "retry_after_seconds" {
   description = "Retry-After header value, in seconds, on ingest's 503 answers (RETRY_AFTER_SECONDS)."
   type        = number

@@ -136,14 +136,15 @@ def handle(request, config: Config, publisher) -> Response:
         logs.error("internal_error", error=type(exc).__name__, detail=str(exc)[:500], **_only_uid(log_fields))
         return _internal()
 
-    logs.info(
-        "chunk_accepted",
-        uid=chunk.uid,
-        chunk_id=chunk.chunk_id,
-        bytes=len(chunk.data),
-        latency_ms=_ms_since(started),
-        sample_rate=chunk.sample_rate,
-    )
+    if config.log_accepted_chunks:  # off by default: a log entry per second per user (config.py)
+        logs.info(
+            "chunk_accepted",
+            uid=chunk.uid,
+            chunk_id=chunk.chunk_id,
+            bytes=len(chunk.data),
+            latency_ms=_ms_since(started),
+            sample_rate=chunk.sample_rate,
+        )
     return _json(200, {
         "chunk_id": chunk.chunk_id,
         "bytes": len(chunk.data),

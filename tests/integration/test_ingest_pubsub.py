@@ -144,6 +144,7 @@ def served_main(stack_config, tmp_path):
         "INGEST_TOKENS": stack_config.ingest_tokens,
         "MAX_CHUNK_BYTES": "100000",
         "PUBLISH_TIMEOUT_SECONDS": "5",
+        "LOG_ACCEPTED_CHUNKS": "true",  # read from the environment like every setting
     }
     log = tmp_path / "functions-framework.log"
     with open(log, "wb") as out:

@@ -24,4 +24,5 @@ def test_every_env_var_is_in_the_readme_with_its_default():
         if default == "":
             assert "required" in table[name], name
         else:
-            assert table[name].strip("`") == str(default), (name, table[name], default)
+            shown = str(default).lower() if isinstance(default, bool) else str(default)
+            assert table[name].strip("`") == shown, (name, table[name], default)

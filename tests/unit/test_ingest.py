@@ -292,10 +292,19 @@ def test_duration_ms(rate, body, duration_ms):
     assert answer["duration_ms"] == pytest.approx(duration_ms, abs=0.001)
 
 
+def test_accepted_chunks_are_not_logged_by_default(capsys):
+    assert CONFIG.log_accepted_chunks is False
+    response, _, publisher = call(headers={"Idempotency-Key": "k-1"})
+    assert response.status_code == 200 and len(publisher.attempts) == 1
+    call(path=f"/fn/{TOKEN_A}", body=b"")  # a rejection is still logged
+    assert [e["event"] for e in log_lines(capsys)] == ["chunk_rejected"]
+
+
 def test_accept_log_has_the_metric_fields_and_no_secrets(capsys):
-    call(headers={"Idempotency-Key": "k-1"})
-    call(path="/", headers={"Authorization": f"Bearer {TOKEN_B}"})
-    call(path=f"/fn/{TOKEN_A}", body=b"")
+    logging_on = dataclasses.replace(CONFIG, log_accepted_chunks=True)
+    call(headers={"Idempotency-Key": "k-1"}, config=logging_on)
+    call(path="/", headers={"Authorization": f"Bearer {TOKEN_B}"}, config=logging_on)
+    call(path=f"/fn/{TOKEN_A}", body=b"", config=logging_on)
     out = capsys.readouterr().out
     assert TOKEN_A not in out and TOKEN_B not in out
     entries = [json.loads(line) for line in out.splitlines()]

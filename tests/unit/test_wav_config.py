@@ -34,6 +34,18 @@ def test_config_reads_env_with_types():
     assert config.tokens == ("a", "b")
 
 
+@pytest.mark.parametrize("raw, value", [("true", True), ("TRUE", True), ("1", True), ("yes", True),
+                                        ("false", False), ("0", False), ("no", False), (" False ", False)])
+def test_config_reads_booleans(raw, value):
+    assert Config.from_env({"LOG_ACCEPTED_CHUNKS": raw}).log_accepted_chunks is value
+
+
+def test_config_refuses_a_boolean_it_cannot_read():
+    # Python's bool("off") is True: a typo must not turn a setting on.
+    with pytest.raises(ConfigError, match="LOG_ACCEPTED_CHUNKS='off' is not a valid boolean"):
+        Config.from_env({"LOG_ACCEPTED_CHUNKS": "off"})
+
+
 def test_config_errors_name_the_variable():
     with pytest.raises(ConfigError, match="MAX_CHUNK_BYTES"):
         Config.from_env({"MAX_CHUNK_BYTES": "lots"})
