@@ -144,7 +144,7 @@ def performance() -> str:
         "",
         f"- **CPU.** At {conns(worst)} ingest spends {w['server']} CPU-ms per request against the floor's "
         f"{wf['server']}: the {round(w['server'] - wf['server'], 2)} ms difference is the function's own work (token and "
-        "query checks, reading the body, building the Publish request, the gRPC call and its completion, one JSON log line).",
+        "query checks, reading the body, building the Publish request, the gRPC call and its completion).",
         f"  The Pub/Sub emulator, on the same 2 cores, adds {w.get('pubsub_emulator', 0)} ms per request and the load",
         f"  generator {w['loadgen']} ms: {total:.2f} CPU-ms per request in all, so this machine cannot exceed about "
         f"{2000 / total:.0f} req/s however the server is written, while the floor uses only the server and the load",
@@ -164,7 +164,7 @@ def performance() -> str:
         "  trip), and it reaches 0.5 only while the round trip is shorter than the whole floor request. The publish",
         f"  floor, which does nothing but that round trip, reaches {c1['ratios'].get('publish_floor_throughput')}x the floor's "
         f"throughput; ingest reaches {c1['ratios'].get('throughput_vs_publish_floor')}x the publish floor's: its",
-        "  checks, attributes and log line are the rest. A real",
+        "  checks and the message attributes are the rest (it logs no line per accepted chunk: `LOG_ACCEPTED_CHUNKS`). A real",
         "  sender has one request per uid in flight; the round trip to real Pub/Sub (milliseconds) is what it waits.",
         "  At 50-200 connections latency is queueing behind the one worker (p50 ~ connections / throughput).",
         "- **Batching.** Ingest sends a chunk in its own Publish RPC while fewer than 2 are in flight; chunks that",
