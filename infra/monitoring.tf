@@ -22,6 +22,24 @@ locals {
   ingest_requests_filter     = "metric.type=\"run.googleapis.com/request_count\" AND ${local.ingest_logs}"
 }
 
+# --- Cloud Run's request log of ingest -------------------------------------------------
+
+# Cloud Run logs every request with its full URL, and ingest's URL holds the token in its
+# path: anyone who can read the project's logs could read the token. It is also a log entry
+# per second per streaming user. So these entries are not stored unless
+# keep_ingest_request_logs is set; the request_count and request_latencies metrics, which
+# the dashboard and the 5xx alert use, do not come from logs and stay. Refusals and
+# publish failures are still logged by ingest itself (chunk_rejected, publish_failed).
+resource "google_logging_project_exclusion" "ingest_request_logs" {
+  count       = var.keep_ingest_request_logs ? 0 : 1
+  project     = var.project_id
+  name        = "${var.name_prefix}-ingest-request-logs"
+  description = "Cloud Run request logs of ${local.ingest_function_name}: their URLs hold the ingest token."
+  filter      = "${local.ingest_logs} AND logName=\"projects/${var.project_id}/logs/run.googleapis.com%2Frequests\""
+
+  depends_on = [google_project_service.apis]
+}
+
 # --- Log-based metrics ----------------------------------------------------------------
 
 # Accepted chunks are counted by Cloud Run's own request_count (2xx answers of ingest, each

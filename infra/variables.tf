@@ -128,6 +128,12 @@ variable "publish_timeout_seconds" {
   }
 }
 
+variable "keep_ingest_request_logs" {
+  description = "Store Cloud Run's request log of ingest. Off by default: each entry's URL holds the ingest token, and it is an entry per second per streaming user (monitoring.tf)."
+  type        = bool
+  default     = false
+}
+
 variable "log_accepted_chunks" {
   description = "Log a chunk_accepted line per accepted chunk (LOG_ACCEPTED_CHUNKS). Off by default: a Cloud Logging entry per second per streaming user; the dashboard counts accepted chunks from Cloud Run's request_count instead."
   type        = bool

@@ -55,6 +55,7 @@ UNLABELLED = {
     "google_cloud_scheduler_job",
     "google_kms_crypto_key_iam_member",
     "google_logging_metric",
+    "google_logging_project_exclusion",
     "google_monitoring_dashboard",
     "google_project_iam_member",
     "google_project_service",
@@ -814,6 +815,16 @@ def test_alert_policies():
     channel = resource("google_monitoring_notification_channel", "email")
     assert channel["count"] == "${var.alert_email == null ? 0 : 1}"
     assert named_blocks("variable")["alert_email"]["default"] is None
+
+
+def test_ingest_request_logs_are_not_stored_by_default():
+    # Their URLs hold the token; the metrics the alerts use do not come from logs.
+    exclusion = resource("google_logging_project_exclusion", "ingest_request_logs")
+    assert exclusion["count"] == "${var.keep_ingest_request_logs ? 0 : 1}"
+    assert named_blocks("variable")["keep_ingest_request_logs"]["default"] is False
+    assert "${local.ingest_logs}" in exclusion["filter"]
+    assert 'logs/run.googleapis.com%2Frequests' in exclusion["filter"]
+    assert "run.googleapis.com/request_count" in locals_()["ingest_requests_filter"]
 
 
 def test_dashboard_exists():
