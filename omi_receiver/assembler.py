@@ -43,6 +43,11 @@ MAX_HOLD_ATTEMPTS = 2
 SHARD_MARGIN_S = 10
 # Stop writing for a user this long before the lease runs out.
 LEASE_MARGIN_US = 5_000_000
+# An erase marker (UserState.erased_before_us) drops chunks from before the erase that are
+# still on their way. None can be after 7 days in a chunk subscription, 7 in the hold
+# subscription and, after a `dlq replay`, 7 more in a chunk subscription (infra/pubsub.tf);
+# a day more, then the state object, which still names the uid, is deleted.
+ERASE_MARKER_KEEP_US = 22 * 86_400 * 1_000_000
 
 
 @dataclasses.dataclass
@@ -113,7 +118,9 @@ class Assembler:
             # Idle is judged against the previous clean drain, never this pass's own: an
             # empty pull can be spurious (a cold channel), and after a dead pass the
             # chunks it held are not committed yet.
-            stats.finalized += self.finalize_idle(shard, lease.drained_us)
+            states = list(self.store.open_states())  # one listing for both sweeps
+            stats.finalized += self.finalize_idle(shard, lease.drained_us, states)
+            self.forget_erase_markers(shard, states)
             if drained:
                 # Everything received before this is committed: older than the settle
                 # cutoff, and long enough ago for its publish to have finished.
@@ -468,7 +475,8 @@ class Assembler:
 
     # --- idle recordings ---------------------------------------------------------------
 
-    def finalize_idle(self, shard: int = 0, drained_us: int | None = None) -> int:
+    def finalize_idle(self, shard: int = 0, drained_us: int | None = None,
+                      states: list[tuple[str, dict[str, str]]] | None = None) -> int:
         """Finalize the shard's open recordings with no chunk for SESSION_GAP_SECONDS before
         `drained_us` (default: now), when all chunks received before it were committed.
 
@@ -479,7 +487,7 @@ class Assembler:
             return 0  # no clean drain known yet
         horizon = (self.clock() if drained_us is None else drained_us) - self.rules.session_gap_us
         count = 0
-        for name, metadata in self.store.open_states():
+        for name, metadata in self.store.open_states() if states is None else states:
             if metadata.get("open") != "1" or int(metadata.get("last_received_us", "0")) >= horizon:
                 continue
             uid = uid_of_state(name)
@@ -519,6 +527,36 @@ class Assembler:
 
     # --- erase -------------------------------------------------------------------------
 
+    def forget_erase_markers(self, shard: int = 0, states: list[tuple[str, dict[str, str]]] | None = None) -> int:
+        """Delete the shard's erase markers older than ERASE_MARKER_KEEP_US: by then no chunk
+        from before the erase can arrive, and the state object still names the uid."""
+        horizon = self.clock() - ERASE_MARKER_KEEP_US
+        count = 0
+        for name, metadata in self.store.open_states() if states is None else states:
+            erased_before = metadata.get("erased_before_us")
+            if erased_before is None or int(erased_before) >= horizon:
+                continue
+            uid = uid_of_state(name)
+            if shard_of(uid, self.config.assembler_shards) != shard:
+                continue
+            try:
+                count += self._under_lease(uid, self._forget_leased, horizon)
+            except (LeaseBusy, PreconditionFailed):
+                logs.info("forget_deferred", uid=uid)
+            except Exception as exc:  # noqa: BLE001 - try again next tick
+                logs.error("forget_failed", uid=uid, error=repr(exc))
+        return count
+
+    def _forget_leased(self, lease: "Assembler.Leased", horizon_us: int) -> int:
+        state = lease.state
+        if not state.is_erase_marker() or state.erased_before_us >= horizon_us:
+            self._release_lease(lease)  # the user streamed again meanwhile: a state to keep
+            return 0
+        self._ensure_lease(lease)
+        self.store.delete_state(state.uid, lease.generation)
+        logs.info("erase_marker_forgotten", uid=state.uid, erased_before=format_time(state.erased_before_us))
+        return 1
+
     def erase_user(self, uid: str, progress: Callable[[str], None] | None = None) -> "Erased":
         """Delete every object of the user: recordings (late ones too), what sits next to
         them (consumer sidecars) and temporaries. Raises LeaseBusy while a pass holds them.
@@ -527,6 +565,7 @@ class Assembler:
         there is of the erased audio, and none is half written. The state object stays,
         holding no audio, as the erase marker: chunks received before the erase that are
         still on their way are dropped when they arrive, not made into a new recording.
+        A pass deletes the marker ERASE_MARKER_KEEP_US later (forget_erase_markers).
         Chunks received after it start a new recording, whose names none of the listed
         objects share, so the deletes can run after the lease is given back.
         """

@@ -183,9 +183,16 @@ class UserState:
             erased_before_us=body.get("erased_before_us", 0),
         )
 
+    def is_erase_marker(self) -> bool:
+        """Nothing but an erase here: no recording open and no chunk since the erase."""
+        return self.erased_before_us > 0 and self.open is None and not self.recent
+
     def list_metadata(self) -> dict[str, str]:
-        """Metadata on the state object, so a listing finds idle open recordings unread."""
+        """Metadata on the state object, so a listing finds idle open recordings and old
+        erase markers unread."""
         if self.open is None:
+            if self.is_erase_marker():
+                return {"open": "0", "erased_before_us": str(self.erased_before_us)}
             return {"open": "0"}
         return {"open": "1", "last_received_us": str(self.open.last_received_us)}
 

@@ -72,6 +72,17 @@ class Store:
         return self._write_json_if(state_name(state.uid), state.to_json(), generation, "write_state",
                                    ours, metadata=state.list_metadata())
 
+    def delete_state(self, uid: str, generation: int) -> None:
+        """Delete the user's state iff it is still at `generation` (the lease's write)."""
+        self._hook("delete_state")
+        self.ops.deletes += 1
+        try:
+            self.bucket.blob(state_name(uid)).delete(if_generation_match=generation, retry=self.retry)
+        except exceptions.PreconditionFailed:
+            raise PreconditionFailed(state_name(uid)) from None
+        except exceptions.NotFound:
+            pass
+
     def read_shard_lease(self, shard: int) -> tuple[ShardLease | None, int]:
         data, generation = self._read_json(shard_lease_name(shard), "read_shard_lease")
         return (ShardLease.from_json(data) if data is not None else None), generation

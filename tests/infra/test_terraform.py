@@ -409,6 +409,19 @@ def test_pubsub_shape_matches_the_local_mirror():
     assert resources.dead_letter_subscription(Config()) == f"{DEFAULTS['DEAD_LETTER_TOPIC']}-hold"
 
 
+def test_erase_markers_outlive_every_path_a_chunk_from_before_the_erase_can_take():
+    from omi_receiver.assembler import ERASE_MARKER_KEEP_US
+
+    def seconds(duration):
+        value = locals_()[duration.removeprefix("${local.").removesuffix("}")]
+        return int(value.removesuffix("s"))
+
+    chunk_s = seconds(resource("google_pubsub_subscription", "chunks")["message_retention_duration"])
+    hold_s = seconds(resource("google_pubsub_subscription", "dead_letter_hold")["message_retention_duration"])
+    # Chunk subscription, hold subscription, then the chunk subscription again after a replay.
+    assert ERASE_MARKER_KEEP_US > (2 * chunk_s + hold_s) * 1_000_000
+
+
 def test_chunks_subscriptions_are_unordered_and_dead_letter_after_10_attempts():
     sub = resource("google_pubsub_subscription", "chunks")
     assert sub["topic"] == "${google_pubsub_topic.chunks[count.index].id}"

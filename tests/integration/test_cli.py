@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from omi_receiver import cli, clients, logs
-from omi_receiver.assembler import Assembler, LeaseBusy
+from omi_receiver.assembler import ERASE_MARKER_KEEP_US, Assembler, LeaseBusy
 from google.cloud.storage.fileio import BlobReader
 
 from omi_receiver.catalog import Catalog, CatalogError
@@ -285,6 +285,45 @@ def test_erase_while_audio_streams_in_leaves_only_whole_valid_recordings(env, ca
                        .blob(state_name("eve")).download_as_bytes())
     open_id = state["open"]["id"] if state["open"] else None
     assert all(name.split("/")[2] == open_id for name in leftovers)  # only the open recording's temporaries
+
+
+def _state_blob(config, uid):
+    return clients.storage_client().bucket(config.recordings_bucket).get_blob(state_name(uid))
+
+
+def test_an_erase_marker_is_deleted_by_a_pass_once_nothing_from_before_the_erase_can_arrive(env):
+    two_recordings(env)
+    erased = Assembler(env).erase_user("ann")
+    marker = _state_blob(env, "ann")
+    assert marker.metadata["erased_before_us"] == str(erased.erased_before_us)  # found by the listing
+    # Young: every pass keeps it (chunks from before the erase may still come).
+    assert Assembler(env).forget_erase_markers() == 0
+    drain(Assembler(env))
+    assert _state_blob(env, "ann") is not None
+
+    later = Assembler(env, clock=lambda: now_us() + ERASE_MARKER_KEEP_US + 60_000_000)
+    passes = drain(later)
+    assert _state_blob(env, "ann") is None, "the uid must not outlive the erase for good"
+    assert not [b.name for b in clients.storage_client().list_blobs(env.recordings_bucket)
+                if "/ann/" in b.name or b.name.endswith("/ann.json")]
+    assert passes  # a tick's pass did it, not only a direct call
+
+    # The user streams again later: a fresh state, a new recording.
+    publish(env, stream("ann", 2, start_us=erased.erased_before_us, seed=5))
+    drain(Assembler(env))
+    assert len(recordings(env, "ann")) == 1
+
+
+def test_a_user_who_streamed_after_the_erase_keeps_the_state(env):
+    two_recordings(env)
+    erased = Assembler(env).erase_user("ann")
+    publish(env, stream("ann", 2, start_us=erased.erased_before_us, seed=6))  # received after it
+    drain(Assembler(env))
+    assert "erased_before_us" not in _state_blob(env, "ann").metadata
+    later = Assembler(env, clock=lambda: now_us() + ERASE_MARKER_KEEP_US + 60_000_000)
+    assert later.forget_erase_markers() == 0
+    state = json.loads(_state_blob(env, "ann").download_as_bytes())
+    assert state["recent"] and state["erased_before_us"]  # still drops pre-erase stragglers
 
 
 def test_console_script_and_python_m_are_installed(env):

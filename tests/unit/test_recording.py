@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from omi_receiver.contract import Chunk
 from omi_receiver.recording import Rules, UserState, plan_batch, recording_name
 
@@ -96,3 +98,15 @@ def test_names_sort_by_start_and_only_recordings_end_in_wav():
     c = recording_name("u", 1_700_000_100 * S)
     assert a < c and a.startswith("recordings/u/2023-11-14/") and a.endswith(".wav")
     assert b.endswith("Z.wav")
+
+
+def test_only_a_bare_erase_marker_is_listed_as_one():
+    marker = UserState(uid="u", watermark_us=5, erased_before_us=5)
+    assert marker.is_erase_marker()
+    assert marker.list_metadata() == {"open": "0", "erased_before_us": "5"}
+    # A chunk since the erase (its id is remembered), or an open recording: a state to keep.
+    streamed = dataclasses.replace(marker, recent={"c1": 6})
+    assert not streamed.is_erase_marker() and streamed.list_metadata() == {"open": "0"}
+    assert UserState(uid="u").list_metadata() == {"open": "0"}
+    back = UserState.from_json(marker.to_json())
+    assert back.is_erase_marker() and back.erased_before_us == 5
