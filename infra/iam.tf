@@ -8,7 +8,7 @@ locals {
   service_accounts = {
     ingest    = "Omi receiver ingest (receive_chunk)"
     assembler = "Omi receiver assembler (assemble_recordings)"
-    trigger   = "Omi receiver Eventarc trigger: invokes the assembler"
+    trigger   = "Omi receiver Eventarc triggers: invoke the assembler (and the optional VAD consumer)"
     build     = "Omi receiver Cloud Build: builds both functions"
   }
 
