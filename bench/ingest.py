@@ -104,7 +104,8 @@ def run(quick: bool, log=print) -> dict:
                 emulators.stop_process_group(proc.pid)
     return {"runs": runs, "summary": summarize(runs), "targets": TARGETS, "publish_rtt": publish_rtt,
             "emulator_warmup": warmup_report,
-            "settings": {"levels": levels, "rounds": rounds, "c1_rounds": rounds if quick else C1_ROUNDS, "window_s": seconds, "warmup_s": warmup,
+            "settings": {"levels": levels, "rounds": rounds, "c1_rounds": rounds if quick else C1_ROUNDS,
+                         "window_s": seconds, "warmup_s": warmup,
                          "body_bytes": 32_000, "uids": 256, "server": "functions-framework (gunicorn gthread, 1 worker)"}}
 
 
