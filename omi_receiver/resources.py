@@ -16,6 +16,9 @@ from .config import Config
 # until the lease expires; leave room for that before a message counts as poison.
 MAX_DELIVERY_ATTEMPTS = 10
 TICKS_TOPIC = "assembler-ticks"
+# The hold subscription's ack deadline, as infra/pubsub.tf sets it: a `dlq replay` that dies
+# leaves the messages it pulled out of sight this long, here as in production.
+HOLD_ACK_DEADLINE_SECONDS = 600
 
 
 def dead_letter_subscription(config: Config) -> str:
@@ -55,6 +58,7 @@ def provision(config: Config) -> None:
         {
             "name": config.subscription_path(dead_letter_subscription(config)),
             "topic": config.topic_path(config.dead_letter_topic),
+            "ack_deadline_seconds": HOLD_ACK_DEADLINE_SECONDS,
         },
         {
             "name": config.subscription_path(recordings_subscription(config)),

@@ -552,6 +552,8 @@ def test_every_subscription_but_the_hold_has_a_dead_letter_policy_and_none_expir
             assert "dead_letter_policy" not in body
             assert body["topic"] == '${google_pubsub_topic.this["dead_letter"].id}'
             assert body["message_retention_duration"] == "${local.seven_days}"
+            # The local stack provisions the same deadline (resources.provision).
+            assert body["ack_deadline_seconds"] == resources.HOLD_ACK_DEADLINE_SECONDS
         else:
             assert body.get("dead_letter_policy"), f"subscription {name} has no dead-letter policy"
 

@@ -262,3 +262,10 @@ def test_missing_hold_subscription_is_a_clear_error(stack_config):
         message = str(caught.value)
         assert f"dead-letter hold subscription {hold} does not exist" in message
         assert "infra/" in message and "make up" in message
+
+
+def test_the_local_hold_subscription_has_production_s_ack_deadline(stack_config):
+    # A replay killed after its pull leaves the messages out of sight as long as on GCP.
+    sub = clients.subscriber().get_subscription(
+        subscription=stack_config.subscription_path(resources.dead_letter_subscription(stack_config)))
+    assert sub.ack_deadline_seconds == resources.HOLD_ACK_DEADLINE_SECONDS == 600
