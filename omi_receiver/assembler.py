@@ -118,7 +118,7 @@ class Assembler:
             # Idle is judged against the previous clean drain, never this pass's own: an
             # empty pull can be spurious (a cold channel), and after a dead pass the
             # chunks it held are not committed yet.
-            states = list(self.store.open_states())  # one listing for both sweeps
+            states = list(self.store.list_states())  # one listing for both sweeps
             stats.finalized += self.finalize_idle(shard, lease.drained_us, states)
             self.forget_erase_markers(shard, states)
             if drained:
@@ -486,27 +486,31 @@ class Assembler:
         if drained_us == 0:
             return 0  # no clean drain known yet
         horizon = (self.clock() if drained_us is None else drained_us) - self.rules.session_gap_us
+
+        def idle(metadata: dict[str, str]) -> bool:
+            return metadata.get("open") == "1" and int(metadata.get("last_received_us", "0")) < horizon
+
+        return self._sweep(shard, states, idle, self._finalize_leased, horizon, "finalize")
+
+    def _sweep(self, shard: int, states: list[tuple[str, dict[str, str]]] | None,
+               due: Callable[[dict[str, str]], bool], work, horizon_us: int, event: str) -> int:
+        """`work(lease, horizon_us)` under the lease of each of the shard's users whose state
+        metadata is `due` (from `states`, or a fresh listing); returns the sum of the results.
+        A user a pass holds is logged `<event>_deferred` and left for the next tick."""
         count = 0
-        for name, metadata in self.store.open_states() if states is None else states:
-            if metadata.get("open") != "1" or int(metadata.get("last_received_us", "0")) >= horizon:
+        for name, metadata in self.store.list_states() if states is None else states:
+            if not due(metadata):
                 continue
             uid = uid_of_state(name)
             if shard_of(uid, self.config.assembler_shards) != shard:
                 continue
             try:
-                count += self.finalize_user(uid, horizon)
+                count += self._under_lease(uid, work, horizon_us)
             except (LeaseBusy, PreconditionFailed):
-                logs.info("finalize_deferred", uid=uid)
+                logs.info(f"{event}_deferred", uid=uid)
             except Exception as exc:  # noqa: BLE001 - try again next tick
-                logs.error("finalize_failed", uid=uid, error=repr(exc))
+                logs.error(f"{event}_failed", uid=uid, error=repr(exc))
         return count
-
-    def finalize_user(self, uid: str, horizon_us: int | None = None) -> int:
-        """Finalize the user's open recording if its last chunk came before `horizon_us`
-        (default: SESSION_GAP_SECONDS ago)."""
-        if horizon_us is None:
-            horizon_us = self.clock() - self.rules.session_gap_us
-        return self._under_lease(uid, self._finalize_leased, horizon_us)
 
     def _finalize_leased(self, lease: "Assembler.Leased", horizon_us: int) -> int:
         state = lease.state
@@ -531,21 +535,11 @@ class Assembler:
         """Delete the shard's erase markers older than ERASE_MARKER_KEEP_US: by then no chunk
         from before the erase can arrive, and the state object still names the uid."""
         horizon = self.clock() - ERASE_MARKER_KEEP_US
-        count = 0
-        for name, metadata in self.store.open_states() if states is None else states:
-            erased_before = metadata.get("erased_before_us")
-            if erased_before is None or int(erased_before) >= horizon:
-                continue
-            uid = uid_of_state(name)
-            if shard_of(uid, self.config.assembler_shards) != shard:
-                continue
-            try:
-                count += self._under_lease(uid, self._forget_leased, horizon)
-            except (LeaseBusy, PreconditionFailed):
-                logs.info("forget_deferred", uid=uid)
-            except Exception as exc:  # noqa: BLE001 - try again next tick
-                logs.error("forget_failed", uid=uid, error=repr(exc))
-        return count
+
+        def old_marker(metadata: dict[str, str]) -> bool:
+            return "erased_before_us" in metadata and int(metadata["erased_before_us"]) < horizon
+
+        return self._sweep(shard, states, old_marker, self._forget_leased, horizon, "forget")
 
     def _forget_leased(self, lease: "Assembler.Leased", horizon_us: int) -> int:
         state = lease.state

@@ -125,7 +125,7 @@ class Store:
             raise PreconditionFailed(name) from None
         return blob.generation
 
-    def open_states(self) -> Iterator[tuple[str, dict[str, str]]]:
+    def list_states(self) -> Iterator[tuple[str, dict[str, str]]]:
         """(uid, metadata) of every state object; one list request per 1,000 users."""
         self._hook("list_states")
         self.ops.lists += 1
