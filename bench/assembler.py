@@ -178,7 +178,6 @@ def summarize(single, many, series, lengths) -> dict:
             "writes_single": per_chunk_single["writes"] <= TARGETS["writes_per_chunk_max"],
             "writes_many": per_chunk_many["writes"] <= TARGETS["writes_per_chunk_max"],
             "audio_bytes_down": downloads == state_reads,
-            "flush_ratio_wall": ratio(last["wall_s"], base["wall_s"]) <= TARGETS["flush_ratio_max"],
             "flush_ratio_assembler": ratio(last["wall_without_compose_delete_s"], base["wall_without_compose_delete_s"])
                                      <= TARGETS["flush_ratio_max"],
             "flush_ratio_cpu": ratio(last["cpu_s"], base["cpu_s"]) <= TARGETS["flush_ratio_max"],
