@@ -263,7 +263,7 @@ variable "max_messages_per_pull" {
 }
 
 variable "max_pass_bytes" {
-  description = "Bytes of audio one assembler pass collects in memory before it flushes them and collects again (MAX_PASS_BYTES). At least 16 MiB; at most half of assembler_memory (per concurrent pass), checked at plan time."
+  description = "Bytes of audio one assembler pass collects in memory before it flushes them (MAX_PASS_BYTES); it collects again only if it held no chunk back for ordering, so in practice this is the audio one pass assembles per tick (~140 users at 16 kHz for 256 MiB). At least 16 MiB; at most half of assembler_memory (per concurrent pass), checked at plan time."
   type        = number
   default     = 268435456
 

@@ -63,7 +63,8 @@ class Config:
     # newer chunk of that user can be committed ahead of it.
     lease_seconds: int = 150
     max_messages_per_pull: int = 1000
-    # Audio bytes a pass collects before it flushes (then it collects again): its memory bound.
+    # Audio bytes a pass collects before it flushes: its memory bound. It collects again only
+    # if it held no chunk back for ordering, so in practice also what one pass assembles.
     max_pass_bytes: int = 268_435_456
     # Users flushed in parallel within one pass.
     flush_workers: int = 16
