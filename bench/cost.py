@@ -34,6 +34,8 @@ TICKS_PER_MONTH = 43_200                  # one a minute, 30 days
 STREAM_HOURS_PER_MONTH = 16 * 30          # "a user streaming 16 h a day" (COSTS.md example)
 # Production Cloud Storage request latency assumed for sizing (the emulator answers in ~1 ms).
 GCS_REQUEST_S = 0.05
+# infra/functions.tf refuses max_pass_bytes above this share of assembler_memory.
+MAX_PASS_SHARE_OF_MEMORY = 0.5
 
 SENDERS = {
     # name: (requests per hour, body bytes, bursts per hour, requests per burst, chunks per flush)
@@ -64,16 +66,18 @@ def _ops_kinds(counts: dict) -> tuple[float, float]:
 
 def plan(users: int, asm: dict, scale: dict) -> dict:
     """Assembler settings for `users`, from measured whole passes: CPU per user-minute bounds the
-    users of a pass, and so does memory: a pass holding more than MAX_PASS_BYTES collects and
-    flushes in rounds, and every round flushes each of its users again."""
+    users of a pass, and so does memory: a pass assembles at most about MAX_PASS_BYTES of audio
+    per tick (it leaves the rest to the next), and MAX_PASS_BYTES must fit the instance."""
     cpu_ms = scale["end_to_end_cpu_ms_per_user_minute"]  # pull, decode, flush, ack: per user per tick
     budget_s = 0.5 * scale["pass_seconds"]                # finish in half of PASS_SECONDS
     cpu_users = int(budget_s * 1000 / cpu_ms)             # a pass uses about one core (GIL)
     user_minute = 60 * 32_000
     options = []
     for gib in (1, 2):
-        # MAX_PASS_BYTES that keeps the measured peak RSS within 80 % of the instance's memory.
-        max_pass_mib = int((gib * 1024 * 0.8 - scale["rss_base_mib"]) / scale["rss_mib_per_audio_mib"]) // 64 * 64
+        # MAX_PASS_BYTES that keeps the measured peak RSS within 80 % of the instance's memory,
+        # and that Terraform accepts (infra/functions.tf: at most half of assembler_memory).
+        by_rss = int((gib * 1024 * 0.8 - scale["rss_base_mib"]) / scale["rss_mib_per_audio_mib"]) // 64 * 64
+        max_pass_mib = min(by_rss, int(gib * 1024 * MAX_PASS_SHARE_OF_MEMORY))
         per_pass = max(1, min(cpu_users, max_pass_mib * 2**20 // user_minute))
         shards = math.ceil(users / per_pass)
         options.append({"memory_gib": gib, "max_pass_bytes_mib": max_pass_mib, "users_per_pass": per_pass,

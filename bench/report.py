@@ -360,7 +360,8 @@ def performance() -> str:
         "same pass only when nothing was held back; above, something always was, so MAX_PASS_BYTES is in effect the",
         f"audio one pass assembles ({_capped_levels(sc)}); the "
         f"measured peak RSS was {S['rss_base_mib']} MiB + {S['rss_mib_per_audio_mib']} x the audio held, so MAX_PASS_BYTES is",
-        "sized to keep that within 80 % of the instance memory, at 1.92 MB per user-minute (16 kHz).",
+        "sized to keep that within 80 % of the instance memory and at most half of it (the limit infra/functions.tf",
+        "checks), at 1.92 MB per user-minute (16 kHz).",
         "",
         "| memory | MAX_PASS_BYTES | users per pass | assembler_shards for 10,000 users |",
         "|---|---:|---:|---:|",

@@ -712,6 +712,24 @@ def test_assembler_preconditions():
     assert "16777216" in block(named_blocks("variable")["max_pass_bytes"], "validation")["condition"]
 
 
+def test_suggested_scaling_settings_pass_the_memory_precondition():
+    # docs/performance.md suggests settings for 10,000 users (bench/cost.plan, from the committed
+    # bench results); a user who applies them must not meet a failing precondition.
+    from bench import cost
+    from bench.common import read_result
+
+    conditions = [p["condition"] for p in block(assembler_function(), "lifecycle")["precondition"]]
+    assert any(f"local.assembler_memory_bytes / {round(1 / cost.MAX_PASS_SHARE_OF_MEMORY)}" in c
+               for c in conditions), "bench/cost.py's share must be the one infra/functions.tf checks"
+    scale = read_result("scale")
+    assert scale is not None, "bench/results/scale.json is committed"
+    plan = cost.plan(10_000, read_result("assembler"), scale["summary"])
+    for option in plan["options"]:
+        memory_bytes = option["memory_gib"] * 2**30
+        assert option["max_pass_bytes_mib"] * 2**20 <= memory_bytes / 2, option
+        assert option["max_pass_bytes_mib"] * 2**20 >= 16 * 2**20, option
+
+
 def test_env_values_come_from_the_variable_of_the_same_name():
     variables = named_blocks("variable")
     for function in (ingest_function(), assembler_function()):
