@@ -252,7 +252,7 @@ def _markdown(r: dict, data: dict) -> str:
         provenance([r["ingest"], r["assembler"], r["scale"]]),
         "",
         "Dollars per **user-hour** of streamed audio (16 kHz PCM16 mono, 115.2 MB), at the list prices",
-        "in `/work/shared/COSTS.md`, computed from the counts measured by `make bench`: Cloud Storage",
+        "in `bench/cost.py` (`PRICE`, copied from the team's price sheet), computed from the counts measured by `make bench`: Cloud Storage",
         "requests by kind counted at the fault proxy, ingest server CPU per request, assembler CPU per",
         "pass, function invocations per tick. Free tiers are ignored.",
         "",
