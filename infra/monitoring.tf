@@ -229,7 +229,7 @@ resource "google_monitoring_alert_policy" "chunks_backlog" {
   documentation {
     mime_type = "text/markdown"
     content   = <<-EOT
-      Chunks are waiting in a chunk subscription (`${local.chunks_subscriptions_label}`; the incident names which) longer than expected: the assembler is failing or cannot keep up. Check the assembler's logs (`jsonPayload.event="assembler_pass"`) and the Scheduler jobs (`${var.name_prefix}-assembler-tick-*`, one per shard). If passes are healthy but behind, raise `assembler_shards` (README, "Scaling to many users": drain first). Chunks are kept for 7 days.
+      Chunks are waiting in a chunk subscription (`${local.chunks_subscriptions_label}`; the incident names which) longer than expected: the assembler is failing or cannot keep up. Check the assembler's logs (`jsonPayload.event="assembler_pass"`) and the Scheduler jobs (`${var.name_prefix}-assembler-tick-*`, one per shard). If passes are healthy but behind (their `stopped` field says `max_pass_bytes` or `time` pass after pass), raise `assembler_shards`, or `max_pass_bytes` with `assembler_memory` (README, "Scaling to many users": drain first). Chunks are kept for 7 days.
     EOT
   }
 

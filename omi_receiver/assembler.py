@@ -39,6 +39,9 @@ PULL_TIMEOUT_SECONDS = 2.0
 # A chunk is held for the settle window on its first delivery only: every release counts
 # as a delivery towards the dead-letter policy (max_delivery_attempts 10).
 MAX_HOLD_ATTEMPTS = 2
+# A chunk held back at MAX_PASS_BYTES (see _hold_beyond) is committed on this delivery
+# rather than held again, well before the dead-letter policy would take it.
+MAX_HOLD_BEYOND_ATTEMPTS = 4
 # After a pass died: wait this long beyond its last possible pull plus the ack deadline.
 SHARD_MARGIN_S = 10
 # Stop writing for a user this long before the lease runs out.
@@ -73,6 +76,11 @@ class PassStats:
     late: int = 0
     erased: int = 0
     held: int = 0
+    # Why collecting ended: "drained" (took what was waiting), "max_pass_bytes" (the rest
+    # waits for the next tick: a shard gets more audio per tick than one pass holds) or
+    # "time" (half of PASS_SECONDS spent). Either of the last two, pass after pass, means
+    # the shard is falling behind.
+    stopped: str = ""
     poison: int = 0
     retried: int = 0
     flushes: int = 0
@@ -174,13 +182,14 @@ class Assembler:
         cutoff_us = self.clock() - int(self.config.settle_seconds * 1_000_000)
         held: list[str] = []  # ack ids of chunks still settling; released when the pass ends
         with concurrent.futures.ThreadPoolExecutor(self.config.flush_workers) as pool:
-            stopped = "bytes"
-            while stopped == "bytes" and time.monotonic() - started < self.config.pass_seconds:
+            stopped = "more"
+            while stopped == "more" and time.monotonic() - started < self.config.pass_seconds:
                 by_uid, stopped = self._collect(subscription, cutoff_us, held, stats, started)
                 futures = [pool.submit(self._flush_and_ack, subscription, uid, items)
                            for uid, items in by_uid.items()]
                 for future in futures:
                     stats.add(future.result())
+        stats.stopped = "time" if stopped == "more" else stopped  # "more": PASS_SECONDS ended the rounds
         self._release(subscription, held)
         return stopped == "drained" and not stats.retried
 
@@ -188,8 +197,10 @@ class Assembler:
                  started: float) -> tuple[dict[str, list[tuple[str, Chunk]]], str]:
         """Pull what was waiting when the pass started. Returns (chunks by uid, why it
         stopped): "drained" (a pull came back empty, or twice in a row with only chunks
-        newer than the cutoff, which the next pass takes), "bytes" (MAX_PASS_BYTES: flush,
-        then collect again) or "time" (half of PASS_SECONDS: the rest waits for a tick).
+        newer than the cutoff, which the next pass takes), "more" (MAX_PASS_BYTES and
+        nothing held back: flush, then collect again), "max_pass_bytes" (reached, and
+        chunks were held back: the rest waits for a tick) or "time" (half of PASS_SECONDS:
+        the rest waits for a tick).
 
         Everything is collected before anything is flushed, so a user is flushed once per
         pass however Pub/Sub spreads their chunks over pull responses.
@@ -198,14 +209,16 @@ class Assembler:
         collected = 0
         fresh_only = 0  # consecutive pulls that held everything they got
         frontier = cutoff_us  # oldest chunk taken by the latest pull that took any
+        attempts: dict[str, int] = {}  # delivery attempt of each chunk taken, by ack id
         while True:
             if collected >= self.config.max_pass_bytes or time.monotonic() - started >= self.config.pass_seconds / 2:
                 before = len(held)
-                kept = self._hold_beyond(by_uid, frontier, held, stats)
+                kept = self._hold_beyond(by_uid, frontier, held, stats, attempts)
+                if collected < self.config.max_pass_bytes:
+                    return kept, "time"
                 # Another round may follow only if nothing was held back: it could bring
                 # a held user's newer chunks while the held ones stay leased to this pass.
-                more = collected >= self.config.max_pass_bytes and len(held) == before
-                return kept, "bytes" if more else "time"
+                return kept, "more" if len(held) == before else "max_pass_bytes"
             received = self._pull(subscription)
             if not received:
                 return by_uid, "drained"
@@ -223,6 +236,7 @@ class Assembler:
                     stats.held += 1
                     continue
                 by_uid[chunk.uid].append((item.ack_id, chunk))
+                attempts[item.ack_id] = item.delivery_attempt
                 collected += len(chunk.data)
                 taken += 1
                 oldest = chunk.received_at_us if oldest is None else min(oldest, chunk.received_at_us)
@@ -232,18 +246,33 @@ class Assembler:
             if fresh_only >= 2:  # senders keep streaming: what was waiting is taken
                 return by_uid, "drained"
 
-    def _hold_beyond(self, by_uid: dict, frontier: int, held: list[str], stats: PassStats) -> dict:
+    def _hold_beyond(self, by_uid: dict, frontier: int, held: list[str], stats: PassStats,
+                     attempts: dict[str, int]) -> dict:
         """Collection stopped before the subscription was drained: older chunks of a user
         may still wait there (Pub/Sub without ordering hands out chunks roughly, not
         exactly, oldest first). Commit only what is older than the latest pull's oldest
-        chunk, and hold the rest with the chunks still waiting, for the next round."""
-        kept = {}
+        chunk, and hold the rest with the chunks still waiting, for the next round.
+
+        Two exceptions keep a backlog moving, because every hold is a delivery counted by
+        the dead-letter policy: a chunk delivered MAX_HOLD_BEYOND_ATTEMPTS times is
+        committed now, and when the rule would commit nothing at all (the latest pull held
+        the round's oldest chunk, as after redeliveries) everything taken is committed, as
+        after a drain. A chunk older than audio already committed then gets a late
+        recording of its own: kept, never stalled into the dead-letter topic."""
+        kept, beyond = {}, []
         for uid, items in by_uid.items():
-            now_items = [(a, c) for a, c in items if c.received_at_us < frontier]
-            held.extend(a for a, c in items if c.received_at_us >= frontier)
-            stats.held += len(items) - len(now_items)
+            now_items = []
+            for ack_id, chunk in items:
+                if chunk.received_at_us < frontier or attempts.get(ack_id, 0) >= MAX_HOLD_BEYOND_ATTEMPTS:
+                    now_items.append((ack_id, chunk))
+                else:
+                    beyond.append(ack_id)
             if now_items:
                 kept[uid] = now_items
+        if not kept:
+            return dict(by_uid)
+        held.extend(beyond)
+        stats.held += len(beyond)
         return kept
 
     def _pull(self, subscription: str):
