@@ -1033,7 +1033,8 @@ class Soak:
         leftover = drain_subscription(subscriber, config.subscription_path(config.chunks_subscription),
                                       timeout=2.0)
         users, opened = open_states(gcs_direct)
-        work_left = sum(1 for _ in gcs_direct.list_blobs(prefix=WORK_PREFIX))
+        work_left_names = [blob.name for blob in gcs_direct.list_blobs(prefix=WORK_PREFIX)]
+        work_left = len(work_left_names)
         verification = verify(devices, gcs_direct, s, driver.kills + driver.hung + driver.stalls, events)
         totals = verification["totals"]
 
@@ -1095,7 +1096,7 @@ class Soak:
         if not drained:
             problems.append("the assembler did not drain within the drain timeout")
         if checks["work_objects_left"]:
-            problems.append(f"{work_left} temporary objects left under {WORK_PREFIX}")
+            problems.append(f"{work_left} temporary objects left under {WORK_PREFIX}: {', '.join(work_left_names[:5])}")
         if faults["assembler_kills"] == 0 and s.wall_seconds > s.kill_spacing[1] + 5:
             problems.append("no kill happened")
         passed = not problems and checks["lost"] == 0 and checks["duplicated"] == 0
