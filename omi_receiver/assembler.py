@@ -554,7 +554,10 @@ class Assembler:
         state.open = None
         state.lease = None
         self._commit(lease, state)
-        self.store.delete_prefix(rec.work_prefix(state.uid))
+        # No recording of the user is open now, so all of work/<uid>/ goes: this one's
+        # objects, and any an earlier pass left behind (killed between a finalization's
+        # commit and this clean-up, or stalled past its lease into a finished recording).
+        self.store.delete_prefix(user_prefixes(state.uid)[1])
         self.store.delete_quietly(garbage)
         return 1
 

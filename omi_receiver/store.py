@@ -160,7 +160,8 @@ class Store:
         blob.compose([self.bucket.blob(s) for s in sources], retry=self.retry)
 
     def delete_quietly(self, names: list[str]) -> None:
-        """Best-effort clean-up after a commit; leftovers go with the recording's prefix."""
+        """Best-effort clean-up after a commit; leftovers go when the user's work/ prefix is
+        cleared at their next finalization (or by the bucket's lifecycle rule)."""
         self.delete_each(names)
 
     def list_objects(self, prefix: str) -> list[storage.Blob]:

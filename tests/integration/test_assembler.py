@@ -139,6 +139,37 @@ def test_gap_split_and_finalization_event(stack_config, clock):
     assert leftovers == []
 
 
+def test_finalizing_clears_what_a_killed_clean_up_left(stack_config, clock):
+    """A pass killed between a finalization's commit and its clean-up leaves the recording's
+    work/ objects; nothing points at them any more. The user's next finalization takes them."""
+    def work_objects():
+        return [b.name for b in clients.storage_client().list_blobs(stack_config.recordings_bucket,
+                                                                     prefix="work/tidy/")]
+
+    def kill_at_clean_up(step):
+        if step == "delete_prefix":
+            raise Killed("killed after the finalization's commit")
+
+    first = stream("tidy", 3, start_us=clock.now - 600 * 1_000_000)
+    make(stack_config, clock).flush_user("tidy", first)
+    clock.advance(stack_config.session_gap_seconds + 15)
+    killed = make(stack_config, clock, hook=kill_at_clean_up)
+    assert killed.run_pass().finalized == 0  # drains: the next pass judges idleness against it
+    with pytest.raises(Killed):
+        killed.run_pass()
+    assert work_objects(), "the killed clean-up left the first recording's work/ objects"
+
+    second = stream("tidy", 2, start_us=clock.now - 30 * 1_000_000, seed=1)
+    make(stack_config, clock).flush_user("tidy", second)
+    clock.advance(stack_config.lease_seconds + stack_config.ack_deadline_seconds + 60)  # past the dead pass
+    assembler = make(stack_config, clock)
+    assert sum(assembler.run_pass().finalized for _ in range(2)) == 1
+    recs = recordings(stack_config, "tidy")
+    assert [audio_of(b, 16000) for _, b, _ in recs] == [joined(first), joined(second)]
+    assert [m["status"] for _, _, m in recs] == ["final", "final"]
+    assert work_objects() == []
+
+
 def test_pauses_shorter_than_the_gap_stay_in_one_recording(stack_config, clock):
     start = clock.now - HOUR_US
     burst1 = stream("bursty", 10, start_us=start, step_s=0.01)  # 10 s of audio in a burst
