@@ -213,8 +213,9 @@ class Assembler:
         while True:
             if collected >= self.config.max_pass_bytes or time.monotonic() - started >= self.config.pass_seconds / 2:
                 before = len(held)
-                kept = self._hold_beyond(by_uid, frontier, held, stats, attempts)
-                if collected < self.config.max_pass_bytes:
+                capped = collected >= self.config.max_pass_bytes
+                kept = self._hold_beyond(by_uid, frontier, held, stats, attempts, capped)
+                if not capped:
                     return kept, "time"
                 # Another round may follow only if nothing was held back: it could bring
                 # a held user's newer chunks while the held ones stay leased to this pass.
@@ -247,7 +248,7 @@ class Assembler:
                 return by_uid, "drained"
 
     def _hold_beyond(self, by_uid: dict, frontier: int, held: list[str], stats: PassStats,
-                     attempts: dict[str, int]) -> dict:
+                     attempts: dict[str, int], capped: bool) -> dict:
         """Collection stopped before the subscription was drained: older chunks of a user
         may still wait there (Pub/Sub without ordering hands out chunks roughly, not
         exactly, oldest first). Commit only what is older than the latest pull's oldest
@@ -255,10 +256,12 @@ class Assembler:
 
         Two exceptions keep a backlog moving, because every hold is a delivery counted by
         the dead-letter policy: a chunk delivered MAX_HOLD_BEYOND_ATTEMPTS times is
-        committed now, and when the rule would commit nothing at all (the latest pull held
-        the round's oldest chunk, as after redeliveries) everything taken is committed, as
-        after a drain. A chunk older than audio already committed then gets a late
-        recording of its own: kept, never stalled into the dead-letter topic."""
+        committed now, and when MAX_PASS_BYTES (`capped`) stopped a round whose latest pull
+        held its oldest chunk (as after redeliveries), so that the rule would commit
+        nothing, everything taken is committed, as after a drain: the next pass would only
+        meet the same cap. A chunk older than audio already committed then gets a late
+        recording of its own: kept, never stalled into the dead-letter topic. (A pass
+        stopped by time holds it all: the next pass, with its own budget, takes it.)"""
         kept, beyond = {}, []
         for uid, items in by_uid.items():
             now_items = []
@@ -269,7 +272,7 @@ class Assembler:
                     beyond.append(ack_id)
             if now_items:
                 kept[uid] = now_items
-        if not kept:
+        if not kept and capped:
             return dict(by_uid)
         held.extend(beyond)
         stats.held += len(beyond)
