@@ -40,17 +40,22 @@ MAX_PASS_MIB = Config.max_pass_bytes // 2**20
 BYTES_PER_CHUNK = 32_000  # bench/scale.py's chunks: 1 s at 16 kHz
 
 
+def _over_cap(row: dict) -> bool:
+    """The level's minute of audio is more than one pass holds (MAX_PASS_BYTES)."""
+    return row["chunks"] * BYTES_PER_CHUNK > Config.max_pass_bytes
+
+
 def _whole_minute(row: dict, pass_seconds: float) -> str:
     """Whether one pass assembled every chunk of the minute, and if not, what stopped it."""
     if row["finished"] and row["wall_s"] <= pass_seconds:
         return "yes"
-    if row["chunks"] * BYTES_PER_CHUNK > Config.max_pass_bytes:
+    if _over_cap(row):
         return f"no: over MAX_PASS_BYTES ({MAX_PASS_MIB} MiB), the rest waits for the next tick"
     return "no: out of time"
 
 
 def _capped_levels(sc: dict) -> str:
-    capped = [r for r in sc["end_to_end"] if r["chunks"] * BYTES_PER_CHUNK > Config.max_pass_bytes]
+    capped = [r for r in sc["end_to_end"] if _over_cap(r)]
     return "; ".join(f"{r['users']} users: {r['assembled']:,} of {r['chunks']:,} chunks in one pass" for r in capped) or "none"
 
 
