@@ -87,6 +87,8 @@ resource "google_cloudfunctions2_function" "ingest" {
       CHUNKS_TOPIC            = var.chunks_topic
       ASSEMBLER_SHARDS        = tostring(var.assembler_shards)
       MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
+      BODY_READ_SECONDS       = tostring(var.body_read_seconds)
+      ALLOWED_UIDS            = join(",", var.allowed_uids)
       PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
       RETRY_AFTER_SECONDS     = tostring(var.retry_after_seconds)
       LOG_ACCEPTED_CHUNKS     = tostring(var.log_accepted_chunks)
@@ -110,8 +112,8 @@ resource "google_cloudfunctions2_function" "ingest" {
       error_message = "ingest_concurrency above 1 needs ingest_cpu of at least 1 (a Cloud Run limit)."
     }
     precondition {
-      condition     = var.ingest_timeout_seconds > var.publish_timeout_seconds
-      error_message = "ingest_timeout_seconds must exceed publish_timeout_seconds, or a slow publish is cut off before ingest can answer 503."
+      condition     = var.ingest_timeout_seconds > var.body_read_seconds + var.publish_timeout_seconds
+      error_message = "ingest_timeout_seconds must exceed body_read_seconds + publish_timeout_seconds, or a slow body or publish is cut off before ingest can answer 408 or 503."
     }
   }
 
@@ -171,6 +173,8 @@ resource "google_cloudfunctions2_function" "assembler" {
       CHUNKS_TOPIC            = var.chunks_topic
       ASSEMBLER_SHARDS        = tostring(var.assembler_shards)
       MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
+      BODY_READ_SECONDS       = tostring(var.body_read_seconds)
+      ALLOWED_UIDS            = join(",", var.allowed_uids)
       PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
       RETRY_AFTER_SECONDS     = tostring(var.retry_after_seconds)
       LOG_ACCEPTED_CHUNKS     = tostring(var.log_accepted_chunks)

@@ -20,6 +20,12 @@ locals {
   chunks_topics_label        = var.assembler_shards == 1 ? "`${var.chunks_topic}`" : "`${var.chunks_topic}-<shard>`, 0 to ${var.assembler_shards - 1}"
   hold_subscription_filter   = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letter_hold.name}\""
   ingest_requests_filter     = "metric.type=\"run.googleapis.com/request_count\" AND ${local.ingest_logs}"
+
+  # The refusal count in PromQL: Monitoring's name for a metric with the first "/" as ":" and
+  # every other character PromQL does not allow as "_"; a distribution's sum is `<name>_sum`.
+  # A log-based metric can come from several resource types, so the one is named.
+  rejected_promql_metric = "logging_googleapis_com:${replace("user/${google_logging_metric.chunk_rejected.name}", "/[^a-zA-Z0-9_]/", "_")}_sum"
+  rejected_by_reason     = "sum by (reason) (increase(${local.rejected_promql_metric}{monitored_resource=\"cloud_run_revision\",service_name=\"${local.ingest_function_name}\"}[%s]))"
 }
 
 # --- Cloud Run's request log of ingest -------------------------------------------------
@@ -46,16 +52,21 @@ resource "google_logging_project_exclusion" "ingest_request_logs" {
 # one accepted chunk), not by a log-based metric: ingest logs no line per accepted chunk by
 # default (var.log_accepted_chunks), which would cost a log entry per second per user.
 
-# One entry per refused POST, with the error code (unauthorized, payload_too_large, ...).
+# Refused requests by reason. Ingest bounds its refusal lines per instance (a flood of wrong
+# tokens must not drive logging cost, omi_receiver/rejections.py): each line carries `count`,
+# the refusals it stands for (1, or N for a minute's summary). So a DISTRIBUTION of `count`,
+# not a counter of lines: its sum is the number of refusals (PromQL `_sum`, used by the
+# dashboard and the alert below), its count the number of lines.
 resource "google_logging_metric" "chunk_rejected" {
-  project     = var.project_id
-  name        = "${var.name_prefix}/chunk_rejected"
-  description = "Requests refused by ingest, by reason (the error code of the answer)."
-  filter      = "${local.ingest_logs} AND jsonPayload.event=\"chunk_rejected\""
+  project         = var.project_id
+  name            = "${var.name_prefix}/chunk_rejected"
+  description     = "Requests refused by ingest, by reason (the error code of the answer); the sum of the values is the number of refusals."
+  filter          = "${local.ingest_logs} AND jsonPayload.event=\"chunk_rejected\""
+  value_extractor = "EXTRACT(jsonPayload.count)"
 
   metric_descriptor {
     metric_kind  = "DELTA"
-    value_type   = "INT64"
+    value_type   = "DISTRIBUTION"
     unit         = "1"
     display_name = "Chunks rejected"
 
@@ -68,6 +79,15 @@ resource "google_logging_metric" "chunk_rejected" {
 
   label_extractors = {
     reason = "EXTRACT(jsonPayload.error)"
+  }
+
+  # 1, 2, 4, ... 2048 refusals per line.
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 12
+      growth_factor      = 2
+      scale              = 1
+    }
   }
 
   depends_on = [google_project_service.apis]
@@ -236,6 +256,45 @@ resource "google_monitoring_alert_policy" "chunks_backlog" {
   depends_on = [google_project_service.apis]
 }
 
+resource "google_monitoring_alert_policy" "chunks_rejected" {
+  project               = var.project_id
+  display_name          = "Omi receiver (${var.name_prefix}): ingest refuses chunks"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    # One series per reason: the incident names the reason that crossed the threshold.
+    display_name = "More than ${var.ingest_rejections_alert_threshold} refusals of one reason by ${local.ingest_function_name} in 5 minutes"
+
+    condition_prometheus_query_language {
+      query               = "${format(local.rejected_by_reason, "5m")} > ${var.ingest_rejections_alert_threshold}"
+      duration            = "0s"
+      evaluation_interval = "60s"
+    }
+  }
+
+  alert_strategy {
+    auto_close = "3600s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      Ingest refuses many requests for one reason (the incident's `reason` label; README, "What ingest accepts", lists them). Refused chunks are not stored, and the Omi app retries only 408 and 429, so a sender refused steadily is losing audio:
+
+      - `unauthorized`: the token in the app's URL is not one of `INGEST_TOKENS` (a rotation left the app on the old URL), or strangers are trying the URL.
+      - `uid_not_allowed`: a uid outside `allowed_uids` streams to this URL; add it, or the URL leaked.
+      - `incomplete_body` / `body_timeout`: uploads are cut short or too slow (the sender's network); `too_large`, `unsupported_*`, `invalid_*`: a sender that does not follow the webhook contract.
+
+      The lines in Cloud Logging: `jsonPayload.event="chunk_rejected"` on `${local.ingest_function_name}`, one per reason per minute per instance plus a summary line with the count.
+    EOT
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
 resource "google_monitoring_alert_policy" "ingest_5xx" {
   project               = var.project_id
   display_name          = "Omi receiver (${var.name_prefix}): ingest 5xx"
@@ -284,30 +343,27 @@ resource "google_monitoring_alert_policy" "ingest_5xx" {
 locals {
   dashboard_widgets = [
     {
-      title = "Chunks accepted and rejected (per minute)"
+      title = "Chunks accepted (per minute)"
       xyChart = {
-        dataSets = [
-          {
-            plotType       = "LINE"
-            legendTemplate = "accepted"
-            timeSeriesQuery = {
-              timeSeriesFilter = {
-                filter      = "${local.ingest_requests_filter} AND metric.labels.response_code_class=\"2xx\""
-                aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM" }
-              }
+        dataSets = [{
+          plotType       = "LINE"
+          legendTemplate = "accepted"
+          timeSeriesQuery = {
+            timeSeriesFilter = {
+              filter      = "${local.ingest_requests_filter} AND metric.labels.response_code_class=\"2xx\""
+              aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM" }
             }
-          },
-          {
-            plotType       = "LINE"
-            legendTemplate = "rejected: $${metric.labels.reason}"
-            timeSeriesQuery = {
-              timeSeriesFilter = {
-                filter      = "metric.type=\"${local.metric_prefix}/chunk_rejected\""
-                aggregation = { alignmentPeriod = "60s", perSeriesAligner = "ALIGN_DELTA", crossSeriesReducer = "REDUCE_SUM", groupByFields = ["metric.label.reason"] }
-              }
-            }
-          },
-        ]
+          }
+        }]
+      }
+    },
+    {
+      title = "Chunks rejected by reason (per minute)"
+      xyChart = {
+        dataSets = [{
+          plotType        = "LINE"
+          timeSeriesQuery = { prometheusQuery = format(local.rejected_by_reason, "1m") }
+        }]
       }
     },
     {

@@ -117,6 +117,28 @@ variable "max_chunk_bytes" {
   }
 }
 
+variable "body_read_seconds" {
+  description = "The longest a request's body may take to arrive at ingest (BODY_READ_SECONDS); a slower upload gets 408 and nothing is stored, so stalled clients cannot hold instances. A 10-second legacy chunk takes a fraction of a second from a server."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.body_read_seconds > 0 && var.body_read_seconds <= 60
+    error_message = "body_read_seconds must be in (0, 60]."
+  }
+}
+
+variable "allowed_uids" {
+  description = "Omi uids this deployment accepts (ALLOWED_UIDS); ingest answers 403 to any other and stores nothing. Empty (default): every valid uid. Set it when you know your users, so a leaked URL cannot fill the bucket."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for uid in var.allowed_uids : can(regex("^[A-Za-z0-9_-]{1,128}$", uid))])
+    error_message = "allowed_uids must hold Omi uids: 1-128 letters, digits, '_' or '-'."
+  }
+}
+
 variable "publish_timeout_seconds" {
   description = "How long ingest waits for Pub/Sub before answering 503 (PUBLISH_TIMEOUT_SECONDS); below the Omi app's 15 s."
   type        = number
@@ -377,7 +399,7 @@ variable "ingest_concurrency" {
 }
 
 variable "ingest_timeout_seconds" {
-  description = "Request timeout of ingest, in seconds; above publish_timeout_seconds."
+  description = "Request timeout of ingest, in seconds; above body_read_seconds + publish_timeout_seconds."
   type        = number
   default     = 30
 
@@ -550,6 +572,17 @@ variable "oldest_unacked_alert_seconds" {
   validation {
     condition     = var.oldest_unacked_alert_seconds >= 60 && floor(var.oldest_unacked_alert_seconds) == var.oldest_unacked_alert_seconds
     error_message = "oldest_unacked_alert_seconds must be a whole number of seconds, 60 or more."
+  }
+}
+
+variable "ingest_rejections_alert_threshold" {
+  description = "Alert when ingest refuses more than this many requests for one reason within 5 minutes (a stale token in the Omi app after a rotation, a uid outside allowed_uids, a broken sender, or strangers probing the URL)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.ingest_rejections_alert_threshold >= 0 && floor(var.ingest_rejections_alert_threshold) == var.ingest_rejections_alert_threshold
+    error_message = "ingest_rejections_alert_threshold must be a whole number, 0 or more."
   }
 }
 

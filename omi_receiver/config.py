@@ -8,8 +8,11 @@ that both sides agree), and the local stack passes them through from `make up`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Mapping
+
+from .contract import UID_PATTERN
 
 # Pub/Sub refuses publish requests over 10 MB; leave room for attributes.
 PUBSUB_MESSAGE_LIMIT = 10_000_000
@@ -32,6 +35,14 @@ class Config:
     # Comma-separated; more than one during a rotation. Required by ingest.
     ingest_tokens: str = ""
     max_chunk_bytes: int = 9_900_000
+    # The longest a request's body may take to arrive, from when ingest starts on it. A
+    # slower upload answers 408 and publishes nothing, so a stalled client cannot hold an
+    # instance's threads. A 10-second legacy chunk (320 kB) takes a fraction of a second
+    # from a server, and even a 9.9 MB one needs only 8 Mbit/s.
+    body_read_seconds: float = 10.0
+    # Comma-separated uids this deployment accepts (403 for any other); empty: every
+    # valid uid. A leaked URL then cannot let strangers fill the bucket.
+    allowed_uids: str = ""
     # Bound on waiting for Pub/Sub before answering 503; well under the sender's 15 s.
     publish_timeout_seconds: float = 8.0
     retry_after_seconds: int = 2
@@ -89,6 +100,12 @@ class Config:
             )
         if self.max_chunk_bytes % 2:
             raise ConfigError("MAX_CHUNK_BYTES must be even (PCM16 samples)")
+        if not 0 < self.body_read_seconds <= 60:
+            raise ConfigError("BODY_READ_SECONDS must be in (0, 60]")
+        bad = [uid for uid in _csv(self.allowed_uids) if not UID_PATTERN.match(uid)]
+        if bad:
+            raise ConfigError(f"ALLOWED_UIDS holds {len(bad)} value(s) that are not uids "
+                              f"(^[A-Za-z0-9_-]{{1,128}}$), e.g. {bad[0][:40]!r}")
         if not 0 < self.publish_timeout_seconds < 15:
             raise ConfigError("PUBLISH_TIMEOUT_SECONDS must be in (0, 15): the sender gives up at 15 s")
         if self.session_gap_seconds <= 0 or self.max_recording_seconds <= 0:
@@ -110,7 +127,12 @@ class Config:
 
     @property
     def tokens(self) -> tuple[str, ...]:
-        return tuple(t.strip() for t in self.ingest_tokens.split(",") if t.strip())
+        return _csv(self.ingest_tokens)
+
+    @property
+    def uid_allow_list(self) -> frozenset[str] | None:
+        """The uids ingest accepts, or None for every valid uid."""
+        return _csv_set(self.allowed_uids) or None
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.google_cloud_project}/topics/{topic}"
@@ -130,6 +152,17 @@ class Config:
         if self.assembler_shards == 1:
             return self.chunks_subscription
         return f"{self.chunks_subscription}-{shard}"
+
+
+@functools.lru_cache(maxsize=8)
+def _csv(text: str) -> tuple[str, ...]:
+    """A comma-separated setting's values, blanks dropped (cached: read on every request)."""
+    return tuple(value.strip() for value in text.split(",") if value.strip())
+
+
+@functools.lru_cache(maxsize=8)
+def _csv_set(text: str) -> frozenset[str]:
+    return frozenset(_csv(text))
 
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

@@ -48,8 +48,11 @@ def check_uid(uid: str | None) -> str:
 def check_sample_rate(raw: str | None) -> int:
     if raw is None or raw == "":
         raise InvalidChunk("missing_sample_rate", "query parameter 'sample_rate' is required")
-    if not re.fullmatch(r"[0-9]{1,6}", raw):
-        raise InvalidChunk("invalid_sample_rate", "sample_rate must be an integer")
+    # Canonical decimal only, as the senders write it: "016000" or "+16000" could be read
+    # more than one way by whoever parses it next.
+    if not re.fullmatch(r"[1-9][0-9]{0,5}", raw):
+        raise InvalidChunk("invalid_sample_rate",
+                           "sample_rate must be a whole number in plain decimal (no sign, no leading zero)")
     rate = int(raw)
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise InvalidChunk(

@@ -30,11 +30,23 @@ class Unauthorized(RequestError):
         super().__init__("unauthorized", "missing or invalid token", {"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(RequestError):
+    """A valid request this deployment does not take (a uid outside ALLOWED_UIDS)."""
+
+    status = 403
+
+
 class MethodNotAllowed(RequestError):
     status = 405
 
     def __init__(self, method: str):
         super().__init__("method_not_allowed", f"{method} is not allowed; use POST", {"Allow": "POST"})
+
+
+class RequestTimeout(RequestError):
+    """The body took longer than BODY_READ_SECONDS; the sender retries 408."""
+
+    status = 408
 
 
 class PayloadTooLarge(RequestError):

@@ -7,7 +7,7 @@
     body: raw PCM16 little-endian mono
 
 Checks run in this order; the first failure answers `{"error", "detail"}` and nothing is
-published:
+published (README, "What ingest accepts", has the same table):
 
   1. method != POST                     405 + Allow: POST. Before auth: the answer is the
      same whatever the token, so it reveals nothing, and a GET to the URL is always 405,
@@ -15,13 +15,22 @@ published:
   2. token missing or wrong             401, one identical answer; nothing else about the
      request is looked at before it, so a 401 leaks nothing.
   3. Content-Length > max_chunk_bytes   413, before any of the body is read.
-  4. Content-Type not octet-stream      415
-  5. uid, sample_rate, Idempotency-Key  400
-  6. body: read at most max + 1 bytes   413 if longer; 400 if empty or odd length.
+  4. Content-Type not octet-stream      415 unsupported_media_type
+     Content-Encoding not identity, or
+     Transfer-Encoding not chunked      415 unsupported_encoding (compressed bytes are not PCM)
+  5. query: a parameter given twice,    400
+     uid, sample_rate (canonical
+     decimal), Idempotency-Key
+  6. uid outside ALLOWED_UIDS, if set   403
+  7. body: read at most max + 1 bytes   413 if longer; 400 incomplete_body if fewer bytes
+     within BODY_READ_SECONDS            than Content-Length arrived or the chunked body
+                                        broke off; 408 if it took longer; 400 if empty or
+                                        odd length (body.py).
 
 Then the chunk is published (data = body, no ordering key: see publisher.py) and the
 answer is 200 only once Pub/Sub has it; otherwise 503 + Retry-After. Only a Pub/Sub failure gives a 5xx
 (the sender's retries and circuit breaker make every 5xx cost the user audio).
+Refusals are logged through rejections.py, which bounds the lines per instance.
 """
 
 from __future__ import annotations
@@ -36,12 +45,12 @@ from urllib.parse import parse_qsl
 from flask import Response
 from google.api_core import exceptions as api_exceptions
 from google.cloud.pubsub_v1.publisher import exceptions as pubsub_exceptions
-from werkzeug.exceptions import ClientDisconnected
 
-from . import clients, contract, logs
+from . import body, clients, contract, logs
 from .config import Config, ConfigError
 from .errors import (
     BadRequest,
+    Forbidden,
     MethodNotAllowed,
     PayloadTooLarge,
     RequestError,
@@ -49,9 +58,9 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from .rejections import RejectionLog
 
 OCTET_STREAM = "application/octet-stream"
-_BLOCK = 64 * 1024
 
 # What a publish attempt may fail with and still succeed when tried again: the codes the
 # client library retries by default.
@@ -66,6 +75,7 @@ _RETRYABLE = (
 )
 
 _config: Config | None = None
+_rejections = RejectionLog()  # per instance: bounds the log lines refusals can cause
 
 
 def handle_http(request) -> Response:
@@ -105,9 +115,10 @@ def _get_config() -> Config:
 def handle(request, config: Config, publisher) -> Response:
     """Check one request, publish it, answer. Pure apart from the publisher and logs."""
     started = time.perf_counter()
+    deadline = body.deadline_for(request, config.body_read_seconds)
     log_fields: dict[str, object] = {}  # filled in as values are validated
     try:
-        chunk = _accept(request, config, log_fields)
+        chunk = _accept(request, config, deadline, log_fields)
         log_fields.update(chunk_id=chunk.chunk_id, bytes=len(chunk.data))
         try:
             shard = contract.shard_of(chunk.uid, config.assembler_shards)
@@ -127,15 +138,16 @@ def handle(request, config: Config, publisher) -> Response:
     except (RequestError, contract.InvalidChunk) as exc:
         # The one place where failures become HTTP answers.
         err = exc if isinstance(exc, RequestError) else BadRequest(exc.code, exc.detail)
-        _discard_body(request)
+        body.discard_rest(request, deadline)
         if err.status < 500:  # publish_failed is already logged
-            logs.warning("chunk_rejected", error=err.code, status=err.status, **_only_uid(log_fields))
+            _rejections.rejected(err.code, err.status, **_only_uid(log_fields))
         return _json(err.status, err.body(), err.headers)
     except Exception as exc:  # a bug: answer without internals, log with them
-        _discard_body(request)
+        body.discard_rest(request, deadline)
         logs.error("internal_error", error=type(exc).__name__, detail=str(exc)[:500], **_only_uid(log_fields))
         return _internal()
 
+    _rejections.tick()
     if config.log_accepted_chunks:  # off by default: a log entry per second per user (config.py)
         logs.info(
             "chunk_accepted",
@@ -152,8 +164,8 @@ def handle(request, config: Config, publisher) -> Response:
     })
 
 
-def _accept(request, config: Config, log_fields: dict) -> contract.Chunk:
-    """Run checks 1-6 (module docstring) and build the chunk; raises on the first failure."""
+def _accept(request, config: Config, deadline: body.Deadline, log_fields: dict) -> contract.Chunk:
+    """Run checks 1-7 (module docstring) and build the chunk; raises on the first failure."""
     if request.method != "POST":
         raise MethodNotAllowed(request.method)
     if not _authorized(request, _token_bytes(config.ingest_tokens)):
@@ -168,6 +180,7 @@ def _accept(request, config: Config, log_fields: dict) -> contract.Chunk:
         raise UnsupportedMediaType(
             "unsupported_media_type", f"Content-Type must be {OCTET_STREAM}, not {request.mimetype[:100]!r}"
         )
+    _check_encodings(request.headers)
 
     uid_raw, rate_raw = _query(request)
     uid = contract.check_uid(uid_raw)
@@ -175,10 +188,25 @@ def _accept(request, config: Config, log_fields: dict) -> contract.Chunk:
     sample_rate = contract.check_sample_rate(rate_raw)
     key = request.headers.get("Idempotency-Key")
     chunk_id = str(uuid.uuid4()) if key is None else contract.check_chunk_id(key)
+    allowed = config.uid_allow_list
+    if allowed is not None and uid not in allowed:
+        raise Forbidden("uid_not_allowed", "this receiver does not accept audio for this uid (ALLOWED_UIDS)")
 
-    data = _read_body(request, limit, declared)
+    data = body.read_whole(request, limit, deadline)
     contract.check_pcm(data)
     return contract.Chunk(uid, sample_rate, contract.now_us(), chunk_id, data)
+
+
+def _check_encodings(headers) -> None:
+    """The body must be the PCM itself. Gunicorn undoes chunked framing only; any other
+    coding (gzip, br, ...) would reach the function still encoded and be stored as audio."""
+    for header, allowed in (("Content-Encoding", {"identity"}), ("Transfer-Encoding", {"chunked", "identity"})):
+        codings = {c.strip().lower() for c in headers.get(header, "").split(",")} - {""}
+        if codings - allowed:
+            raise UnsupportedMediaType(
+                "unsupported_encoding",
+                f"{header} {', '.join(sorted(codings - allowed))[:100]!r} is not accepted: send the raw PCM bytes",
+            )
 
 
 def _authorized(request, tokens: tuple[bytes, ...]) -> bool:
@@ -209,66 +237,31 @@ def _token_bytes(ingest_tokens: str) -> tuple[bytes, ...]:
 
 
 def _query(request) -> tuple[str | None, str | None]:
-    """`uid` and `sample_rate` from the query string, leniently.
+    """`uid` and `sample_rate` from the query string; a parameter given twice is refused.
 
     Legacy senders append "?sample_rate=...&uid=..." to the configured URL by string
     concatenation, so a URL that already had a query arrives as
     "?x=1?sample_rate=16000&uid=u1", which parses as x="1?sample_rate=16000", uid="u1".
-    When either value is missing from the normal parse, the raw query is parsed again with
-    every "?" read as "&". Well-formed queries (the current sender merges properly) never
-    take this path; the first occurrence of a name wins in both parses.
+    So a query holding a "?" is parsed again with every "?" read as "&", and that reading
+    fills in what the normal parse lacks (the normal parse's values win). Well-formed
+    queries (the current sender merges properly) hold no "?". In either parse a name given
+    twice is ambiguous (which uid is meant?): 400, nothing published.
     """
     # Parsed here rather than by request.args, which raises on a query that is not UTF-8.
     raw = request.query_string.decode("utf-8", "replace")
-    params = _first_values(raw)
-    if "uid" not in params or "sample_rate" not in params:
-        params = {**_first_values(raw.replace("?", "&")), **params}
+    params = _unique_values(raw)
+    if "?" in raw:  # a legacy URL, or a value holding "?": both readings must be unambiguous
+        params = {**_unique_values(raw.replace("?", "&")), **params}
     return params.get("uid"), params.get("sample_rate")
 
 
-def _first_values(query: str) -> dict[str, str]:
+def _unique_values(query: str) -> dict[str, str]:
     values: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
-        values.setdefault(name, value)
+        if name in values:
+            raise BadRequest("duplicate_parameter", f"query parameter {name[:40]!r} is given more than once")
+        values[name] = value
     return values
-
-
-def _read_body(request, limit: int, declared: int | None) -> bytes:
-    """The body, holding at most limit + 1 bytes: enough to tell it is too large.
-
-    Content-Length has been checked already, but chunked bodies have none and a wrong
-    header must not let more through, so the bytes actually read are counted too.
-    """
-    stream = request.stream
-    block = max(declared or 0, _BLOCK)  # one read when the length is known
-    parts, size = [], 0
-    try:
-        while size <= limit:
-            part = stream.read(min(block, limit + 1 - size))
-            if not part:
-                break
-            parts.append(part)
-            size += len(part)
-    except ClientDisconnected:
-        raise BadRequest("incomplete_body", "the body ended before Content-Length bytes arrived") from None
-    if size > limit:
-        raise PayloadTooLarge("too_large", f"the body is over the limit of {limit} bytes")
-    return b"".join(parts)  # a single part is returned as is, without a copy
-
-
-def _discard_body(request) -> None:
-    """Read and drop what is left of a rejected request's body, block by block.
-
-    functions-framework reads any unread body after the response (get_data(), which keeps it
-    all in memory) so the connection stays usable; draining it here first keeps memory flat
-    for oversized or unauthorized bodies.
-    """
-    try:
-        stream = request.stream
-        while stream.read(_BLOCK):
-            pass
-    except Exception:  # a client gone away: nothing left to protect
-        pass
 
 
 def _publish(publisher, topic: str, chunk: contract.Chunk, timeout: float, shard: int) -> None:

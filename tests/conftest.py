@@ -9,6 +9,9 @@ subscriptions and bucket, provisioned on the emulators.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -18,7 +21,8 @@ from omi_receiver import clients, emulators, resources
 from omi_receiver.config import Config
 
 PROJECT = "omi-test"
-LOG_DIR = Path(__file__).resolve().parent.parent / ".local" / "test-logs"
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / ".local" / "test-logs"
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +31,15 @@ def _restore_environ():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rejection_log(monkeypatch):
+    # Ingest bounds its refusal log lines per instance; each test starts a fresh instance.
+    from omi_receiver import ingest
+    from omi_receiver.rejections import RejectionLog
+
+    monkeypatch.setattr(ingest, "_rejections", RejectionLog(flush_at_exit=False))
 
 
 @pytest.fixture(autouse=True)
@@ -91,3 +104,36 @@ def stack_config(emulator_env) -> Config:
     )
     resources.provision(config)
     return config
+
+
+@pytest.fixture
+def serve_ingest(stack_config, tmp_path):
+    """Start main.py's receive_chunk under the real functions-framework CLI (gunicorn, as in
+    production), pointed at the emulators and `stack_config`'s topic. Call it with settings
+    as environment variables; returns (base URL, log path). Stopped after the test."""
+    procs = []
+
+    def start(**settings: str) -> tuple[str, Path]:
+        port = emulators.free_port()
+        env = {**os.environ, "GOOGLE_CLOUD_PROJECT": stack_config.google_cloud_project,
+               "CHUNKS_TOPIC": stack_config.chunks_topic, "INGEST_TOKENS": stack_config.ingest_tokens,
+               **settings}
+        log = tmp_path / f"ingest-{port}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "functions-framework"), "--target", "receive_chunk",
+                 "--source", str(ROOT / "main.py"), "--port", str(port), "--host", "127.0.0.1"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        procs.append(proc)
+        emulators.wait_for_port(port, proc, "functions-framework", timeout=30)
+        return f"http://127.0.0.1:{port}", log
+
+    yield start
+    for proc in procs:
+        # SIGINT is gunicorn's quick shutdown (SIGTERM waits out a graceful period).
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            emulators.stop_process_group(proc.pid)

@@ -754,7 +754,10 @@ def test_variable_defaults_equal_the_code_defaults():
             continue
         default = variables[name.lower()].get("default")
         code = DEFAULTS[name]
-        if isinstance(code, str):
+        if isinstance(default, list):  # a list variable the function gets comma-joined
+            assert env_of(ingest_function())[name] == f'${{join(",", var.{name.lower()})}}', name
+            assert ",".join(default) == code, f"var.{name.lower()} default {default!r} != code default {code!r}"
+        elif isinstance(code, str):
             assert default == code, f"var.{name.lower()} default {default!r} != code default {code!r}"
         else:
             assert isinstance(default, (int, float)) and float(default) == float(code), (
@@ -820,6 +823,9 @@ def test_log_based_metrics_match_the_logged_events():
     for event, body in metrics.items():
         assert f'jsonPayload.event=\\"{event}\\"' in body["filter"] or f'jsonPayload.event="{event}"' in body["filter"]
     assert metrics["chunk_rejected"]["label_extractors"] == {"reason": "EXTRACT(jsonPayload.error)"}
+    # Refusal lines are bounded per instance and carry the refusals they stand for.
+    assert metrics["chunk_rejected"]["value_extractor"] == "EXTRACT(jsonPayload.count)"
+    assert block(metrics["chunk_rejected"], "metric_descriptor")["value_type"] == "DISTRIBUTION"
     assert metrics["chunks_assembled"]["value_extractor"] == "EXTRACT(jsonPayload.chunks)"
     assert block(metrics["chunks_assembled"], "metric_descriptor")["value_type"] == "DISTRIBUTION"
     assert metrics["duplicates_dropped"]["value_extractor"] == "EXTRACT(jsonPayload.duplicates)"
@@ -827,10 +833,13 @@ def test_log_based_metrics_match_the_logged_events():
 
 def test_alert_policies():
     policies = {name: body for (rtype, name), body in resources_().items() if rtype == "google_monitoring_alert_policy"}
-    assert set(policies) == {"dead_letters", "chunks_backlog", "ingest_5xx"}
+    assert set(policies) == {"dead_letters", "chunks_backlog", "chunks_rejected", "ingest_5xx"}
     for name, body in policies.items():
         assert body["notification_channels"] == "${local.notification_channels}"
         assert block(body, "documentation")["content"]
+    rejected = block(block(policies.pop("chunks_rejected"), "conditions"), "condition_prometheus_query_language")
+    assert rejected["query"] == '${format(local.rejected_by_reason, "5m")} > ${var.ingest_rejections_alert_threshold}'
+    assert "sum by (reason)" in locals_()["rejected_by_reason"]
     filters = {name: block(block(body, "conditions"), "condition_threshold") for name, body in policies.items()}
     assert "num_undelivered_messages" in filters["dead_letters"]["filter"]
     assert "local.hold_subscription_filter" in filters["dead_letters"]["filter"]

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -134,35 +130,9 @@ def test_after_a_failed_publish_the_same_uid_publishes_again(stack_config):
 
 
 @pytest.fixture
-def served_main(stack_config, tmp_path):
-    """main.py served by the real functions-framework CLI, pointed at the emulator."""
-    port = emulators.free_port()
-    env = {
-        **os.environ,
-        "GOOGLE_CLOUD_PROJECT": stack_config.google_cloud_project,
-        "CHUNKS_TOPIC": stack_config.chunks_topic,
-        "INGEST_TOKENS": stack_config.ingest_tokens,
-        "MAX_CHUNK_BYTES": "100000",
-        "PUBLISH_TIMEOUT_SECONDS": "5",
-        "LOG_ACCEPTED_CHUNKS": "true",  # read from the environment like every setting
-    }
-    log = tmp_path / "functions-framework.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "functions-framework"), "--target", "receive_chunk",
-             "--source", str(ROOT / "main.py"), "--port", str(port), "--host", "127.0.0.1"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        emulators.wait_for_port(port, proc, "functions-framework", timeout=30)
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        # SIGINT is gunicorn's quick shutdown (SIGTERM waits out a graceful period).
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulators.stop_process_group(proc.pid)
+def served_main(serve_ingest):
+    return serve_ingest(MAX_CHUNK_BYTES="100000", PUBLISH_TIMEOUT_SECONDS="5",
+                        LOG_ACCEPTED_CHUNKS="true")  # read from the environment like every setting
 
 
 def test_end_to_end_through_functions_framework(stack_config, served_main):

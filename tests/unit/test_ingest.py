@@ -111,6 +111,18 @@ REJECTIONS = {
     "rate low": (dict(query="uid=u1&sample_rate=7999"), 400, "invalid_sample_rate"),
     "rate high": (dict(query="uid=u1&sample_rate=48001"), 400, "invalid_sample_rate"),
     "rate huge": (dict(query="uid=u1&sample_rate=" + "9" * 40), 400, "invalid_sample_rate"),
+    "rate leading zero": (dict(query="uid=u1&sample_rate=016000"), 400, "invalid_sample_rate"),
+    "rate plus sign": (dict(query="uid=u1&sample_rate=%2B16000"), 400, "invalid_sample_rate"),
+    "rate padded": (dict(query="uid=u1&sample_rate=%2016000"), 400, "invalid_sample_rate"),
+    "uid twice": (dict(query="sample_rate=16000&uid=a&uid=b"), 400, "duplicate_parameter"),
+    "uid twice, same value": (dict(query="sample_rate=16000&uid=u1&uid=u1"), 400, "duplicate_parameter"),
+    "rate twice": (dict(query="sample_rate=16000&uid=u1&sample_rate=16000"), 400, "duplicate_parameter"),
+    "other parameter twice": (dict(query="x=1&x=2&sample_rate=16000&uid=u1"), 400, "duplicate_parameter"),
+    "legacy, uid twice after the ?": (dict(query="x=1?uid=a&sample_rate=16000&uid=b"), 400, "duplicate_parameter"),
+    "gzip": (dict(headers={"Content-Encoding": "gzip"}), 415, "unsupported_encoding"),
+    "br": (dict(headers={"Content-Encoding": "br"}), 415, "unsupported_encoding"),
+    "gzip after identity": (dict(headers={"Content-Encoding": "identity, gzip"}), 415, "unsupported_encoding"),
+    "transfer coding gzip": (dict(headers={"Transfer-Encoding": "gzip, chunked"}), 415, "unsupported_encoding"),
     "empty body": (dict(body=b""), 400, "empty_body"),
     "odd body": (dict(body=b"\x00\x01\x02"), 400, "odd_length"),
     "too large": (dict(body=bytes(64_002)), 413, "too_large"),
@@ -204,6 +216,115 @@ def test_chunked_body_within_the_limit_is_accepted():
     assert publisher.attempts[0]["data"] == SECOND_16K
 
 
+def gunicorn_style(data: bytes, declared: int | None) -> Request:
+    """A request as gunicorn passes it: its own stream (here a BytesIO that simply ends),
+    `wsgi.input_terminated` set, so werkzeug does not check the length itself."""
+    environ = make_request().environ
+    environ.update({"wsgi.input": io.BytesIO(data), "wsgi.input_terminated": True})
+    if declared is None:
+        del environ["CONTENT_LENGTH"]
+    else:
+        environ["CONTENT_LENGTH"] = str(declared)
+    return Request(environ)
+
+
+@pytest.mark.parametrize("sent", [0, 2, 3200, 6398, 6399])
+def test_a_body_cut_short_under_gunicorn_publishes_nothing(sent, capsys):
+    """The defect: Content-Length 6400, fewer bytes, the stream ends (client gone)."""
+    body = SECOND_16K[:6400]
+    response, answer, publisher = call(gunicorn_style(body[:sent], declared=6400))
+    assert (response.status_code, answer["error"], publisher.attempts) == (400, "incomplete_body", [])
+    assert f"after {sent} of the 6400 bytes" in answer["detail"]
+    # The retry with the whole body and the same key is then the one that is published.
+    response, _, publisher = call(gunicorn_style(body, declared=6400))
+    assert response.status_code == 200 and publisher.attempts[0]["data"] == body
+
+
+class BrokenStream(io.RawIOBase):
+    """Gives `good` bytes, then raises as gunicorn's chunked reader does when the
+    connection closes mid-chunk (NoMoreData, an IOError) or the framing is wrong."""
+
+    def __init__(self, good: bytes, error: Exception):
+        self.good, self.error = good, error
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if not self.good:
+            raise self.error
+        n = min(len(buffer), len(self.good))
+        buffer[:n], self.good = self.good[:n], self.good[n:]
+        return n
+
+
+@pytest.mark.parametrize("error", [IOError("No more data after: None"), ValueError("Invalid chunk size")])
+def test_a_chunked_body_that_breaks_off_is_400_not_500(error):
+    environ = make_request().environ
+    environ.update({"wsgi.input": io.BufferedReader(BrokenStream(SECOND_16K[:1000], error)),
+                    "wsgi.input_terminated": True})
+    del environ["CONTENT_LENGTH"]
+    response, answer, publisher = call(Request(environ))
+    assert (response.status_code, answer["error"], publisher.attempts) == (400, "incomplete_body", [])
+
+
+class SlowStream(io.RawIOBase):
+    """Hands out `block` bytes per read, `delay` seconds apart: a slow upload."""
+
+    def __init__(self, data: bytes, block: int, delay: float):
+        self.data, self.block, self.delay = data, block, delay
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        time.sleep(self.delay)
+        n = min(len(buffer), self.block, len(self.data))
+        buffer[:n], self.data = self.data[:n], self.data[n:]
+        return n
+
+
+def test_a_body_slower_than_body_read_seconds_is_408_and_publishes_nothing():
+    """Without a socket to watch (no gunicorn), the deadline is checked after each read."""
+    config = dataclasses.replace(CONFIG, body_read_seconds=0.3)
+    environ = make_request().environ
+    environ.update({"wsgi.input": SlowStream(SECOND_16K, block=4000, delay=0.1), "wsgi.input_terminated": True})
+    started = time.monotonic()
+    response, answer, publisher = call(Request(environ), config=config)
+    assert (response.status_code, answer["error"], publisher.attempts) == (408, "body_timeout", [])
+    assert "0.3 s" in answer["detail"]
+    assert time.monotonic() - started < 1.0
+    # The same upload within the deadline is accepted.
+    environ = make_request().environ
+    environ.update({"wsgi.input": SlowStream(SECOND_16K, block=16000, delay=0.05), "wsgi.input_terminated": True})
+    response, _, publisher = call(Request(environ), config=config)
+    assert response.status_code == 200 and publisher.attempts[0]["data"] == SECOND_16K
+
+
+def test_uid_allow_list():
+    config = dataclasses.replace(CONFIG, allowed_uids="alice,bob_2")
+    response, answer, publisher = call(config=config, query="sample_rate=16000&uid=mallory")
+    assert (response.status_code, answer["error"], publisher.attempts) == (403, "uid_not_allowed", [])
+    for uid in ("alice", "bob_2"):
+        response, _, publisher = call(config=config, query=f"sample_rate=16000&uid={uid}")
+        assert response.status_code == 200 and publisher.attempts[0]["attrs"]["uid"] == uid
+    # The token is still checked first, and a malformed uid is still a 400.
+    assert call(config=config, path="/fn/nope", query="sample_rate=16000&uid=mallory")[0].status_code == 401
+    assert call(config=config, query="sample_rate=16000&uid=a/b")[1]["error"] == "invalid_uid"
+    # Unset: every valid uid.
+    assert call(query="sample_rate=16000&uid=mallory")[0].status_code == 200
+
+
+def test_refusals_write_a_bounded_number_of_log_lines(capsys):
+    """A flood of refusals (anyone can send a wrong token) writes one line per reason."""
+    for _ in range(500):
+        call(path="/fn/wrong")
+    for _ in range(300):
+        call(query="sample_rate=016000&uid=u1")
+    lines = [e for e in log_lines(capsys) if e["event"] == "chunk_rejected"]
+    assert [(e["error"], e["count"]) for e in lines] == [("unauthorized", 1), ("invalid_sample_rate", 1)]
+
+
 def test_body_shorter_than_content_length_is_400():
     environ = make_request().environ
     environ["CONTENT_LENGTH"] = str(len(SECOND_16K) + 100)
@@ -232,6 +353,8 @@ ACCEPTED = {
     "rate 8000": dict(query="sample_rate=8000&uid=u1"),
     "rate 48000": dict(query="sample_rate=48000&uid=u1"),
     "one sample": dict(body=b"\x01\x80"),
+    "content encoding identity": dict(headers={"Content-Encoding": "Identity"}),
+    "empty content encoding": dict(headers={"Content-Encoding": ""}),
     "exactly the limit": dict(body=bytes(64_000)),
 }
 

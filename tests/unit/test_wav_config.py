@@ -57,3 +57,16 @@ def test_config_errors_name_the_variable():
 
 def test_env_var_names_and_defaults_are_exported():
     assert "SESSION_GAP_SECONDS" in ENV_VARS and DEFAULTS["SESSION_GAP_SECONDS"] == 120
+
+
+def test_allowed_uids_are_read_as_a_set_and_checked():
+    assert Config.from_env({}).uid_allow_list is None
+    assert Config.from_env({"ALLOWED_UIDS": " alice, bob_2 ,,"}).uid_allow_list == {"alice", "bob_2"}
+    with pytest.raises(ConfigError, match="ALLOWED_UIDS"):
+        Config.from_env({"ALLOWED_UIDS": "alice,carol/2026-11-29"})
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "61", "nan"])
+def test_body_read_seconds_is_bounded(raw):
+    with pytest.raises(ConfigError, match="BODY_READ_SECONDS"):
+        Config.from_env({"BODY_READ_SECONDS": raw})
