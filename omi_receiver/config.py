@@ -102,7 +102,7 @@ class Config:
             raise ConfigError("MAX_CHUNK_BYTES must be even (PCM16 samples)")
         if not 0 < self.body_read_seconds <= 60:
             raise ConfigError("BODY_READ_SECONDS must be in (0, 60]")
-        bad = [uid for uid in _csv(self.allowed_uids) if not UID_PATTERN.match(uid)]
+        bad = [uid for uid in _csv(self.allowed_uids) if not UID_PATTERN.fullmatch(uid)]
         if bad:
             raise ConfigError(f"ALLOWED_UIDS holds {len(bad)} value(s) that are not uids "
                               f"(^[A-Za-z0-9_-]{{1,128}}$), e.g. {bad[0][:40]!r}")

@@ -20,6 +20,7 @@ ATTR_CHUNK_ID = "chunk_id"
 ATTR_SHARD = "shard"
 REQUIRED_ATTRIBUTES = (ATTR_UID, ATTR_SAMPLE_RATE, ATTR_RECEIVED_AT, ATTR_CHUNK_ID)
 
+# Matched with fullmatch: `$` alone would also let a trailing newline through.
 UID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
@@ -40,7 +41,7 @@ class InvalidChunk(ValueError):
 def check_uid(uid: str | None) -> str:
     if not uid:
         raise InvalidChunk("missing_uid", "query parameter 'uid' is required")
-    if not UID_PATTERN.match(uid):
+    if not UID_PATTERN.fullmatch(uid):
         raise InvalidChunk("invalid_uid", "uid must match ^[A-Za-z0-9_-]{1,128}$")
     return uid
 
@@ -72,7 +73,7 @@ def check_pcm(data: bytes) -> None:
 
 
 def check_chunk_id(chunk_id: str) -> str:
-    if not CHUNK_ID_PATTERN.match(chunk_id):
+    if not CHUNK_ID_PATTERN.fullmatch(chunk_id):
         raise InvalidChunk("invalid_chunk_id", "Idempotency-Key must be 1-128 printable ASCII characters")
     return chunk_id
 

@@ -103,6 +103,7 @@ REJECTIONS = {
     "uid space": (dict(query="sample_rate=16000&uid=a%20b"), 400, "invalid_uid"),
     "uid non-ascii": (dict(query="sample_rate=16000&uid=%C3%BC"), 400, "invalid_uid"),
     "uid too long": (dict(query="sample_rate=16000&uid=" + "a" * 129), 400, "invalid_uid"),
+    "uid with a trailing newline": (dict(query="sample_rate=16000&uid=u1%0A"), 400, "invalid_uid"),
     "rate missing": (dict(query="uid=u1"), 400, "missing_sample_rate"),
     "rate empty": (dict(query="uid=u1&sample_rate="), 400, "missing_sample_rate"),
     "rate text": (dict(query="uid=u1&sample_rate=abc"), 400, "invalid_sample_rate"),

@@ -138,5 +138,5 @@ def test_well_formed_requests_are_published_exactly(token, uid, rate, body, extr
             assert (attrs["uid"], attrs["sample_rate"]) == (uid, rate)
         else:
             assert publisher.published == []
-    valid = contract.UID_PATTERN.match(uid) and re.fullmatch("[0-9]{1,6}", rate) and 8000 <= int(rate) <= 48000
+    valid = contract.UID_PATTERN.fullmatch(uid) and re.fullmatch("[1-9][0-9]{0,5}", rate) and 8000 <= int(rate) <= 48000
     assert outcomes == ([200, 200] if valid else [400, 400])
