@@ -8,6 +8,7 @@ Erasing is the assembler's job (`Assembler.erase_user`): it must hold the user's
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -17,6 +18,7 @@ from typing import Callable, Iterable
 import google_crc32c
 from google.api_core import exceptions
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from . import wav
 from .contract import InvalidChunk, parse_time
@@ -82,9 +84,15 @@ def recording_info(blob: storage.Blob) -> RecordingInfo | None:
 
 
 class Catalog:
-    def __init__(self, client: storage.Client, bucket: str):
+    """`retry` and `timeout` go with every request (the client's defaults unless given:
+    a 120 s retry deadline, 60 s per request; the CLI passes shorter ones)."""
+
+    def __init__(self, client: storage.Client, bucket: str, retry=DEFAULT_RETRY,
+                 timeout: float | tuple[float, float] = 60):
         self.bucket = client.bucket(bucket)
         self.bucket_name = bucket
+        self.retry = retry
+        self.timeout = timeout
 
     def recordings(self, uid: str, since: dt.datetime | None = None) -> list[RecordingInfo]:
         """The user's recordings, newest first; `since` keeps those starting at or after it.
@@ -126,9 +134,9 @@ class Catalog:
         """Download to `directory`/<id>.wav, checking size and CRC32C (composed objects carry
         no MD5). An open recording is taken at the generation listed; if a flush replaces
         it meanwhile, the newest is taken instead. Returns (path, what was downloaded)."""
-        directory.mkdir(parents=True, exist_ok=True)
         target = directory / f"{info.id}{WAV_SUFFIX}"
         partial = target.with_name(target.name + ".part")
+        _ready_to_write(directory, target, partial)
         for _ in range(DOWNLOAD_ATTEMPTS):
             try:
                 ok = self._fetch(info, partial, progress)
@@ -138,10 +146,10 @@ class Catalog:
                 partial.unlink(missing_ok=True)
                 raise
             if ok:
-                os.replace(partial, target)
+                _keep(partial, target)
                 return target, info
             partial.unlink(missing_ok=True)
-            newest = self.bucket.get_blob(info.name)
+            newest = self._get_blob(info.name)
             if newest is None:
                 raise CatalogError(f"{info.name} was deleted while downloading")
             current = recording_info(newest) or info
@@ -157,30 +165,77 @@ class Catalog:
         blob = self.bucket.blob(info.name, generation=info.generation)
         checksum = google_crc32c.Checksum()
         done = 0
-        with blob.open("rb", chunk_size=_BLOCK, raw_download=True) as source, open(path, "wb") as out:
+        # _writing wraps this machine's file calls only: requests' errors are OSErrors too.
+        with _writing(path.parent):
+            out = open(path, "wb")
+        with out, blob.open("rb", chunk_size=_BLOCK, raw_download=True, retry=self.retry,
+                            timeout=self.timeout) as source:
             while block := source.read(_BLOCK):
-                out.write(block)
+                with _writing(path.parent):
+                    out.write(block)
                 checksum.update(block)
                 done += len(block)
                 if progress:
                     progress(done, info.bytes)
+            with _writing(path.parent):
+                out.flush()  # a full disk fails here, not in the close after
         got = base64.b64encode(checksum.digest()).decode()
         return done == info.bytes and got == info.crc32c
 
     def _list(self, prefix: str) -> Iterable[storage.Blob]:
         try:
-            return list(self.bucket.list_blobs(prefix=prefix))
+            return list(self.bucket.list_blobs(prefix=prefix, retry=self.retry, timeout=self.timeout))
         except exceptions.NotFound:
             raise CatalogError(f"bucket {self.bucket_name} does not exist (RECORDINGS_BUCKET; "
                                "`terraform output` in infra/, or .local/stack.env for the local stack)") from None
 
     def _explain_nothing_for(self, uid: str) -> None:
-        if self.bucket.get_blob(state_name(uid)) is not None:
+        if self._get_blob(state_name(uid)) is not None:
             raise CatalogError(f"uid {uid!r} has no recordings in gs://{self.bucket_name} "
                                "(none finished a flush yet, or they were erased)")
-        if not any(True for _ in self.bucket.list_blobs(prefix=RECORDINGS_PREFIX, max_results=1)):
+        if not any(True for _ in self.bucket.list_blobs(prefix=RECORDINGS_PREFIX, max_results=1, retry=self.retry,
+                                                         timeout=self.timeout)):
             raise CatalogError(f"gs://{self.bucket_name} holds no recordings yet")
         raise CatalogError(f"unknown uid {uid!r}: no recordings in gs://{self.bucket_name}")
+
+    def _get_blob(self, name: str) -> storage.Blob | None:
+        return self.bucket.get_blob(name, retry=self.retry, timeout=self.timeout)
+
+
+# --- this machine's side of a download -------------------------------------------------------
+
+def _ready_to_write(directory: Path, target: Path, partial: Path) -> None:
+    """Fail in one line, before anything is fetched, where the file cannot be written."""
+    with _writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        partial.open("wb").close()  # _fetch writes it; an error removes it
+    if target.is_dir():
+        partial.unlink()
+        raise CatalogError(f"cannot write to {directory}: a directory named {target.name} is in the way")
+
+
+def _keep(partial: Path, target: Path) -> None:
+    try:
+        with _writing(target.parent):
+            os.replace(partial, target)
+    except CatalogError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _writing(directory: Path):
+    """This machine's file errors (a file where a directory should be, no permission, a
+    read-only or full disk) as one line naming the directory asked for."""
+    try:
+        yield
+    except (FileExistsError, NotADirectoryError) as exc:
+        file = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        reason = ("it is a file" if file == directory else f"{file} is a file") if file else exc.strerror
+        raise CatalogError(f"cannot write to {directory}: {reason}") from None
+    except OSError as exc:
+        about = f" ({exc.filename})" if exc.filename and Path(exc.filename) != directory else ""
+        raise CatalogError(f"cannot write to {directory}: {exc.strerror or exc}{about}") from None
 
 
 def parse_since(text: str) -> dt.datetime:

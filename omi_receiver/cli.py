@@ -10,7 +10,9 @@
 Also `python -m omi_receiver ...`. Settings come from the functions' environment variables
 (RECORDINGS_BUCKET, GOOGLE_CLOUD_PROJECT, DEAD_LETTER_TOPIC, ASSEMBLER_SHARDS, ...); the
 emulator variables point it at the local stack: `set -a; . .local/stack.env; set +a`.
-Exit status: 0 done, 1 it could not be done (the reason on stderr), 2 bad usage.
+Exit status: 0 done, 1 it could not be done (the reason on stderr), 2 bad usage (a --uid
+ingest would refuse, a --since that is not a date). Cloud Storage or Pub/Sub out of reach
+ends a command within about 15 s.
 """
 
 from __future__ import annotations
@@ -18,17 +20,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from google.api_core import exceptions
 from google.auth.exceptions import DefaultCredentialsError, RefreshError
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from . import clients, deadletter, logs, resources
 from .catalog import Catalog, CatalogError, parse_since, recording_info
 from .config import Config, ConfigError
+from .contract import UID_PATTERN, InvalidChunk, check_uid
 from .recording import state_name
+
+# Someone waits at the terminal: give Cloud Storage ~10 s of retries, each request 3 s to
+# connect and 5 s between bytes (the client's defaults: 120 s of retries, 60 s per request),
+# so a bucket out of reach is a one-line error within ~15 s, not a traceback after two minutes.
+STORAGE_RETRY = DEFAULT_RETRY.with_timeout(10.0)
+STORAGE_TIMEOUT = (3.0, 5.0)
+
 
 class CommandError(Exception):
     """Printed as `error: <message>`, exit status 1."""
@@ -43,7 +55,19 @@ def _config(*required: str) -> Config:
 
 
 def _catalog(config: Config) -> Catalog:
-    return Catalog(clients.storage_client(), config.recordings_bucket)
+    _check_emulator_hosts("STORAGE_EMULATOR_HOST")
+    return Catalog(clients.storage_client(), config.recordings_bucket, retry=STORAGE_RETRY, timeout=STORAGE_TIMEOUT)
+
+
+def _check_emulator_hosts(*names: str) -> None:
+    """The two variables take different forms (a URL; host:port), and each written in the
+    other's form fails deep inside its client."""
+    storage, pubsub = os.environ.get("STORAGE_EMULATOR_HOST"), os.environ.get("PUBSUB_EMULATOR_HOST")
+    if "STORAGE_EMULATOR_HOST" in names and storage and not storage.startswith(("http://", "https://")):
+        raise CommandError(f"STORAGE_EMULATOR_HOST={storage!r} is not a URL: give its scheme, e.g. http://{storage}")
+    if "PUBSUB_EMULATOR_HOST" in names and pubsub and "://" in pubsub:
+        raise CommandError(f"PUBSUB_EMULATOR_HOST={pubsub!r} is host:port, without a scheme: "
+                           f"{pubsub.split('://', 1)[1]}")
 
 
 def cmd_list(args) -> int:
@@ -107,12 +131,12 @@ def cmd_erase(args) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise CommandError("not erasing without confirmation: stdin is not a terminal; pass --yes")
-        if input(f"Type the uid ({args.uid}) to erase: ").strip() != args.uid:
+        if _answer(f"Type the uid ({args.uid}) to erase: ") != args.uid:
             print("nothing erased")
             return 1
     from .assembler import Assembler, LeaseBusy
 
-    assembler = Assembler(config)
+    assembler = Assembler(config, storage_retry=STORAGE_RETRY)
     deadline = time.monotonic() + config.lease_seconds + 30
     while True:
         try:
@@ -150,6 +174,7 @@ def cmd_stats(args) -> int:
 
 def cmd_dlq_inspect(args) -> int:
     config = _config("google_cloud_project")
+    _check_emulator_hosts("PUBSUB_EMULATOR_HOST")
     letters = deadletter.inspect(config, args.limit)
     if args.json:
         print(json.dumps([_letter_json(d) for d in letters], indent=1))
@@ -167,8 +192,10 @@ def cmd_dlq_inspect(args) -> int:
 
 def cmd_dlq_replay(args) -> int:
     config = _config("google_cloud_project")
+    _check_emulator_hosts("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")  # replay reads the users' states
     with _progress(args.limit, "replayed", args.quiet, unit="msg") as bar:
-        report = deadletter.replay(config, args.limit, progress=lambda done, total: bar.update(done - bar.n))
+        report = deadletter.replay(config, args.limit, progress=lambda done, total: bar.update(done - bar.n),
+                                   storage_retry=STORAGE_RETRY)
     print(f"replayed {len(report.replayed)}, already assembled (acked, not replayed) "
           f"{len(report.already_assembled)}, left as poison {len(report.skipped_poison)}, "
           f"still waiting {report.remaining}")
@@ -226,11 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.for_command_line()
-    if getattr(args, "since", None):
-        try:
-            parse_since(args.since)
-        except CatalogError as exc:
-            build_parser().exit(2, f"omi-receiver: error: {exc}\n")
+    _check_usage(args)
     try:
         return args.run(args)
     except (CommandError, CatalogError, ConfigError, deadletter.DeadLetterError) as exc:
@@ -241,8 +264,39 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"permission denied: {exc.message}")
     except exceptions.GoogleAPICallError as exc:
         return _fail(f"Google Cloud answered {exc.code}: {exc.message}")
+    except clients.UNREACHABLE as exc:  # Cloud Storage (deadletter explains Pub/Sub's itself)
+        return _fail(clients.out_of_reach("Cloud Storage", f"bucket {os.environ.get('RECORDINGS_BUCKET')}", exc))
     except KeyboardInterrupt:
         return _fail("interrupted")
+
+
+def _check_usage(args) -> None:
+    """Argument mistakes are usage errors (one line, exit status 2) before anything is read
+    or written. The uid follows ingest's rule: one with a `/` would name objects of another
+    user (`carol/<day>` is carol's recordings of that day)."""
+    uid = getattr(args, "uid", None)
+    if uid is not None:
+        try:
+            check_uid(uid)
+        except InvalidChunk:
+            _usage(f"--uid {uid!r} is not a uid ingest accepts: it must match {UID_PATTERN.pattern}")
+    if getattr(args, "since", None):
+        try:
+            parse_since(args.since)
+        except CatalogError as exc:
+            _usage(str(exc))
+
+
+def _usage(message: str) -> None:
+    build_parser().exit(2, f"omi-receiver: error: {message}\n")
+
+
+def _answer(prompt: str) -> str:
+    try:
+        return input(prompt).strip()
+    except EOFError:  # stdin ended (Ctrl-D): no answer
+        print()
+        return ""
 
 
 def _fail(message: str) -> int:

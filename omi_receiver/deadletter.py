@@ -23,7 +23,8 @@ import datetime as dt
 import time
 from typing import Callable, Iterator
 
-from google.api_core import exceptions
+import grpc
+from google.api_core import exceptions, retry
 from google.auth.exceptions import DefaultCredentialsError
 
 from . import assembler, clients, resources
@@ -42,6 +43,15 @@ ATTR_ERROR = "error"
 PULL_BATCH = 100
 # Pub/Sub may answer a pull with nothing while messages wait: stop after this many in a row.
 EMPTY_PULLS = 2
+# A pull that times out means "nothing waiting" only on a connected channel: a host that
+# takes connections and never answers times out too. This long to find it connected.
+CONNECT_SECONDS = 3.0
+# Acks and releases: retried this long at most, each try bounded, so a Pub/Sub that goes
+# away mid-replay ends the command in seconds (the client's defaults allow a minute).
+RPC_RETRY = retry.Retry(predicate=retry.if_exception_type(exceptions.ServiceUnavailable,
+                                                          exceptions.DeadlineExceeded),
+                        initial=0.25, maximum=2.0, timeout=10.0)
+RPC_TIMEOUT_SECONDS = 5.0
 
 
 class DeadLetterError(Exception):
@@ -98,22 +108,23 @@ def inspect(config: Config, limit: int | None = None) -> list[DeadLetter]:
 
 
 def replay(config: Config, limit: int | None = None,
-           progress: Callable[[int, int | None], None] | None = None) -> ReplayReport:
+           progress: Callable[[int, int | None], None] | None = None, storage_retry=None) -> ReplayReport:
     """Republish the valid chunks waiting in the hold subscription; take at most `limit`
     off it (replayed or already assembled; poison does not count, it stays).
 
     `progress(done, total)` is called after each message taken off, `total` being `limit`
-    (None without one: how many wait is not known in advance).
+    (None without one: how many wait is not known in advance). `storage_retry` bounds the
+    reads of users' states (Store's own retry without it).
     """
     _require(config, "google_cloud_project", "recordings_bucket")
     subscription = _hold_subscription(config)
     report = ReplayReport()
     with _explained(*_hold_context(subscription)):
         subscriber = clients.subscriber()
-    with _explained("Pub/Sub", "", "roles/pubsub.publisher on the chunk topics"):
+    with _explained("the chunk topics", "", "roles/pubsub.publisher on the chunk topics"):
         publisher = clients.chunk_publisher()
-    with _explained(f"bucket {config.recordings_bucket}", "", "roles/storage.objectViewer on it"):
-        store = Store(clients.storage_client(), config.recordings_bucket)
+    with _explained(*_bucket_context(config.recordings_bucket)):
+        store = Store(clients.storage_client(), config.recordings_bucket, retry=storage_retry)
     states: dict[str, UserState | None] = {}
     pulled: list[str] = []
     acked: set[str] = set()  # everything else pulled is released at the end
@@ -182,7 +193,7 @@ def describe(received) -> DeadLetter:
 def _already_assembled(store: Store, states: dict[str, UserState | None], chunk: Chunk) -> bool:
     """Whether the user's committed state (read once per user per replay) holds the chunk."""
     if chunk.uid not in states:
-        with _explained(f"bucket {store.bucket_name}", "", "roles/storage.objectViewer on it"):
+        with _explained(*_bucket_context(store.bucket_name)):
             states[chunk.uid] = store.read_state(chunk.uid)[0]
     state = states[chunk.uid]
     if state is None:
@@ -194,8 +205,8 @@ def _already_assembled(store: Store, states: dict[str, UserState | None], chunk:
     # Behind the watermark and out of the dedup window: the assembler would make it a
     # `-late-` recording of its own (written only if absent). One already there for this
     # chunk means it was assembled.
-    with _explained(f"bucket {store.bucket_name}", "", "roles/storage.objectViewer on it"):
-        blob = store.bucket.get_blob(late_recording(chunk.uid, chunk).name)
+    with _explained(*_bucket_context(store.bucket_name)):
+        blob = store.bucket.get_blob(late_recording(chunk.uid, chunk).name, retry=store.retry)
     return blob is not None and (blob.metadata or {}).get("chunk_id") == chunk.chunk_id
 
 
@@ -254,7 +265,9 @@ def _pull(subscriber, subscription: str, max_messages: int) -> list:
                                        timeout=assembler.PULL_TIMEOUT_SECONDS, retry=None)
             return list(response.received_messages)
         except exceptions.DeadlineExceeded:
-            return []  # the emulator holds an empty pull until the timeout
+            if _connected(subscriber):
+                return []  # the emulator holds an empty pull until the timeout
+            raise
         except exceptions.ServiceUnavailable:
             if attempt == 2:
                 raise
@@ -262,9 +275,21 @@ def _pull(subscriber, subscription: str, max_messages: int) -> list:
     return []
 
 
+def _connected(subscriber) -> bool:
+    ready = grpc.channel_ready_future(subscriber.api.transport.grpc_channel)
+    try:
+        ready.result(timeout=CONNECT_SECONDS)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        ready.cancel()
+
+
 def _ack(subscriber, subscription: str, ack_ids: list[str]) -> None:
     for start in range(0, len(ack_ids), 2500):
-        subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[start:start + 2500]})
+        subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[start:start + 2500]},
+                               retry=RPC_RETRY, timeout=RPC_TIMEOUT_SECONDS)
 
 
 def _release(subscriber, subscription: str, ack_ids: list[str]) -> None:
@@ -273,8 +298,9 @@ def _release(subscriber, subscription: str, ack_ids: list[str]) -> None:
         try:
             subscriber.modify_ack_deadline(request={"subscription": subscription,
                                                     "ack_ids": ack_ids[start:start + 2500],
-                                                    "ack_deadline_seconds": 0})
-        except exceptions.GoogleAPICallError:
+                                                    "ack_deadline_seconds": 0},
+                                           retry=RPC_RETRY, timeout=RPC_TIMEOUT_SECONDS)
+        except exceptions.GoogleAPIError:  # RetryError included
             pass
 
 
@@ -290,6 +316,10 @@ def _hold_context(subscription: str) -> tuple[str, str, str]:
             "roles/pubsub.subscriber on it")
 
 
+def _bucket_context(bucket: str) -> tuple[str, str, str, str]:
+    return f"bucket {bucket}", "", "roles/storage.objectViewer on it", "Cloud Storage"
+
+
 def _require(config: Config, *names: str) -> None:
     try:
         config.require(*names)
@@ -298,8 +328,9 @@ def _require(config: Config, *names: str) -> None:
 
 
 @contextlib.contextmanager
-def _explained(what: str, create_hint: str, role: str):
-    """Turn the errors a person can act on into a DeadLetterError saying what to do."""
+def _explained(what: str, create_hint: str, role: str, service: str = "Pub/Sub"):
+    """Turn the errors a person can act on into a DeadLetterError saying what to do.
+    `service` (Pub/Sub or Cloud Storage) holds `what`: named when it is out of reach."""
     try:
         yield
     except DefaultCredentialsError as exc:
@@ -311,8 +342,7 @@ def _explained(what: str, create_hint: str, role: str):
         raise DeadLetterError(f"{what} does not exist{create_hint}") from exc
     except (exceptions.PermissionDenied, exceptions.Forbidden) as exc:
         raise DeadLetterError(f"permission denied on {what}: the caller needs {role} ({exc.message})") from exc
-    except exceptions.ServiceUnavailable as exc:
-        raise DeadLetterError(f"Pub/Sub or Cloud Storage did not answer for {what} ({exc.message}); "
-                              "is the local stack up (`make status`)?") from exc
+    except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, *clients.UNREACHABLE) as exc:
+        raise DeadLetterError(clients.out_of_reach(service, what, exc)) from exc
     except exceptions.GoogleAPICallError as exc:
         raise DeadLetterError(f"request on {what} failed: {exc}") from exc

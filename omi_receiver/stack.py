@@ -16,6 +16,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -153,8 +154,22 @@ def up() -> dict[str, str]:
         "SESSION_GAP_SECONDS": str(config.session_gap_seconds),
         "TICK_SECONDS": settings["TICK_SECONDS"],
     }
-    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    write_env(ENV_FILE, values)
     return values
+
+
+def write_env(path: Path, values: dict[str, str]) -> None:
+    """INGEST_URL holds the ingest token: the file is its owner's alone from its first
+    byte. mkstemp creates it 0600; replacing (not rewriting) an older, wider file also keeps
+    the token from whoever already has that one open."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in values.items()))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def down(quiet: bool = False) -> list[str]:

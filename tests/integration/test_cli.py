@@ -18,7 +18,7 @@ from omi_receiver.assembler import ERASE_MARKER_KEEP_US, Assembler, LeaseBusy
 from google.cloud.storage.fileio import BlobReader
 
 from omi_receiver.catalog import Catalog, CatalogError
-from omi_receiver.contract import now_us
+from omi_receiver.contract import UID_PATTERN, now_us
 from omi_receiver.recording import WORK_PREFIX, state_name
 from test_ingest_pubsub import post
 from assembly import audio_of, drain, joined, publish, recordings, stream
@@ -350,3 +350,152 @@ def test_erase_removes_a_sidecar_a_consumer_wrote_after_the_listing(env):
     erased = Assembler(env, hook=consumer_writes_during_the_deletes).erase_user("ann")
     assert sidecar in erased.deleted and not erased.failed
     assert not [b.name for b in clients.storage_client().list_blobs(env.recordings_bucket, prefix="recordings/ann/")]
+
+
+# --- what the operator can get wrong: refused before anything is touched, one line each ---
+
+@pytest.fixture
+def quiet_logs(monkeypatch):
+    monkeypatch.setattr(logs, "_to_stderr_above_info", False)  # cli.main sets it for the process
+
+
+def usage_error(capsys, *argv) -> str:
+    """Run the CLI expecting argparse's usage error (exit status 2); its stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(list(argv))
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("uid", ["carol/2026-11-29", "carol/", "../carol", "", "carol 2", "c" * 129])
+@pytest.mark.parametrize("command", [["list"], ["download", "-q"], ["erase", "--yes"]])
+def test_a_uid_ingest_would_refuse_is_a_usage_error(quiet_logs, capsys, command, uid):
+    err = usage_error(capsys, "recordings", *command, "--uid", uid)
+    [line] = err.splitlines()
+    assert line.startswith("omi-receiver: error: --uid ") and UID_PATTERN.pattern in line
+
+
+def test_a_uid_with_a_slash_cannot_reach_into_another_users_recordings(env, capsys):
+    """`carol/<day>` used to list and erase carol's recordings of that day (and write a
+    state object `state/carol/<day>.json` while carol's own state stayed unmarked)."""
+    publish(env, stream("carol", 3, start_us=now_us() - 3_600_000_000, seed=8))
+    drain(Assembler(env))
+    [(name, _, _)] = recordings(env, "carol")
+    day = name.split("/")[2]
+    before = sorted(b.name for b in clients.storage_client().list_blobs(env.recordings_bucket))
+    for argv in (["list"], ["erase", "--yes"], ["download", "-q", "-o", "/nonexistent-omi-test"]):
+        usage_error(capsys, "recordings", *argv, "--uid", f"carol/{day}")
+    assert sorted(b.name for b in clients.storage_client().list_blobs(env.recordings_bucket)) == before
+    assert len(recordings(env, "carol")) == 1
+
+
+def test_end_of_input_at_the_erase_prompt_erases_nothing(env, capsys, monkeypatch):
+    two_recordings(env)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+
+    def end_of_input(prompt):  # what input() does when stdin ends (Ctrl-D)
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", end_of_input)
+    code, out, err = run(capsys, "recordings", "erase", "--uid", "ann")
+    assert code == 1 and "nothing erased" in out and len(recordings(env, "ann")) == 2
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: "), line
+    return line
+
+
+def test_download_to_a_place_it_cannot_write_is_one_line_and_leaves_no_part_file(env, capsys, tmp_path):
+    two_recordings(env)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    ids = [r["id"] for r in json.loads(run(capsys, "recordings", "list", "--uid", "ann", "--json")[1])]
+    taken = tmp_path / "taken"
+    (taken / f"{ids[0]}.wav").mkdir(parents=True)  # the target name is a directory
+    for output in (a_file, a_file / "below", Path("/proc"), taken):  # /proc: even root cannot create there
+        code, out, err = run(capsys, "recordings", "download", "--uid", "ann", "-q", "-o", str(output))
+        assert code == 1, (output, out, err)
+        assert str(output) in _one_error_line(err)
+    assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*.wav.part"))
+    assert a_file.read_text() == "not a directory"
+
+
+def test_a_storage_emulator_host_without_its_scheme_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(logs, "_to_stderr_above_info", False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:4443")  # written like PUBSUB_EMULATOR_HOST
+    monkeypatch.setenv("RECORDINGS_BUCKET", "some-bucket")
+    clients.set_storage(None)
+    try:
+        code, _, err = run(capsys, "recordings", "stats")
+    finally:
+        clients.set_storage(None)
+    assert code == 1 and "STORAGE_EMULATOR_HOST" in _one_error_line(err) and "http://" in err
+
+
+# --- services out of reach: one line within seconds, not a traceback after two minutes ---
+
+@pytest.fixture
+def silent_port():
+    """A port whose connections the kernel accepts (listen backlog) but that never answers."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture(params=["refused", "silent"])
+def dead_port(request) -> tuple[int, str]:
+    """(port, the reason the error gives): nothing listens there, or nothing ever answers."""
+    from omi_receiver.emulators import free_port
+
+    if request.param == "refused":
+        return free_port(), "connection refused"
+    return request.getfixturevalue("silent_port"), "no answer in time"
+
+
+def cli_processes(environ: dict, commands: list[list[str]], timeout: float = 60) -> list[tuple]:
+    """Each command as its own `python -m omi_receiver` process, all at once (each waits
+    out its own deadline): [(exit status, stdout, stderr, seconds it took)]."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(argv):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "omi_receiver", *argv], env=environ, capture_output=True,
+                              text=True, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
+        return done.returncode, done.stdout, done.stderr, time.monotonic() - started
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(one, commands))
+
+
+def out_of_reach_env(storage: str, pubsub: str) -> dict:
+    environ = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
+    return {**environ, "STORAGE_EMULATOR_HOST": storage, "PUBSUB_EMULATOR_HOST": pubsub,
+            "RECORDINGS_BUCKET": "omi-unreachable", "GOOGLE_CLOUD_PROJECT": "omi-test"}
+
+
+def assert_fails_fast_in_one_line(result, *named: str) -> None:
+    code, out, err, seconds = result
+    assert code == 1, (code, out, err)
+    line = _one_error_line(err)
+    for text in named:
+        assert text in line, line
+    assert seconds < 20, (seconds, line)
+
+
+def test_cloud_storage_out_of_reach_fails_within_seconds_in_one_line(dead_port, tmp_path):
+    port, reason = dead_port
+    host = f"http://127.0.0.1:{port}"
+    environ = out_of_reach_env(host, f"127.0.0.1:{port}")
+    commands = [["recordings", "list", "--uid", "ann"], ["recordings", "stats"],
+                ["recordings", "download", "--uid", "ann", "-o", str(tmp_path)],
+                ["recordings", "erase", "--uid", "ann", "--yes"]]
+    for result in cli_processes(environ, commands):
+        assert_fails_fast_in_one_line(result, f"STORAGE_EMULATOR_HOST={host}", "bucket omi-unreachable", reason)
+    assert list(tmp_path.iterdir()) == []

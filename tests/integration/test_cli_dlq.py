@@ -5,6 +5,7 @@ forwards a chunk nacked MAX_DELIVERY_ATTEMPTS times)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -13,7 +14,8 @@ from omi_receiver.assembler import Assembler
 from omi_receiver.contract import now_us
 
 from assembly import audio_of, drain, joined, publish, recordings, stream
-from test_cli import env, run  # noqa: F401 - env is a fixture
+from test_cli import (assert_fails_fast_in_one_line, cli_processes, dead_port, env,  # noqa: F401 - fixtures
+                      out_of_reach_env, run, silent_port)
 from test_deadletter import force_dead_letter
 
 
@@ -56,3 +58,35 @@ def test_missing_hold_subscription_is_a_clear_error(env, capsys, monkeypatch):
     monkeypatch.setenv("DEAD_LETTER_TOPIC", "no-such-dead-letters")
     code, _, err = run(capsys, "dlq", "inspect")
     assert code == 1 and "no-such-dead-letters-hold" in err
+
+
+def test_pubsub_out_of_reach_fails_within_seconds_in_one_line(dead_port):
+    """A host that never answers used to pass for an empty hold subscription (exit 0)."""
+    port, reason = dead_port
+    host = f"127.0.0.1:{port}"
+    environ = out_of_reach_env(f"http://{host}", host)
+    for result in cli_processes(environ, [["dlq", "inspect"], ["dlq", "replay", "-q"]]):
+        assert_fails_fast_in_one_line(result, f"PUBSUB_EMULATOR_HOST={host}",
+                                      "subscription projects/omi-test/subscriptions/audio-chunks-dead-letter-hold",
+                                      reason)
+
+
+def test_replay_with_cloud_storage_out_of_reach_fails_fast_and_keeps_the_letter(env, capsys):
+    from omi_receiver.emulators import free_port
+
+    chunks = stream("dlq-away", 2, start_us=now_us() - 10_000_000, seed=12)
+    force_dead_letter(env, chunks[:1])
+    host = f"http://127.0.0.1:{free_port()}"
+    [result] = cli_processes({**os.environ, "STORAGE_EMULATOR_HOST": host}, [["dlq", "replay", "-q"]])
+    assert_fails_fast_in_one_line(result, f"STORAGE_EMULATOR_HOST={host}", f"bucket {env.recordings_bucket}",
+                                  "connection refused")
+    code, out, _ = run(capsys, "dlq", "inspect")
+    assert code == 0 and "1 message(s) waiting" in out  # not acked: replayed later, nothing lost
+
+
+def test_a_pubsub_emulator_host_written_as_a_url_is_one_clear_line(env, capsys, monkeypatch):
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"http://{os.environ['PUBSUB_EMULATOR_HOST']}")  # like STORAGE_...
+    clients.set_subscriber(None)
+    for argv in (["dlq", "inspect"], ["dlq", "replay", "-q"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and err.startswith("error: PUBSUB_EMULATOR_HOST=") and "without a scheme" in err, err
