@@ -16,7 +16,9 @@ Everything runs on free ports of 127.0.0.1, in a temporary directory:
   third time SIGSTOPs it past the ack deadline instead;
 * N device threads running omi_receiver.simulate.stream: current and legacy senders,
   8 and 16 kHz, a few pausing longer than SESSION_GAP_SECONDS, some switching sample
-  rate, current senders repeating ~5 % of their POSTs with the same Idempotency-Key.
+  rate, current senders repeating ~5 % of their POSTs with the same Idempotency-Key and
+  cutting ~1.5 % of them part-way (Content-Length announced, part of the body sent, the
+  connection closed), then retrying the whole chunk with the same key.
 
 Afterwards the faults stop, ticks go on until every recording is final and the
 subscription is drained, and every recording is checked against the devices' ledgers:
@@ -92,6 +94,8 @@ class Settings:
     error_rate: float = 0.05
     kill_spacing: tuple[float, float] = (40.0, 60.0)  # seconds between kills, uniform
     duplicate_rate: float = 0.05
+    # Share of current senders' chunks whose first POST is cut part-way, then retried.
+    cut_rate: float = 0.015
     pause_for: float | None = None  # wall seconds; default 1.5 x session_gap
     # Bounds.
     drain_timeout: float | None = None  # default: session gap + 180 s
@@ -128,7 +132,7 @@ class Settings:
             problems.append("the session gap must exceed every sender interval by more than 5 s")
         if self.wall_seconds <= self.pause_seconds + 10:
             problems.append("--minutes too short for the pause (need pause + 10 s)")
-        if not 0 <= self.error_rate < 1 or not 0 <= self.duplicate_rate <= 1:
+        if not 0 <= self.error_rate < 1 or not 0 <= self.duplicate_rate <= 1 or not 0 <= self.cut_rate <= 1:
             problems.append("rates must be in [0, 1)")
         if problems:
             raise SystemExit("bench.soak: " + "; ".join(problems))
@@ -160,6 +164,7 @@ class Device:
     interval: float
     phases: list[Phase]
     duplicate_rate: float
+    cut_rate: float
     start_delay: float
     pauses: bool
     switches_rate: bool
@@ -197,6 +202,7 @@ def plan_devices(s: Settings) -> list[Device]:
         devices.append(Device(
             index=i, uid=uid, mode=mode, interval=interval, phases=phases,
             duplicate_rate=s.duplicate_rate if mode == simulate.MODE_CURRENT else 0.0,
+            cut_rate=s.cut_rate if mode == simulate.MODE_CURRENT else 0.0,
             start_delay=start_delay, pauses=pauses, switches_rate=switches,
         ))
     return devices
@@ -218,7 +224,7 @@ def run_device(device: Device, s: Settings, url: str, workdir: Path, stop: threa
             phase.summary = simulate.stream(
                 phase.pcm, phase.rate, url, device.uid,
                 mode=device.mode, interval=device.interval, speed=s.speed,
-                ledger=phase.ledger, duplicate_rate=device.duplicate_rate,
+                ledger=phase.ledger, duplicate_rate=device.duplicate_rate, cut_rate=device.cut_rate,
                 pause_after=phase.pause_after, pause_for=s.pause_seconds if phase.pause_after else 0.0,
                 seed=s.seed * 7919 + device.index * 31 + number, progress=False, stop=stop,
             )
@@ -656,9 +662,12 @@ def match_chunks(recs: list[RecordingFile], expected: list[Expected]) -> dict:
                 if found >= k:
                     k = found + 1
                 continue
-            unknown += 1  # bytes that are no acknowledged chunk: resync on the next one
-            nxt = bytes(data).find(bytes(expected[k].data), p) if k < len(expected) else -1
-            p = nxt if nxt > p else len(data)
+            # Bytes that are no acknowledged chunk (such as a cut upload's partial body kept in
+            # place of its chunk): resync on the first of the next few chunks found after them.
+            unknown += 1
+            rest = bytes(data[p:])
+            starts = [i for i in (rest.find(bytes(e.data)) for e in expected[k:k + 3]) if i > 0]
+            p += min(starts, default=len(rest))
     return {
         "occurrences": occurrences,
         "unknown_segments": unknown,
@@ -773,7 +782,7 @@ def verify(devices: list[Device], bucket, s: Settings, kills: list[dict],
         summaries = [p.summary for p in device.phases if p.summary]
         sender = collections.Counter()
         for summary in summaries:
-            for key in ("chunks", "sent", "acked", "retried", "failed", "dropped", "duplicates"):
+            for key in ("chunks", "sent", "acked", "retried", "failed", "dropped", "duplicates", "cuts"):
                 sender[key] += getattr(summary, key)
             sender["stopped"] += summary.stopped
         for p in device.phases:
@@ -799,7 +808,8 @@ def verify(devices: list[Device], bucket, s: Settings, kills: list[dict],
             "uid": device.uid, "kind": device.kind(), "pauses": device.pauses,
             "switches_rate": device.switches_rate,
             "acked": len(expected), "assembled": sum(1 for n in occ if n > 0), "lost": lost,
-            "duplicated": duplicated, "duplicate_posts": sender["duplicates"], "retried": sender["retried"],
+            "duplicated": duplicated, "duplicate_posts": sender["duplicates"], "cut_uploads": sender["cuts"],
+            "retried": sender["retried"],
             "recordings": len(recs), "identical": identical,
             "splits": splits["reasons"],
             "problems": dev_problems[:20],
@@ -977,8 +987,8 @@ class Soak:
             thread.start()
         self.say(f"{len(devices)} devices streaming for {s.wall_seconds:.0f} s at {s.speed:g}x; "
                  f"faults: kills every {s.kill_spacing[0]:.0f}-{s.kill_spacing[1]:.0f} s, storage errors "
-                 f"{s.error_rate:.0%}, duplicate POSTs {s.duplicate_rate:.0%}, pauses {s.pause_seconds:.0f} s "
-                 f"(gap {s.session_gap} s)")
+                 f"{s.error_rate:.0%}, duplicate POSTs {s.duplicate_rate:.0%}, cut uploads {s.cut_rate:.1%}, "
+                 f"pauses {s.pause_seconds:.0f} s (gap {s.session_gap} s)")
         deadline = streaming_started + s.wall_seconds + 120
         next_report = time.monotonic() + 30
         while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
@@ -1058,6 +1068,7 @@ class Soak:
             "storage_errors_before_after": dict(timing),
             "storage_requests": sum(storage_requests.values()),
             "duplicate_posts": totals.get("duplicates", 0),
+            "cut_uploads": totals.get("cuts", 0),
             "pausing_devices": sum(d.pauses for d in devices),
             "rate_switching_devices": sum(d.switches_rate for d in devices),
             "sender_retries": totals.get("retried", 0),
@@ -1169,6 +1180,7 @@ class Soak:
                                f"{f['storage_errors_by_status']} {f['storage_errors_before_after']}"),
             ("storage errors by request", f["storage_errors_by_request"]),
             ("duplicate POSTs", f["duplicate_posts"]),
+            ("cut uploads (then retried)", f["cut_uploads"]),
             ("duplicates dropped", f"{f['duplicates_dropped_by_assembler']} (of which redelivered after "
                                    f"commit {f['redelivered_after_commit']})"),
             ("deferred (lease busy etc.)", f["flushes_deferred_chunks"]),
@@ -1251,6 +1263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-every", type=float, nargs=2, default=d.kill_spacing, metavar=("MIN", "MAX"),
                    help="seconds between assembler kills, uniform in [MIN, MAX]")
     p.add_argument("--duplicate-rate", type=float, default=d.duplicate_rate)
+    p.add_argument("--cut-rate", type=float, default=d.cut_rate,
+                   help="share of current senders' POSTs first sent cut part-way, then retried")
     p.add_argument("--pause-for", type=float, default=None, help="wall seconds (default 1.5 x gap)")
     p.add_argument("--out", type=Path, default=RESULT_FILE, help="result JSON (default: %(default)s)")
     p.add_argument("--no-out", action="store_true", help="do not write the result file")
@@ -1267,7 +1281,7 @@ def main(argv: list[str] | None = None) -> int:
                  session_gap=args.session_gap, max_recording=args.max_recording, settle=args.settle,
                  pass_seconds=args.pass_seconds, lease_seconds=args.lease_seconds,
                  ack_deadline=args.ack_deadline, tick_seconds=args.tick, error_rate=args.error_rate,
-                 kill_spacing=tuple(args.kill_every), duplicate_rate=args.duplicate_rate,
+                 kill_spacing=tuple(args.kill_every), duplicate_rate=args.duplicate_rate, cut_rate=args.cut_rate,
                  pause_for=args.pause_for, keep_workdir=args.keep, quiet=args.quiet, code=args.code.resolve())
     stopping = []
 

@@ -22,6 +22,10 @@ legacy (self-hosted backends)
     (`url + "?sample_rate=...&uid=..."`, so a URL with a query gets a second `?`), no
     Idempotency-Key, no retries: a failed POST is simply lost.
 
+Cut uploads (`cut_rate`, current mode, for the soak): the first attempt of a share of
+the chunks declares the full Content-Length but sends only part of the body and closes
+the connection (`send_cut`); the sender sees a network error and retries as usual.
+
 Differences from the real sender, on purpose: the last partial interval of the file is
 sent (the real sender never sends the last partial interval of a conversation); a batch is
 exactly X seconds, not "a bit more".
@@ -45,11 +49,14 @@ Exit codes of the CLI: 0 every chunk acknowledged, 1 some chunk failed or was dr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import random
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -73,6 +80,7 @@ DEFAULT_RETRY_DELAYS = (1.0, 5.0, 30.0)  # 4 attempts in all
 DEFAULT_BREAKER_THRESHOLD = 5
 DEFAULT_BREAKER_COOLDOWN = 30.0
 DEFAULT_DISABLE_AFTER = 100
+CUT_LINGER_MAX = 1.0  # seconds a "slow" cut upload waits, sending nothing, before it closes
 # The sender accepts 1000-192000 Hz; the receiver's contract is narrower (8000-48000),
 # so a simulator may send rates the receiver must reject.
 SENDER_MIN_SAMPLE_RATE = 1000
@@ -229,6 +237,7 @@ class Summary:
     failed: int = 0        # chunks whose attempts all failed or got a final status
     dropped: int = 0       # chunks never sent: rest of a failed batch, breaker open, stopped
     duplicates: int = 0    # extra POSTs of acked chunks (--duplicate-rate)
+    cuts: int = 0          # first attempts cut part-way (cut_rate), each then retried
     bytes_acked: int = 0
     elapsed_s: float = 0.0
     breaker_trips: int = 0
@@ -312,18 +321,69 @@ def _response_chunk_id(body: bytes) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _headers(key: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/octet-stream"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return headers
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """How a cut upload ends: after `sent` bytes of the body the connection is closed, at
+    once (`linger` 0) or after `linger` seconds of sending nothing (a slow upload that stops)."""
+
+    sent: int
+    linger: float = 0.0
+
+
+def plan_cut(rng: random.Random, size: int) -> Cut:
+    """A cut strictly inside a body of `size` bytes: no body at all one time in ten, else
+    anywhere (so about half odd); a third of the cuts wait up to CUT_LINGER_MAX s first."""
+    sent = 0 if size < 2 or rng.random() < 0.1 else rng.randrange(1, size)
+    linger = rng.uniform(0.1, CUT_LINGER_MAX) if rng.random() < 1 / 3 else 0.0
+    return Cut(sent, linger)
+
+
+def send_cut(session: requests.Session, url: str, body: bytes, key: str | None, cut: Cut,
+             timeout: float = DEFAULT_TIMEOUT[0]) -> None:
+    """Start the POST the sender would make, but send only `cut.sent` bytes of `body`, then
+    close the connection (after `cut.linger` s). No answer is read: there is none to read.
+
+    Why: an upload cut by the network (a dropped connection, a stalled slow upload) leaves
+    the receiver holding less body than Content-Length announced, and the sender, seeing a
+    network error, retries the whole chunk under the same Idempotency-Key. A receiver that
+    keeps the partial body then stores it in place of the chunk it acknowledges later
+    (issue 12). requests will not send fewer bytes than it declares, hence the raw socket;
+    the request line and headers are the ones `session` would send.
+    """
+    request = session.prepare_request(
+        requests.Request("POST", url, data=body, headers=_headers(key)))
+    parts = urlsplit(request.url)
+    head = [f"POST {request.path_url} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
+    head += [f"{name}: {value}" for name, value in request.headers.items()]
+    sock = socket.create_connection(
+        (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout)
+    try:
+        if parts.scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body[:cut.sent])
+        time.sleep(cut.linger)
+    finally:
+        sock.close()
+
+
 class _Sender:
     def __init__(self, session, summary, timeout):
         self.session, self.summary, self.timeout = session, summary, timeout
 
-    def post(self, url: str, body: bytes, key: str | None) -> _Outcome:
-        headers = {"Content-Type": "application/octet-stream"}
-        if key is not None:
-            headers["Idempotency-Key"] = key
+    def post(self, url: str, body: bytes, key: str | None, cut: Cut | None = None) -> _Outcome:
         self.summary.sent += 1
+        if cut is not None:
+            return self._post_cut(url, body, key, cut)
         try:
             response = self.session.post(
-                url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
+                url, data=body, headers=_headers(key), timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException:
             self.summary.statuses["error"] = self.summary.statuses.get("error", 0) + 1
@@ -331,6 +391,14 @@ class _Sender:
         code = str(response.status_code)
         self.summary.statuses[code] = self.summary.statuses.get(code, 0) + 1
         return _Outcome(200 <= response.status_code < 300, response.status_code, response.content)
+
+    def _post_cut(self, url: str, body: bytes, key: str | None, cut: Cut) -> _Outcome:
+        """A POST cut part-way (send_cut): to the sender, a network error."""
+        self.summary.cuts += 1
+        self.summary.statuses["cut"] = self.summary.statuses.get("cut", 0) + 1
+        with contextlib.suppress(OSError):
+            send_cut(self.session, url, body, key, cut, self.timeout[0])
+        return _Outcome(False, None)
 
 
 def _progress(total_s: float, enabled: bool, uid: str):
@@ -360,6 +428,7 @@ def stream(
     breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN,
     disable_after: int = DEFAULT_DISABLE_AFTER,
     duplicate_rate: float = 0.0,
+    cut_rate: float = 0.0,
     pause_after: float | None = None,
     pause_for: float = 0.0,
     start_offset: float = 0.0,
@@ -374,10 +443,12 @@ def stream(
     Blocks until the whole stream was sent (or `stop` was set); returns the Summary.
     Raises UsageError for bad arguments before anything is sent. Thread-safe across
     streams: run one per thread to emulate several devices (pass `progress=False`).
-    `seed` makes the duplicate decisions reproducible; Idempotency-Keys are always
-    fresh uuid4 values so that concurrent simulators never share one.
+    `cut_rate`: share of chunks whose first attempt is a cut upload (send_cut, plan_cut),
+    then retried like any network error. `seed` makes the duplicate and cut decisions
+    reproducible; Idempotency-Keys are always fresh uuid4 values so that concurrent
+    simulators never share one.
     """
-    _check_args(pcm, sample_rate, url, uid, mode, interval, speed, duplicate_rate,
+    _check_args(pcm, sample_rate, url, uid, mode, interval, speed, duplicate_rate, cut_rate,
                 pause_after, pause_for, start_offset, max_seconds, retry_delays)
     second = sample_rate * BYTES_PER_SAMPLE
     first = round(start_offset * sample_rate) * BYTES_PER_SAMPLE
@@ -413,7 +484,8 @@ def stream(
         """POST one chunk (with retries in current mode); True when acknowledged."""
         body = bytes(pcm[piece.start:piece.end])
         key = str(uuid.uuid4()) if mode == MODE_CURRENT else None
-        outcome = sender.post(target_url, body, key)
+        cut = plan_cut(rng, len(body)) if cut_rate and rng.random() < cut_rate else None
+        outcome = sender.post(target_url, body, key, cut)
         if mode == MODE_CURRENT:
             for delay in retry_delays:
                 if outcome.ok or not _retryable(outcome) or stop.wait(delay):
@@ -496,12 +568,12 @@ def stream(
     return summary
 
 
-def _check_args(pcm, sample_rate, url, uid, mode, interval, speed, duplicate_rate,
+def _check_args(pcm, sample_rate, url, uid, mode, interval, speed, duplicate_rate, cut_rate,
                 pause_after, pause_for, start_offset, max_seconds, retry_delays) -> None:
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     check_url(url, mode)
-    if not isinstance(uid, str) or not contract.UID_PATTERN.match(uid):
+    if not isinstance(uid, str) or not contract.UID_PATTERN.fullmatch(uid):
         raise UsageError("uid must match ^[A-Za-z0-9_-]{1,128}$")
     if not SENDER_MIN_SAMPLE_RATE <= sample_rate <= SENDER_MAX_SAMPLE_RATE:
         raise UsageError(
@@ -513,6 +585,7 @@ def _check_args(pcm, sample_rate, url, uid, mode, interval, speed, duplicate_rat
         (math.isfinite(interval) and interval > 0, "interval must be > 0"),
         (math.isfinite(speed) and speed > 0, "speed must be > 0"),
         (0.0 <= duplicate_rate <= 1.0, "duplicate rate must be in [0, 1]"),
+        (0.0 <= cut_rate <= 1.0, "cut rate must be in [0, 1]"),
         (pause_after is None or pause_after > 0, "pause-after must be > 0"),
         (pause_for >= 0, "pause-for must be >= 0"),
         (start_offset >= 0, "start-offset must be >= 0"),
@@ -520,6 +593,8 @@ def _check_args(pcm, sample_rate, url, uid, mode, interval, speed, duplicate_rat
         (all(d >= 0 for d in retry_delays), "retry delays must be >= 0"),
         (mode == MODE_CURRENT or not duplicate_rate,
          "duplicate rate needs --mode current (legacy has no Idempotency-Key)"),
+        (mode == MODE_CURRENT or not cut_rate,
+         "cut uploads need --mode current (legacy never retries)"),
     ]
     for good, message in checks:
         if not good:

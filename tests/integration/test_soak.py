@@ -3,9 +3,10 @@
 Same code as `make soak` (50 devices, 10 minutes): the assembler (a functions-framework
 process) is SIGKILLed mid-pass and SIGSTOPped past the ack deadline, Cloud Storage answers
 429/503 to 12 % of its requests (before or after they took effect), current senders repeat
-POSTs with the same Idempotency-Key, one device pauses longer than the session gap, one
-switches sample rate, and MAX_RECORDING_SECONDS is short enough to split every plain
-device once. Then every recording is checked against the devices' ledgers.
+POSTs with the same Idempotency-Key and cut some part-way (the full Content-Length
+announced, part of the body sent, the connection closed; then the whole chunk is retried
+under the same key), one device pauses longer than the session gap, one switches sample
+rate, and MAX_RECORDING_SECONDS is short enough to split every plain device once. Then every recording is checked against the devices' ledgers.
 About 2 minutes; uses the session's emulators (tests/conftest.py).
 """
 
@@ -28,6 +29,7 @@ def short_settings(tmp_path) -> soak.Settings:
         max_recording=40,
         kill_spacing=(14.0, 20.0),  # kill, stall, kill
         duplicate_rate=0.1,
+        cut_rate=0.1,  # 10 cut uploads with this seed (8 of an even number of bytes)
         error_rate=0.12,  # a short run makes few storage requests: fail enough of them
         workdir=tmp_path / "soak",
     )
@@ -42,6 +44,7 @@ def test_short_soak_loses_and_doubles_nothing(pubsub_emulator, gcs_emulator, tmp
     assert faults["storage_errors_before_after"].get("after", 0) >= 1
     assert set(faults["storage_errors_by_status"]) <= {"429", "503"} and faults["storage_errors"] >= 3
     assert faults["duplicate_posts"] >= 3
+    assert faults["cut_uploads"] >= 5
     assert faults["pausing_devices"] == 1 and faults["rate_switching_devices"] == 1
 
     # Nothing lost, nothing doubled, every acknowledged chunk in place.

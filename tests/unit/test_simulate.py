@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from hypothesis import given, settings, strategies as st
 
 from omi_receiver import contract, simulate
@@ -484,6 +486,152 @@ def test_duplicate_rate_is_reproducible_with_a_seed(fake):
     assert runs[0] == runs[1] and 0 < runs[0] < 20
 
 
+# --- cut uploads ----------------------------------------------------------------------
+
+@dataclasses.dataclass
+class RawConnection:
+    data: bytes = b""
+    first_at: float | None = None  # when the first bytes arrived
+    closed_at: float | None = None  # when the client closed its side
+    answered: bool = False
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    @property
+    def head(self) -> bytes:  # request line and header lines, each ending in CRLF
+        return self.data.partition(b"\r\n\r\n")[0] + b"\r\n"
+
+    @property
+    def body(self) -> bytes:
+        return self.data.partition(b"\r\n\r\n")[2]
+
+
+class RawServer:
+    """A listening socket on 127.0.0.1 that records each connection's bytes, as they came,
+    until the client closes. It answers 200 once a whole body (per Content-Length) is in,
+    so the normal send path can be recorded too; a cut upload never gets an answer."""
+
+    def __init__(self) -> None:
+        self.connections: list[RawConnection] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str = "/ingest") -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}{path}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+
+    def connection(self, index: int) -> RawConnection:
+        deadline = time.monotonic() + 5
+        while len(self.connections) <= index and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.connections[index].done.wait(5), "the client never closed"
+        return self.connections[index]
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            record = RawConnection()
+            self.connections.append(record)
+            with conn:
+                conn.settimeout(5)
+                while part := conn.recv(65536):
+                    record.first_at = record.first_at or time.monotonic()
+                    record.data += part
+                    length = re.search(rb"(?im)^content-length: *(\d+)", record.head)
+                    if length and len(record.body) == int(length[1]) and not record.answered:
+                        record.answered = True
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                     b"Connection: close\r\n\r\n{}")
+                record.closed_at = time.monotonic()
+            record.done.set()
+
+
+@pytest.fixture
+def raw():
+    server = RawServer()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("sent", [0, 1, 3199, 3200, 6399])
+def test_cut_upload_sends_the_real_head_and_only_the_planned_bytes_then_closes(raw, sent):
+    body = pcm_of(0.4, 8000)  # 6400 bytes: one chunk
+    assert send(raw, body, uid="u1").ok  # the normal path, answered: the reference
+    normal = raw.connection(0)
+    assert normal.answered and normal.body == body
+    key = re.search(rb"(?m)^Idempotency-Key: ([^\r\n]+)", normal.head)[1].decode()
+
+    url = simulate.current_url(raw.url("/ingest/secret"), 8000, "u1")
+    simulate.send_cut(requests.Session(), url, body, key, simulate.Cut(sent))
+
+    cut = raw.connection(1)
+    assert cut.head == normal.head  # request line, Host, Content-Length: 6400, key, type...
+    assert b"\r\nContent-Length: 6400\r\n" in cut.head
+    assert b"\r\nContent-Type: application/octet-stream\r\n" in cut.head
+    assert cut.head.startswith(b"POST /ingest/secret?sample_rate=8000&uid=u1 HTTP/1.1\r\n")
+    assert cut.data == normal.head + b"\r\n" + body[:sent]  # exactly that much body
+    assert not cut.answered and cut.closed_at is not None
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.4])
+def test_cut_upload_closes_at_once_or_after_waiting(raw, linger):
+    body = pcm_of(1, 8000)
+    started = time.monotonic()
+    simulate.send_cut(requests.Session(), raw.url(), body, "k1", simulate.Cut(5000, linger))
+    assert time.monotonic() - started >= linger
+
+    cut = raw.connection(0)
+    assert cut.body == body[:5000] and not cut.answered
+    if linger:
+        assert cut.closed_at - cut.first_at >= linger - 0.05  # a slow upload that stops
+    else:
+        assert cut.closed_at - cut.first_at < 0.4  # dropped at once
+
+
+def test_plan_cut_stays_inside_the_body_with_empty_odd_even_and_slow_cuts():
+    rng = random.Random(1)
+    cuts = [simulate.plan_cut(rng, 6400) for _ in range(400)]
+    assert all(0 <= c.sent < 6400 for c in cuts)
+    assert any(c.sent == 0 for c in cuts)
+    assert any(c.sent % 2 for c in cuts) and any(c.sent and c.sent % 2 == 0 for c in cuts)
+    assert all(c.linger == 0 or 0 < c.linger <= simulate.CUT_LINGER_MAX for c in cuts)
+    assert 0 < sum(c.linger > 0 for c in cuts) < len(cuts) / 2
+    assert simulate.plan_cut(rng, 2).sent in (0, 1)
+
+
+def test_cut_uploads_are_retried_whole_with_the_same_key(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(simulate, "CUT_LINGER_MAX", 0.15)
+    fake.script = lambda r: Reply(drop=len(r.body) < int(r.headers["content-length"]))
+    ledger = tmp_path / "ledger.jsonl"
+    pcm = pcm_of(3, 8000)
+    summary = send(fake, pcm, cut_rate=1.0, seed=3, ledger=ledger)
+
+    assert summary.ok and (summary.sent, summary.cuts, summary.retried, summary.acked) == (6, 3, 3, 3)
+    assert summary.statuses == {"cut": 3, "200": 3}
+    by_key: dict[str, list] = {}
+    for request in fake.requests:
+        by_key.setdefault(request.key, []).append(request)
+    chunks = [pcm[i:i + 16000] for i in range(0, len(pcm), 16000)]
+    assert len(by_key) == len(chunks)
+    for chunk, requests_of_chunk in zip(chunks, by_key.values()):
+        cut, retry = sorted(requests_of_chunk, key=lambda r: len(r.body))
+        assert cut.headers["content-length"] == str(len(chunk)) and len(cut.body) < len(chunk)
+        assert chunk.startswith(cut.body) and cut.finished is None  # no answer
+        assert retry.body == chunk
+    # Only the retries' answers reach the ledger.
+    assert [e.sha256 for e in simulate.read_ledger(ledger)] == [
+        hashlib.sha256(c).hexdigest() for c in chunks]
+
+
 # --- input checks ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("rate", [8000, 16000])
@@ -527,6 +675,7 @@ def test_url_rules_by_mode():
 @pytest.mark.parametrize("kwargs", [
     {"uid": "bad uid"}, {"uid": ""}, {"mode": "other"}, {"interval": 0},
     {"duplicate_rate": 1.5}, {"mode": "legacy", "duplicate_rate": 0.1},
+    {"cut_rate": -0.1}, {"cut_rate": 1.5}, {"mode": "legacy", "cut_rate": 0.1},
     {"sample_rate": 500}, {"pcm": b"\0"}, {"speed": 0}, {"start_offset": 1},
 ])
 def test_bad_arguments_are_rejected(kwargs):
