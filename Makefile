@@ -27,16 +27,16 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	@touch $@
 
 up: venv
-	$(PY) -m omi_receiver.stack up
+	$(PY) -m omi_receiver.devtools.stack up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m omi_receiver.stack down; else echo "nothing to stop"; fi
+	@if [ -x $(PY) ]; then $(PY) -m omi_receiver.devtools.stack down; else echo "nothing to stop"; fi
 
 status: venv
-	$(PY) -m omi_receiver.stack status
+	$(PY) -m omi_receiver.devtools.stack status
 
 demo: venv
-	$(PY) -m omi_receiver.demo
+	$(PY) -m omi_receiver.devtools.demo
 
 test: venv $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

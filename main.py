@@ -1,17 +1,17 @@
 """Cloud Functions entry points (2nd gen, functions-framework). Thin: each one hands the
-request or event to the package.
+request or event to the runtime package, the only code deployed with this file.
 
-  receive_chunk        HTTP; the URL pasted in the Omi app.           omi_receiver.ingest
+  receive_chunk        HTTP; the URL pasted in the Omi app.           omi_receiver.runtime.ingest
   assemble_recordings  CloudEvent; a tick from Cloud Scheduler via
-                       Pub/Sub runs one assembler pass.                omi_receiver.assembler
-  analyze_recording    CloudEvent; a finished-recording event gets a
-                       voice-activity sidecar (optional example
-                       consumer, docs/consumers.md).                   omi_receiver.vad
+                       Pub/Sub runs one assembler pass.                omi_receiver.runtime.assembler
+
+The optional VAD example consumer has an entry point and a source of its own
+(examples/vad/main.py).
 """
 
 import functions_framework
 
-from omi_receiver import assembler, ingest, vad
+from omi_receiver.runtime import assembler, ingest
 
 
 @functions_framework.http
@@ -22,8 +22,3 @@ def receive_chunk(request):
 @functions_framework.cloud_event
 def assemble_recordings(cloud_event):
     assembler.handle_tick(cloud_event)
-
-
-@functions_framework.cloud_event
-def analyze_recording(cloud_event):
-    vad.handle_event(cloud_event)

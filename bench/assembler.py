@@ -12,7 +12,7 @@ from collections import Counter
 
 from bench import feed, worker
 from bench.common import Emulators, median, ratio
-from omi_receiver.faultproxy import FaultProxy
+from omi_receiver.devtools.faultproxy import FaultProxy
 
 MINUTE_US = 60_000_000
 SAMPLES = 5  # flushes timed at each recording length

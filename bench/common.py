@@ -124,7 +124,7 @@ class Emulators:
     """Pub/Sub emulator + fake-gcs-server on free ports, logs in a temp dir; a context manager."""
 
     def __init__(self, gcs: bool = True):
-        from omi_receiver import emulators
+        from omi_receiver.devtools import emulators
 
         self.tmp = Path(tempfile.mkdtemp(prefix="omi-bench-"))
         self._stack = contextlib.ExitStack()
@@ -153,8 +153,8 @@ class Emulators:
 
     def config(self, **overrides):
         """A Config with fresh resource names, provisioned on these emulators."""
-        from omi_receiver import resources
-        from omi_receiver.config import Config
+        from omi_receiver.devtools import resources
+        from omi_receiver.runtime.config import Config
 
         tag = uuid.uuid4().hex[:8]
         values = dict(
@@ -171,7 +171,7 @@ class Emulators:
 def _forget_clients() -> None:
     """Cached clients point at the previous section's emulators: drop them."""
     from bench import feed
-    from omi_receiver import clients
+    from omi_receiver.runtime import clients
 
     for reset in (clients.set_publisher, clients.set_subscriber, clients.set_storage):
         reset(None)

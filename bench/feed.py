@@ -6,7 +6,7 @@ import os
 
 from google.cloud import pubsub_v1
 
-from omi_receiver.contract import ATTR_SHARD, Chunk, shard_of
+from omi_receiver.runtime.contract import ATTR_SHARD, Chunk, shard_of
 
 _publisher: pubsub_v1.PublisherClient | None = None
 
@@ -14,9 +14,9 @@ _publisher: pubsub_v1.PublisherClient | None = None
 def publisher() -> pubsub_v1.PublisherClient:
     global _publisher
     if _publisher is None:
+        # As ingest publishes: no ordering key (no subscription orders; the assembler sorts).
         _publisher = pubsub_v1.PublisherClient(
             batch_settings=pubsub_v1.types.BatchSettings(max_messages=500, max_bytes=9_000_000, max_latency=0.05),
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
         )
     return _publisher
 
@@ -32,7 +32,7 @@ def minute_of_audio(uids: list[str], config, start_us: int, chunks: int = 60, ra
             shard = shard_of(uid, config.assembler_shards)
             chunk = Chunk(uid, rate, received, os.urandom(8).hex(), body)
             futures.append(publisher().publish(config.topic_path(config.shard_topic(shard)), chunk.data,
-                                               ordering_key=uid, **chunk.attributes(), **{ATTR_SHARD: str(shard)}))
+                                               **chunk.attributes(), **{ATTR_SHARD: str(shard)}))
     for future in futures:
         future.result(timeout=120)
     return len(futures) * len(body)
@@ -40,6 +40,6 @@ def minute_of_audio(uids: list[str], config, start_us: int, chunks: int = 60, ra
 
 def now_minute_us() -> int:
     """Now, rounded down to a whole minute (readable timestamps in object names)."""
-    from omi_receiver.contract import now_us
+    from omi_receiver.runtime.contract import now_us
 
     return now_us() // 60_000_000 * 60_000_000

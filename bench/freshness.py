@@ -1,10 +1,10 @@
 """Section 3, freshness: time from ingest's 200 to the chunk being readable in its WAV, on a
 private local stack: emulators, ingest under functions-framework, an assembler pass every
-TICK seconds (TICK_SECONDS and SETTLE_SECONDS as omi_receiver.stack sets them), and senders
+TICK seconds (TICK_SECONDS and SETTLE_SECONDS as omi_receiver.devtools.stack sets them), and senders
 posting one 1-s chunk per second per uid, as a current Omi sender with interval 1 does.
 
 The assembler runs in a bench worker process (the same `Assembler.run_pass` the function
-calls, one pass at a time like omi_receiver.ticker), so it gets the deadlock work-around
+calls, one pass at a time like omi_receiver.devtools.ticker), so it gets the deadlock work-around
 of bench/worker.py. A poller lists each user's recordings every 0.1 s; chunk k of a uid
 is readable once its WAV holds 44 + (k + 1) * 32,000 bytes.
 """
@@ -18,9 +18,10 @@ import requests
 
 from bench import worker
 from bench.common import Emulators, median, percentile, spawn_function, wait_http
-from omi_receiver import clients, emulators
-from omi_receiver.recording import RECORDINGS_PREFIX
-from omi_receiver.stack import LOCAL_DEFAULTS
+from omi_receiver.runtime import clients
+from omi_receiver.devtools import emulators
+from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
+from omi_receiver.devtools.stack import LOCAL_DEFAULTS
 
 # The local stack's settings, so this measures what `make up` runs.
 TICK_SECONDS = float(LOCAL_DEFAULTS["TICK_SECONDS"])

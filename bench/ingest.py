@@ -29,8 +29,8 @@ import time
 from google.cloud import pubsub_v1
 
 from bench.common import PROJECT, Emulators, median, percentile, process_tree, ratio, spawn_function, wait_http
-from omi_receiver import emulators
-from omi_receiver.publisher import DirectPublisher
+from omi_receiver.devtools import emulators
+from omi_receiver.runtime.ingest.publisher import DirectPublisher
 
 TOKEN = "bench-token-0123456789"
 # The publish floor (bench/publish_floor_main.py) runs at these levels only, as a third arm.

@@ -1,6 +1,6 @@
 """The publish floor for the ingest benchmark: the least any function can do that answers 200
 only once Pub/Sub has the chunk. It reads the body, publishes it with ingest's own Publish RPC
-(omi_receiver.publisher.DirectPublisher, the same attributes) and answers, with no checks and no
+(omi_receiver.runtime.ingest.publisher.DirectPublisher, the same attributes) and answers, with no checks and no
 log line. Served like ingest and the floor; it shows how much of ingest's time is the round trip
 that every such design pays and how much is ingest's own work."""
 
@@ -9,7 +9,7 @@ import os
 
 import functions_framework
 
-from omi_receiver.publisher import DirectPublisher
+from omi_receiver.runtime.ingest.publisher import DirectPublisher
 
 _TOPIC = f"projects/{os.environ['GOOGLE_CLOUD_PROJECT']}/topics/{os.environ['CHUNKS_TOPIC']}"
 _ATTRIBUTES = {"uid": "bench-user", "sample_rate": "16000", "received_at": "2026-01-01T00:00:00.000000Z",

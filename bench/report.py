@@ -7,7 +7,7 @@ from bench import cost
 from bench.assembler import SAMPLES
 from bench.common import read_result
 from bench.ingest import WARMUP_BLOCK
-from omi_receiver.config import Config
+from omi_receiver.runtime.config import Config
 
 
 def provenance(results: list[dict]) -> str:
@@ -228,7 +228,7 @@ def performance() -> str:
         "one `Assembler.run_pass()` runs per simulated 60-s tick, in a process of its own so that its CPU and memory",
         "are its own. As in production the pass runs as the minute ends: the chunks of the last SETTLE_SECONDS (10)",
         f"are still settling and are released (nack; {A['released_per_chunk']} per chunk assembled) and delivered again to",
-        "the next pass, which flushes them with the next minute, so a steady pass flushes 60 chunks per user. Cloud Storage requests are counted by `omi_receiver.faultproxy.FaultProxy` (error rate 0) in",
+        "the next pass, which flushes them with the next minute, so a steady pass flushes 60 chunks per user. Cloud Storage requests are counted by `omi_receiver.devtools.faultproxy.FaultProxy` (error rate 0) in",
         "front of fake-gcs-server and cross-checked with the assembler's `store.ops`: "
         + ("they agree on every kind in every pass." if A["cross_check_ok"] else "**they disagree** (see the raw results)."),
         "",

@@ -15,7 +15,7 @@ from collections import Counter
 
 from bench import feed, worker
 from bench.common import Emulators, median
-from omi_receiver.config import Config
+from omi_receiver.runtime.config import Config
 
 MINUTE_US = 60_000_000
 PASS_SECONDS = Config.pass_seconds

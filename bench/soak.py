@@ -5,16 +5,16 @@ the assembler is SIGKILLed, Cloud Storage fails requests and senders repeat POST
 
 Everything runs on free ports of 127.0.0.1, in a temporary directory:
 
-* the Pub/Sub emulator and fake-gcs-server (omi_receiver.emulators);
+* the Pub/Sub emulator and fake-gcs-server (omi_receiver.devtools.emulators);
 * ingest (`receive_chunk`) and the assembler (`assemble_recordings`), each a
   functions-framework process serving main.py;
-* between the assembler and fake-gcs-server, omi_receiver.faultproxy answering 429 or 503
+* between the assembler and fake-gcs-server, omi_receiver.devtools.faultproxy answering 429 or 503
   to a share of the requests, before or after the request took effect;
 * a ticker (this process) POSTing one tick CloudEvent at a time, and a killer that
   SIGKILLs the assembler's process group at random moments, preferably mid-pass, then
   restarts it (the killed pass leaves a lease and unacked messages behind), and every
   third time SIGSTOPs it past the ack deadline instead;
-* N device threads running omi_receiver.simulate.stream: current and legacy senders,
+* N device threads running omi_receiver.devtools.simulate.stream: current and legacy senders,
   8 and 16 kHz, a few pausing longer than SESSION_GAP_SECONDS, some switching sample
   rate, current senders repeating ~5 % of their POSTs with the same Idempotency-Key and
   cutting ~1.5 % of them part-way (Content-Length announced, part of the body sent, the
@@ -56,13 +56,14 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from omi_receiver import clients, emulators, resources, simulate
-from omi_receiver import wav as wavfmt
-from omi_receiver.config import Config
-from omi_receiver.contract import duration_us, parse_time
-from omi_receiver.faultproxy import FaultProxy
-from omi_receiver.recording import RECORDINGS_PREFIX, STATE_PREFIX, WORK_PREFIX
-from omi_receiver.ticker import tick_event
+from omi_receiver.runtime import clients
+from omi_receiver.devtools import emulators, resources, simulate
+from omi_receiver.runtime import wav as wavfmt
+from omi_receiver.runtime.config import Config
+from omi_receiver.runtime.contract import duration_us, parse_time
+from omi_receiver.devtools.faultproxy import FaultProxy
+from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX, STATE_PREFIX, WORK_PREFIX
+from omi_receiver.devtools.ticker import tick_event
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_FILE = ROOT / "bench" / "results" / "soak.json"
@@ -82,7 +83,7 @@ class Settings:
     # Assembler settings (environment of the assembler process).
     session_gap: int = 45
     max_recording: int = 240
-    # 0 as in the local stack (omi_receiver.stack): the emulator keeps a nacked (held)
+    # 0 as in the local stack (omi_receiver.devtools.stack): the emulator keeps a nacked (held)
     # message leased until its ack deadline, so newer chunks overtake it; --settle 2 shows it.
     settle: float = 0.0
     pass_seconds: float = 8.0
@@ -1036,7 +1037,7 @@ class Soak:
 
         # --- check ------------------------------------------------------------------------
         subscriber = clients.subscriber()
-        dead = drain_subscription(subscriber, config.subscription_path(resources.dead_letter_subscription(config)))
+        dead = drain_subscription(subscriber, config.subscription_path(config.dead_letter_hold_subscription))
         event_messages = drain_subscription(subscriber, config.subscription_path(
             resources.recordings_subscription(config)))
         events = collections.Counter(json.loads(m.data).get("name") for m in event_messages)
@@ -1206,8 +1207,8 @@ class Soak:
 
 PROVISION = """
 import sys
-from omi_receiver import resources
-from omi_receiver.config import Config
+from omi_receiver.devtools import resources
+from omi_receiver.runtime.config import Config
 config = Config.from_env()
 assert config.ack_deadline_seconds == int(sys.argv[1]), "ACK_DEADLINE_SECONDS must reach the code"
 resources.provision(config)

@@ -16,10 +16,10 @@ import sys
 import threading
 import time
 
-from omi_receiver import clients
-from omi_receiver.assembler import Assembler
-from omi_receiver.config import Config
-from omi_receiver.contract import Chunk, now_us
+from omi_receiver.runtime import clients
+from omi_receiver.runtime.assembler import Assembler
+from omi_receiver.runtime.config import Config
+from omi_receiver.runtime.contract import Chunk, now_us
 
 _asm: "Instrumented | None" = None
 _now_us: int | None = None  # a virtual clock, set per call; None: real time

@@ -140,6 +140,7 @@ data "archive_file" "src" {
     "bench",
     "cloudbuild.yaml",
     "docs",
+    "examples",
     "htmlcov",
     "infra",
     "pyproject.toml",

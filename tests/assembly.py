@@ -10,9 +10,9 @@ import wave
 import numpy as np
 import soundfile
 
-from omi_receiver import clients
-from omi_receiver.contract import Chunk, now_us
-from omi_receiver.recording import RECORDINGS_PREFIX
+from omi_receiver.runtime import clients
+from omi_receiver.runtime.contract import Chunk, now_us
+from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
 
 
 class Killed(BaseException):
@@ -65,7 +65,8 @@ def stream(uid: str, n: int, *, rate: int = 16000, seconds: float = 1.0, start_u
 def publish(config, chunks: list[Chunk]) -> None:
     publisher = clients.publisher()
     topic = config.topic_path(config.chunks_topic)
-    futures = [publisher.publish(topic, c.data, ordering_key=c.uid, **c.attributes()) for c in chunks]
+    # As ingest publishes: no ordering key.
+    futures = [publisher.publish(topic, c.data, **c.attributes()) for c in chunks]
     for f in futures:
         f.result(timeout=30)
 

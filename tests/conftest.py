@@ -17,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from omi_receiver import clients, emulators, resources
-from omi_receiver.config import Config
+from omi_receiver.runtime import clients
+from omi_receiver.devtools import emulators, resources
+from omi_receiver.runtime.config import Config
 
 PROJECT = "omi-test"
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / ".local" / "test-logs"
+# The VAD example consumer is a source of its own (examples/vad), imported as its main.py does.
+sys.path.insert(0, str(ROOT / "examples" / "vad"))
 
 
 @pytest.fixture(autouse=True)
@@ -36,16 +39,16 @@ def _restore_environ():
 @pytest.fixture(autouse=True)
 def _fresh_rejection_log(monkeypatch):
     # Ingest bounds its refusal log lines per instance; each test starts a fresh instance.
-    from omi_receiver import ingest
-    from omi_receiver.rejections import RejectionLog
+    from omi_receiver.runtime.ingest import handler
+    from omi_receiver.runtime.ingest.rejections import RejectionLog
 
-    monkeypatch.setattr(ingest, "_rejections", RejectionLog(flush_at_exit=False))
+    monkeypatch.setattr(handler, "_rejections", RejectionLog(flush_at_exit=False))
 
 
 @pytest.fixture(autouse=True)
 def _short_empty_pulls(monkeypatch):
     # The emulator holds an empty pull until the timeout; tests drain often.
-    from omi_receiver import assembler
+    from omi_receiver.runtime import assembler
 
     monkeypatch.setattr(assembler, "PULL_TIMEOUT_SECONDS", 0.7)
 

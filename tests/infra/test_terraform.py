@@ -1,8 +1,8 @@
 """Static checks of infra/*.tf, parsed with python-hcl2 (Terraform itself does not run here).
 
 The code is the reference: every setting the functions read comes from
-`omi_receiver.config.ENV_VARS`, its defaults from `DEFAULTS`, and the Pub/Sub shape from
-`omi_receiver.resources` (the local mirror of what infra/ declares).
+`omi_receiver.runtime.config.ENV_VARS`, its defaults from `DEFAULTS`, and the Pub/Sub shape from
+`omi_receiver.devtools.resources` (the local mirror of what infra/ declares).
 
 python-hcl2 8.1.4 keeps the quotes of string literals and block labels
 (`"\"google_storage_bucket\""`); `_norm` strips them and the parser's bookkeeping keys, and
@@ -21,8 +21,8 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from omi_receiver import resources
-from omi_receiver.config import DEFAULTS, ENV_VARS, Config
+from omi_receiver.devtools import resources
+from omi_receiver.runtime.config import DEFAULTS, ENV_VARS, Config
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -404,13 +404,13 @@ def test_pubsub_shape_matches_the_local_mirror():
     assert set(loc["topics"]) == {"dead_letter", "ticks", "recordings"}
     assert loc["topics"]["dead_letter"] == "${var.dead_letter_topic}"
     assert loc["topics"]["recordings"] == "${var.recordings_topic}"
-    # The hold subscription's name follows the same rule as resources.dead_letter_subscription.
+    # The hold subscription's name follows the same rule as Config.dead_letter_hold_subscription.
     assert loc["dead_letter_hold_subscription"] == "${var.dead_letter_topic}-hold"
-    assert resources.dead_letter_subscription(Config()) == f"{DEFAULTS['DEAD_LETTER_TOPIC']}-hold"
+    assert Config().dead_letter_hold_subscription == f"{DEFAULTS['DEAD_LETTER_TOPIC']}-hold"
 
 
 def test_erase_markers_outlive_every_path_a_chunk_from_before_the_erase_can_take():
-    from omi_receiver.assembler import ERASE_MARKER_KEEP_US
+    from omi_receiver.runtime.assembler import ERASE_MARKER_KEEP_US
 
     def seconds(duration):
         value = locals_()[duration.removeprefix("${local.").removesuffix("}")]

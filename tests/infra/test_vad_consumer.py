@@ -13,8 +13,8 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from omi_receiver import vad
-from omi_receiver.recording import RECORDINGS_PREFIX
+import vad_consumer as vad
+from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
 from test_checkov import BUILD_HINT, CHECKOV
 from test_terraform import INFRA, REPO, _norm, block, locals_, named_blocks, refs, resource, resources_
 
@@ -70,8 +70,8 @@ def test_triggered_by_the_recordings_topic_with_retries():
 def test_built_from_the_same_source_and_served_internally_as_its_own_account():
     build = block(function(), "build_config")
     assert build["entry_point"] == "analyze_recording"
-    assert re.search(r"^def analyze_recording\(cloud_event\):\n    vad\.handle_event\(cloud_event\)$",
-                     (REPO / "main.py").read_text(), re.M)
+    assert re.search(r"^def analyze_recording\(cloud_event\):\n    vad_consumer\.handle_event\(cloud_event\)$",
+                     (REPO / "examples" / "vad" / "main.py").read_text(), re.M)
     assert build["runtime"] == "${local.runtime}"
     assert build["service_account"] == '${google_service_account.this["build"].id}'
     source = block(block(build, "source"), "storage_source")

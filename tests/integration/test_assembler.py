@@ -14,9 +14,10 @@ import threading
 import pytest
 from google.api_core import exceptions
 
-from omi_receiver import clients, resources
-from omi_receiver.assembler import Assembler, LeaseBusy
-from omi_receiver.contract import Chunk, now_us
+from omi_receiver.runtime import clients
+from omi_receiver.devtools import resources
+from omi_receiver.runtime.assembler import Assembler, LeaseBusy
+from omi_receiver.runtime.contract import Chunk, now_us
 
 from assembly import Clock, KillAt, Killed, PullSpy, audio_of, drain, joined, publish, recordings, stream
 
@@ -237,23 +238,22 @@ def test_poison_messages_are_dead_lettered_and_do_not_block(stack_config, clock)
     topic = stack_config.topic_path(stack_config.chunks_topic)
     good = stream("fine", 3, start_us=clock.now - HOUR_US)
     bad = good[0].attributes() | {"chunk_id": "odd"}
-    publisher.publish(topic, b"\x01\x02\x03", ordering_key="fine", **bad).result()
-    publisher.publish(topic, b"\x00\x00", ordering_key="nobody", sample_rate="16000").result()
+    publisher.publish(topic, b"\x01\x02\x03", **bad).result()
+    publisher.publish(topic, b"\x00\x00", sample_rate="16000").result()
     publish(stack_config, good)
     passes = drain(make(stack_config, clock))
     assert sum(p.poison for p in passes) == 2
     [(_, blob, _)] = recordings(stack_config, "fine")
     assert audio_of(blob, 16000) == joined(good)
     subscriber = clients.subscriber()
-    hold = stack_config.subscription_path(resources.dead_letter_subscription(stack_config))
+    hold = stack_config.subscription_path(stack_config.dead_letter_hold_subscription)
     got = pull_all(subscriber, hold, 2)
     assert sorted(m.message.attributes["error"] for m in got) == ["missing_attributes", "odd_length"]
 
 
 def test_two_concurrent_passes_on_one_user(stack_config, clock):
-    """With ordering keys, two passes only ever hold the same user's messages when one
-    outlived its ack deadline and the batch was redelivered to the other: both try the
-    same batch at once. One wins, the other is deferred and later finds only duplicates."""
+    """Two passes hold the same user's messages at once, as when one outlived its ack
+    deadline and the batch was redelivered to the other: both try the same batch. One wins, the other is deferred and later finds only duplicates."""
     chunks = stream("race", 10, start_us=clock.now - 30 * 1_000_000)
     make(stack_config, clock).flush_user("race", chunks[:4])
     batch = chunks[4:]
@@ -401,7 +401,7 @@ def pull_events(config, expected: int) -> list[dict]:
 
 def test_shards_split_users_across_passes(stack_config, clock):
     """With N shards each user's chunks go to one topic; pass i drains only shard i."""
-    from omi_receiver.contract import shard_of
+    from omi_receiver.runtime.contract import shard_of
 
     config = dataclasses.replace(stack_config, assembler_shards=3,
                                  chunks_topic=f"{stack_config.chunks_topic}-sh",
@@ -413,7 +413,7 @@ def test_shards_split_users_across_passes(stack_config, clock):
     futures = []
     for uid, chunks in streams.items():
         topic = config.topic_path(config.shard_topic(shard_of(uid, 3)))
-        futures += [publisher.publish(topic, c.data, ordering_key=uid, **c.attributes()) for c in chunks]
+        futures += [publisher.publish(topic, c.data, **c.attributes()) for c in chunks]
     for f in futures:
         f.result(timeout=30)
     by_shard = {s: [u for u in streams if shard_of(u, 3) == s] for s in range(3)}
@@ -514,7 +514,7 @@ def _each_chunk_once(config, uid: str, chunks) -> None:
 
 def test_a_backlog_over_max_pass_bytes_keeps_moving_and_nothing_is_dead_lettered(stack_config, clock):
     """More waits than MAX_PASS_BYTES, and the emulator hands the chunks out in no useful
-    order (the test publisher's ordering keys group them). Committing only what is older than
+    order. Committing only what is older than
     the latest pull used to commit nothing pass after pass, until the dead-letter policy took
     the chunks (10 deliveries). Now every pass that pulls makes progress and every chunk is
     assembled exactly once, out-of-order ones as late recordings."""

@@ -12,7 +12,7 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from omi_receiver.assembler import Assembler
+from omi_receiver.runtime.assembler import Assembler
 
 from assembly import Clock, KillAt, Killed, audio_of, joined, recordings, stream
 

@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from omi_receiver import cli, clients, logs
-from omi_receiver.assembler import ERASE_MARKER_KEEP_US, Assembler, LeaseBusy
+from omi_receiver.ops import cli
+from omi_receiver.runtime import clients, logs
+from omi_receiver.runtime.assembler import ERASE_MARKER_KEEP_US, Assembler, LeaseBusy
 from google.cloud.storage.fileio import BlobReader
 
-from omi_receiver.catalog import Catalog, CatalogError
-from omi_receiver.contract import UID_PATTERN, now_us
-from omi_receiver.recording import WORK_PREFIX, state_name
+from omi_receiver.ops.catalog import Catalog, CatalogError
+from omi_receiver.runtime.contract import UID_PATTERN, now_us
+from omi_receiver.runtime.assembler.recording import WORK_PREFIX, state_name
 from test_ingest_pubsub import post
 from assembly import audio_of, drain, joined, publish, recordings, stream
 
@@ -452,7 +453,7 @@ def silent_port():
 @pytest.fixture(params=["refused", "silent"])
 def dead_port(request) -> tuple[int, str]:
     """(port, the reason the error gives): nothing listens there, or nothing ever answers."""
-    from omi_receiver.emulators import free_port
+    from omi_receiver.devtools.emulators import free_port
 
     if request.param == "refused":
         return free_port(), "connection refused"

@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from omi_receiver import clients
-from omi_receiver.assembler import Assembler
-from omi_receiver.contract import now_us
+from omi_receiver.runtime import clients
+from omi_receiver.runtime.assembler import Assembler
+from omi_receiver.runtime.contract import now_us
 
 from assembly import audio_of, drain, joined, publish, recordings, stream
 from test_cli import (assert_fails_fast_in_one_line, cli_processes, dead_port, env,  # noqa: F401 - fixtures
@@ -72,7 +72,7 @@ def test_pubsub_out_of_reach_fails_within_seconds_in_one_line(dead_port):
 
 
 def test_replay_with_cloud_storage_out_of_reach_fails_fast_and_keeps_the_letter(env, capsys):
-    from omi_receiver.emulators import free_port
+    from omi_receiver.devtools.emulators import free_port
 
     chunks = stream("dlq-away", 2, start_us=now_us() - 10_000_000, seed=12)
     force_dead_letter(env, chunks[:1])

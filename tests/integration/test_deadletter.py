@@ -1,4 +1,4 @@
-"""`dlq inspect` and `dlq replay` (omi_receiver.deadletter) against the real Pub/Sub
+"""`dlq inspect` and `dlq replay` (omi_receiver.ops.deadletter) against the real Pub/Sub
 emulator and fake-gcs-server.
 
 Dead letters of valid chunks are made the way production makes them, not faked: the
@@ -18,10 +18,11 @@ import uuid
 import pytest
 from google.api_core import exceptions
 
-from omi_receiver import clients, resources
-from omi_receiver.assembler import Assembler
-from omi_receiver.contract import Chunk, shard_of
-from omi_receiver.deadletter import DeadLetterError, inspect, replay
+from omi_receiver.runtime import clients
+from omi_receiver.devtools import resources
+from omi_receiver.runtime.assembler import Assembler
+from omi_receiver.runtime.contract import Chunk, shard_of
+from omi_receiver.ops.deadletter import DeadLetterError, inspect, replay
 
 from assembly import Clock, audio_of, drain, joined, publish, recordings, stream
 
@@ -178,7 +179,7 @@ def test_poison_stays_in_the_hold_subscription_with_its_reason(stack_config, clo
     good, bad = stream("mixed", 2, start_us=clock.now - HOUR_US)
     publisher = clients.publisher()
     topic = stack_config.topic_path(stack_config.chunks_topic)
-    publisher.publish(topic, bad.data + b"\x01", ordering_key="mixed", **bad.attributes()).result()
+    publisher.publish(topic, bad.data + b"\x01", **bad.attributes()).result()
     passes = drain(Assembler(stack_config, clock=clock))  # dead-letters it as poison
     assert sum(p.poison for p in passes) == 1
     force_dead_letter(stack_config, [good])
@@ -255,7 +256,7 @@ def test_replay_goes_to_the_shard_of_the_uid(stack_config, clock):
 
 def test_missing_hold_subscription_is_a_clear_error(stack_config):
     config = dataclasses.replace(stack_config, dead_letter_topic=unique("never-created"))
-    hold = config.subscription_path(resources.dead_letter_subscription(config))
+    hold = config.subscription_path(config.dead_letter_hold_subscription)
     for call in (inspect, replay):
         with pytest.raises(DeadLetterError) as caught:
             call(config)
@@ -267,5 +268,5 @@ def test_missing_hold_subscription_is_a_clear_error(stack_config):
 def test_the_local_hold_subscription_has_production_s_ack_deadline(stack_config):
     # A replay killed after its pull leaves the messages out of sight as long as on GCP.
     sub = clients.subscriber().get_subscription(
-        subscription=stack_config.subscription_path(resources.dead_letter_subscription(stack_config)))
+        subscription=stack_config.subscription_path(stack_config.dead_letter_hold_subscription))
     assert sub.ack_deadline_seconds == resources.HOLD_ACK_DEADLINE_SECONDS == 600

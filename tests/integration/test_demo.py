@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omi_receiver import emulators
+from omi_receiver.devtools import emulators
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def test_demo_on_a_private_stack(tmp_path):
         TICK_SECONDS="1",
     )
     try:
-        demo = subprocess.run([sys.executable, "-m", "omi_receiver.demo", "--speed", "15", "--timeout", "60"],
+        demo = subprocess.run([sys.executable, "-m", "omi_receiver.devtools.demo", "--speed", "15", "--timeout", "60"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert demo.stdout.count("OK: byte-identical") == 2, demo.stdout
@@ -36,7 +36,7 @@ def test_demo_on_a_private_stack(tmp_path):
         uid = re.search(r"recordings/(demo-current-[\w-]+)/", demo.stdout).group(1)
         _commands_against_the_stack(env, tmp_path / "local" / "stack.env", uid, tmp_path / "downloads")
     finally:
-        down = subprocess.run([sys.executable, "-m", "omi_receiver.stack", "down"], cwd=ROOT, env=env,
+        down = subprocess.run([sys.executable, "-m", "omi_receiver.devtools.stack", "down"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60)
     assert "stopped: pubsub, gcs, ingest, assembler, ticker" in down.stdout
     for pid in pids:

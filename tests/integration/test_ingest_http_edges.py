@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from omi_receiver.assembler import Assembler
+from omi_receiver.runtime.assembler import Assembler
 from assembly import audio_of, drain, recordings
 from test_ingest_pubsub import OCTET, SECOND_16K, TOKEN, pull
 

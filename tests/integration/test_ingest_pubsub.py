@@ -18,7 +18,8 @@ from google.api_core import exceptions as api_exceptions
 from werkzeug import Request
 from werkzeug.test import EnvironBuilder
 
-from omi_receiver import clients, contract, emulators, ingest, resources
+from omi_receiver.runtime import clients, contract, ingest
+from omi_receiver.devtools import emulators, resources
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "ingest"

@@ -12,8 +12,8 @@ import pytest
 from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
 
-from omi_receiver import publisher as publisher_module
-from omi_receiver.publisher import DirectPublisher
+from omi_receiver.runtime.ingest import publisher as publisher_module
+from omi_receiver.runtime.ingest.publisher import DirectPublisher
 
 from test_ingest_pubsub import pull as drain
 

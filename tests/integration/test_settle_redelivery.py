@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from omi_receiver.assembler import Assembler
-from omi_receiver.contract import now_us
+from omi_receiver.runtime.assembler import Assembler
+from omi_receiver.runtime.contract import now_us
 
 from assembly import audio_of, joined, publish, recordings, stream
 

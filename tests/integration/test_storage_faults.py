@@ -1,6 +1,6 @@
 """Transient Cloud Storage errors (429/503), before and after the request took effect.
 
-fake-gcs-server never fails, so a fault proxy (omi_receiver.faultproxy) sits between
+fake-gcs-server never fails, so a fault proxy (omi_receiver.devtools.faultproxy) sits between
 the storage client and the emulator and fails a share of requests.
 """
 
@@ -11,8 +11,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from omi_receiver.assembler import Assembler
-from omi_receiver.faultproxy import FaultProxy
+from omi_receiver.runtime.assembler import Assembler
+from omi_receiver.devtools.faultproxy import FaultProxy
 
 from assembly import Clock, audio_of, drain, joined, publish, recordings, stream
 

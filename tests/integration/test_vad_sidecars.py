@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 from cloudevents.http import CloudEvent
 
-from omi_receiver import clients, emulators, vad, wav
-from omi_receiver.assembler import Assembler
-from omi_receiver.contract import Chunk
+from omi_receiver.runtime import clients, wav
+from omi_receiver.devtools import emulators
+import vad_consumer as vad
+from omi_receiver.runtime.assembler import Assembler
+from omi_receiver.runtime.contract import Chunk
 
 from assembly import Clock, drain, publish
 
@@ -245,14 +247,14 @@ REAL_ANALYZE = vad.analyze
 
 @pytest.fixture
 def served_vad(stack_config, tmp_path):
-    """main.analyze_recording under the functions-framework CLI, fed by a push subscription
+    """examples/vad/main.py's analyze_recording under the functions-framework CLI, fed by a push subscription
     on the recordings topic (as Eventarc feeds it in production)."""
     port = emulators.free_port()
     log = tmp_path / "functions-framework.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "functions-framework"), "--target", "analyze_recording",
-             "--signature-type", "cloudevent", "--source", str(ROOT / "main.py"),
+             "--signature-type", "cloudevent", "--source", str(ROOT / "examples" / "vad" / "main.py"),
              "--port", str(port), "--host", "127.0.0.1"],
             cwd=ROOT, env={**os.environ, "VAD_AGGRESSIVENESS": "3"},
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

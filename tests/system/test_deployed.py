@@ -19,7 +19,7 @@ import wave
 import numpy as np
 import pytest
 
-from omi_receiver import simulate
+from omi_receiver.devtools import simulate
 
 URL = os.environ.get("OMI_SYSTEM_WEBHOOK_URL")
 BUCKET = os.environ.get("OMI_SYSTEM_BUCKET")

@@ -8,9 +8,9 @@ from google.api_core import exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from omi_receiver import clients
-from omi_receiver.config import Config
-from omi_receiver.deadletter import DeadLetterError, inspect, replay
+from omi_receiver.runtime import clients
+from omi_receiver.runtime.config import Config
+from omi_receiver.ops.deadletter import DeadLetterError, inspect, replay
 
 CONFIG = Config(google_cloud_project="omi-test", recordings_bucket="recordings")
 HOLD = "projects/omi-test/subscriptions/audio-chunks-dead-letter-hold"

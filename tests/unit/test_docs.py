@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from omi_receiver.config import DEFAULTS, ENV_VARS
+from omi_receiver.runtime.config import DEFAULTS, ENV_VARS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

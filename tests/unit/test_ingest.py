@@ -1,4 +1,4 @@
-"""Unit tests of omi_receiver.ingest: every check, auth, the legacy query, publishing.
+"""Unit tests of omi_receiver.runtime.ingest: every check, auth, the legacy query, publishing.
 
 The requests are real werkzeug requests handed to `ingest.handle`; the publisher is a
 recording fake. A fake is acceptable here only: these tests pin the HTTP behaviour, and
@@ -21,8 +21,8 @@ from google.cloud.pubsub_v1.publisher import exceptions as pubsub_exceptions
 from werkzeug import Request
 from werkzeug.test import EnvironBuilder
 
-from omi_receiver import clients, contract, ingest
-from omi_receiver.config import Config
+from omi_receiver.runtime import clients, contract, ingest
+from omi_receiver.runtime.config import Config
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "ingest"
 SECOND_16K = (DATA / "speech-1s-16k.pcm").read_bytes()  # 32,000 bytes of speech
@@ -51,9 +51,9 @@ class FakePublisher:
         self.outcomes = list(outcomes or ["ok"])
         self.attempts: list[dict] = []
 
-    def publish(self, topic, data, *, attributes, timeout, ordering_key=""):
+    def publish(self, topic, data, *, attributes, timeout):
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
-        self.attempts.append(dict(topic=topic, data=data, ordering_key=ordering_key, attrs=attributes,
+        self.attempts.append(dict(topic=topic, data=data, attrs=attributes,
                                   timeout=timeout))
         if outcome == "hang":
             time.sleep(timeout)
@@ -368,7 +368,6 @@ def test_accepted_requests_publish_one_message(kwargs):
     sent = kwargs.get("body", SECOND_16K)
     assert attempt["topic"] == TOPIC
     assert attempt["data"] == sent
-    assert attempt["ordering_key"] == ""  # no subscription orders; keyless chunks batch
     assert set(attempt["attrs"]) == {*contract.REQUIRED_ATTRIBUTES, contract.ATTR_SHARD}
     assert body["bytes"] == len(sent)
     assert set(body) == {"chunk_id", "bytes", "duration_ms"}
@@ -508,7 +507,7 @@ def test_a_bug_is_500_internal_without_details(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise KeyError("secret internals")
 
-    monkeypatch.setattr(ingest.contract, "check_pcm", broken)
+    monkeypatch.setattr(contract, "check_pcm", broken)
     response, body, publisher = call()
     assert (response.status_code, body["error"]) == (500, "internal")
     assert "secret" not in response.get_data(as_text=True)

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from werkzeug import Request
 from werkzeug.test import EnvironBuilder
 
-from omi_receiver import contract, ingest
-from omi_receiver.config import Config
+from omi_receiver.runtime import contract, ingest
+from omi_receiver.runtime.config import Config
 
 TOKENS = ("tok-A_current.secret", "tok-B~rotated")
 CONFIG = Config(
@@ -32,8 +32,8 @@ class RecordingPublisher:
     def __init__(self):
         self.published = []
 
-    def publish(self, topic, data, *, attributes, timeout, ordering_key=""):
-        self.published.append((data, ordering_key, attributes))
+    def publish(self, topic, data, *, attributes, timeout):
+        self.published.append((data, attributes))
         return "1"
 
 
@@ -104,12 +104,11 @@ def test_no_input_gives_5xx_or_a_publish_without_200(method, path, query, header
         assert publisher.published == []
         assert set(answer) == {"error", "detail"}
         return
-    [(data, ordering_key, attrs)] = publisher.published
+    [(data, attrs)] = publisher.published
     # A declared length can only truncate what the server hands on; compare with that.
     declared = request.content_length
     assert data == (expected_body if declared is None else expected_body[:declared])
     assert answer["bytes"] == len(data)
-    assert ordering_key == ""
     contract.Chunk.from_message(data, attrs)  # the assembler accepts every published message
 
 
@@ -133,7 +132,7 @@ def test_well_formed_requests_are_published_exactly(token, uid, rate, body, extr
         response = ingest.handle(Request(environ), CONFIG, publisher)
         outcomes.append(response.status_code)
         if response.status_code == 200:
-            [(data, _, attrs)] = publisher.published
+            [(data, attrs)] = publisher.published
             assert data == body
             assert (attrs["uid"], attrs["sample_rate"]) == (uid, rate)
         else:

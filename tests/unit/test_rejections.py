@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from omi_receiver.rejections import RejectionLog
+from omi_receiver.runtime.ingest.rejections import RejectionLog
 
 
 class Clock:

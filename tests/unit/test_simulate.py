@@ -30,7 +30,8 @@ import pytest
 import requests
 from hypothesis import given, settings, strategies as st
 
-from omi_receiver import contract, simulate
+from omi_receiver.runtime import contract
+from omi_receiver.devtools import simulate
 
 TINY = (0.02, 0.04, 0.06)  # retry delays for tests
 REPO = Path(__file__).resolve().parents[2]
@@ -764,7 +765,7 @@ def test_cli_usage_errors_exit_2(fake, tmp_path, capsys):
 
 def test_module_entry_point(fake, tmp_path):
     help_text = subprocess.run(
-        [sys.executable, "-m", "omi_receiver.simulate", "--help"],
+        [sys.executable, "-m", "omi_receiver.devtools.simulate", "--help"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout
     for flag in ("--mode", "--interval", "--fast", "--ledger", "--duplicate-rate",
@@ -772,7 +773,7 @@ def test_module_entry_point(fake, tmp_path):
         assert flag in help_text
     wav = write_wav(tmp_path / "a.wav", pcm_of(1, 16000), 16000)
     run = subprocess.run(
-        [sys.executable, "-m", "omi_receiver.simulate", str(wav), "--url", fake.url(),
+        [sys.executable, "-m", "omi_receiver.devtools.simulate", str(wav), "--url", fake.url(),
          "--uid", "u1", "--fast", "--mode", "legacy", "--interval", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )

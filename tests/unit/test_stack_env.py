@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from omi_receiver import stack
+from omi_receiver.devtools import stack
 
 VALUES = {"INGEST_URL": "http://127.0.0.1:8080/secret-token", "RECORDINGS_BUCKET": "omi-recordings-local"}
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from cloudevents.http import CloudEvent
 
-from omi_receiver import vad, wav
-from omi_receiver.config import ConfigError
+import vad_consumer as vad
+from omi_receiver.runtime import wav
+from omi_receiver.runtime.config import ConfigError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "speech-16k.wav"
 

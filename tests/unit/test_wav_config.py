@@ -8,8 +8,8 @@ import wave
 import pytest
 import soundfile
 
-from omi_receiver import wav
-from omi_receiver.config import DEFAULTS, ENV_VARS, Config, ConfigError
+from omi_receiver.runtime import wav
+from omi_receiver.runtime.config import DEFAULTS, ENV_VARS, Config, ConfigError
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])

@@ -20,9 +20,9 @@ from google.api_core import exceptions
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from . import wav
-from .contract import InvalidChunk, parse_time
-from .recording import RECORDINGS_PREFIX, WORK_PREFIX, state_name, user_prefixes
+from omi_receiver.runtime import wav
+from omi_receiver.runtime.contract import BYTES_PER_SAMPLE, InvalidChunk, parse_time
+from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX, WORK_PREFIX, state_name, user_prefixes
 
 WAV_SUFFIX = ".wav"
 _BLOCK = 1 << 20
@@ -67,7 +67,7 @@ def recording_info(blob: storage.Blob) -> RecordingInfo | None:
         start = dt.datetime.fromtimestamp(parse_time(meta["start"]) / 1e6, tz=dt.timezone.utc)
     except (KeyError, ValueError, InvalidChunk):  # not written by the assembler: skip it
         return None
-    duration = max(0, size - wav.HEADER_BYTES) / (2 * sample_rate)
+    duration = max(0, size - wav.HEADER_BYTES) / (BYTES_PER_SAMPLE * sample_rate)
     return RecordingInfo(
         uid=uid,
         id=blob.name.rsplit("/", 1)[1][:-len(WAV_SUFFIX)],

@@ -24,7 +24,7 @@ import time
 
 from werkzeug.exceptions import ClientDisconnected
 
-from .errors import BadRequest, PayloadTooLarge, RequestTimeout
+from ..errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 _BLOCK = 64 * 1024
 # How often the watchdog looks for overrun reads: a deadline is kept to within this.

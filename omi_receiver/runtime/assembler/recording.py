@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from typing import Iterable
 
-from .contract import Chunk, format_time
+from ..contract import Chunk, duration_us, format_time
 
 STATE_VERSION = 1
 STATE_PREFIX = "state/"
@@ -96,7 +96,7 @@ class Recording:
 
     @property
     def duration_us(self) -> int:
-        return self.bytes * 1_000_000 // (2 * self.sample_rate)
+        return duration_us(self.bytes, self.sample_rate)
 
     @property
     def end_us(self) -> int:

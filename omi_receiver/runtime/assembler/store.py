@@ -15,7 +15,7 @@ from google.api_core import exceptions
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from . import wav
+from .. import wav
 from .recording import STATE_PREFIX, ShardLease, UserState, shard_lease_name, state_name
 
 WAV_CONTENT_TYPE = "audio/wav"

@@ -29,11 +29,12 @@ from google.api_core import exceptions
 from google.auth.exceptions import DefaultCredentialsError, RefreshError
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from . import clients, deadletter, logs, resources
-from .catalog import Catalog, CatalogError, parse_since, recording_info
-from .config import Config, ConfigError
-from .contract import UID_PATTERN, InvalidChunk, check_uid
-from .recording import state_name
+from omi_receiver.runtime import clients, logs
+from omi_receiver.ops import deadletter, explain
+from omi_receiver.ops.catalog import Catalog, CatalogError, parse_since, recording_info
+from omi_receiver.runtime.config import Config, ConfigError
+from omi_receiver.runtime.contract import UID_PATTERN, InvalidChunk, check_uid
+from omi_receiver.runtime.assembler.recording import state_name
 
 # Someone waits at the terminal: give Cloud Storage ~10 s of retries, each request 3 s to
 # connect and 5 s between bytes (the client's defaults: 120 s of retries, 60 s per request),
@@ -134,7 +135,7 @@ def cmd_erase(args) -> int:
         if _answer(f"Type the uid ({args.uid}) to erase: ") != args.uid:
             print("nothing erased")
             return 1
-    from .assembler import Assembler, LeaseBusy
+    from omi_receiver.runtime.assembler import Assembler, LeaseBusy
 
     assembler = Assembler(config, storage_retry=STORAGE_RETRY)
     deadline = time.monotonic() + config.lease_seconds + 30
@@ -180,13 +181,13 @@ def cmd_dlq_inspect(args) -> int:
         print(json.dumps([_letter_json(d) for d in letters], indent=1))
         return 0
     if not letters:
-        print(f"no dead letters waiting in {resources.dead_letter_subscription(config)}")
+        print(f"no dead letters waiting in {config.dead_letter_hold_subscription}")
         return 0
     rows = [("PUBLISHED (UTC)", "UID", "CHUNK ID", "RECEIVED AT", "BYTES", "ATTEMPTS", "REPLAYABLE")]
     rows += [(d.publish_time.strftime("%Y-%m-%d %H:%M:%S"), d.uid or "-", d.chunk_id or "-", d.received_at or "-",
               d.bytes, d.delivery_attempts or "-", "yes" if d.replayable else f"no: {d.reason}") for d in letters]
     _table(rows)
-    print(f"{len(letters)} message(s) waiting in {resources.dead_letter_subscription(config)}")
+    print(f"{len(letters)} message(s) waiting in {config.dead_letter_hold_subscription}")
     return 0
 
 
@@ -259,13 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, CatalogError, ConfigError, deadletter.DeadLetterError) as exc:
         return _fail(str(exc))
     except (DefaultCredentialsError, RefreshError):
-        return _fail(clients.NO_CREDENTIALS)
+        return _fail(explain.NO_CREDENTIALS)
     except exceptions.Forbidden as exc:
         return _fail(f"permission denied: {exc.message}")
     except exceptions.GoogleAPICallError as exc:
         return _fail(f"Google Cloud answered {exc.code}: {exc.message}")
-    except clients.UNREACHABLE as exc:  # Cloud Storage (deadletter explains Pub/Sub's itself)
-        return _fail(clients.out_of_reach("Cloud Storage", f"bucket {os.environ.get('RECORDINGS_BUCKET')}", exc))
+    except explain.UNREACHABLE as exc:  # Cloud Storage (deadletter explains Pub/Sub's itself)
+        return _fail(explain.out_of_reach("Cloud Storage", f"bucket {os.environ.get('RECORDINGS_BUCKET')}", exc))
     except KeyboardInterrupt:
         return _fail("interrupted")
 

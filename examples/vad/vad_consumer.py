@@ -1,6 +1,6 @@
 """Example downstream consumer: voice activity detection on every finished recording.
 
-Subscribed to the recordings topic (main.analyze_recording), it streams the WAV from
+Subscribed to the recordings topic (examples/vad/main.py: analyze_recording), it streams the WAV from
 Cloud Storage, runs webrtcvad on 30 ms frames and writes a JSON sidecar next to it,
 `recordings/<uid>/<day>/<start>.vad.json`: speech ratio and speech segments.
 docs/consumers.md explains the pattern; copy it to hang ASR or embeddings on the pipeline.
@@ -25,10 +25,10 @@ from typing import BinaryIO, Iterable, Iterator
 import webrtcvad
 from google.api_core import exceptions
 
-from . import clients, logs, wav
-from .config import ConfigError
-from .contract import format_time, now_us
-from .recording import RECORDINGS_PREFIX
+from omi_receiver.runtime import clients, logs, wav
+from omi_receiver.runtime.config import ConfigError
+from omi_receiver.runtime.contract import format_time, now_us
+from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
 
 VERSION = 1  # of the sidecar's content; a new version re-analyzes on the next event
 SIDECAR_SUFFIX = ".vad.json"  # replaces the WAV's ".wav"
@@ -157,7 +157,7 @@ def decode(cloud_event) -> tuple[str, str]:
 
 
 def handle_event(cloud_event) -> dict | None:
-    """Entry point (main.analyze_recording). Returns the sidecar written, if any. Raises
+    """Entry point (examples/vad/main.py: analyze_recording). Returns the sidecar written, if any. Raises
     only on what a redelivery can heal."""
     try:
         bucket, name = decode(cloud_event)
@@ -241,7 +241,7 @@ def _delete_quietly(blob) -> None:
         pass
 
 
-# --- `python -m omi_receiver.vad gs://BUCKET/recordings/...wav`: try it locally ----------
+# --- `python examples/vad/vad_consumer.py gs://BUCKET/recordings/...wav`: try it locally ----------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     set, else on the running local stack (`make up`), else on Cloud Storage itself."""
     uris = sys.argv[1:] if argv is None else argv
     if not uris or any(not u.startswith("gs://") for u in uris):
-        print("usage: python -m omi_receiver.vad gs://BUCKET/recordings/<uid>/<day>/<start>.wav ...", file=sys.stderr)
+        print("usage: python examples/vad/vad_consumer.py gs://BUCKET/recordings/<uid>/<day>/<start>.wav ...", file=sys.stderr)
         return 2
     if "STORAGE_EMULATOR_HOST" not in os.environ:
-        from . import stack
+        from omi_receiver.devtools import stack
 
         try:
             os.environ["STORAGE_EMULATOR_HOST"] = stack.read_env()["STORAGE_EMULATOR_HOST"]

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable
 
-from . import logs
+from .. import logs
 
 EVENT = "chunk_rejected"
 WINDOW_SECONDS = 60.0

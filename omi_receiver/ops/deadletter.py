@@ -4,7 +4,7 @@ Messages reach the dead-letter topic two ways: the assembler publishes poison th
 (attributes or body that break the contract; it adds `error` and `original_message_id`),
 and Pub/Sub forwards a chunk the assembler failed to ack MAX_DELIVERY_ATTEMPTS times
 (adding the CloudPubSubDeadLetterSource* attributes). Both wait in the pull subscription
-`resources.dead_letter_subscription(config)`.
+`config.dead_letter_hold_subscription`.
 
 `inspect` pulls what waits, describes it and gives it all back at once (nack): nothing is
 consumed. `replay` republishes each valid chunk to its user's shard topic (the original
@@ -27,11 +27,12 @@ import grpc
 from google.api_core import exceptions, retry
 from google.auth.exceptions import DefaultCredentialsError
 
-from . import assembler, clients, resources
-from .config import Config, ConfigError
-from .contract import ATTR_SHARD, REQUIRED_ATTRIBUTES, Chunk, InvalidChunk, shard_of
-from .recording import UserState, late_recording
-from .store import Store
+from omi_receiver.ops import explain
+from omi_receiver.runtime import assembler, clients
+from omi_receiver.runtime.config import Config, ConfigError
+from omi_receiver.runtime.contract import ATTR_SHARD, REQUIRED_ATTRIBUTES, Chunk, InvalidChunk, shard_of
+from omi_receiver.runtime.assembler.recording import UserState, late_recording
+from omi_receiver.runtime.assembler.store import Store
 
 # Attributes Pub/Sub adds when it forwards a message to a dead-letter topic.
 ATTR_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
@@ -307,7 +308,7 @@ def _release(subscriber, subscription: str, ack_ids: list[str]) -> None:
 # --- errors ------------------------------------------------------------------------------
 
 def _hold_subscription(config: Config) -> str:
-    return config.subscription_path(resources.dead_letter_subscription(config))
+    return config.subscription_path(config.dead_letter_hold_subscription)
 
 
 def _hold_context(subscription: str) -> tuple[str, str, str]:
@@ -334,7 +335,7 @@ def _explained(what: str, create_hint: str, role: str, service: str = "Pub/Sub")
     try:
         yield
     except DefaultCredentialsError as exc:
-        raise DeadLetterError(clients.NO_CREDENTIALS) from exc
+        raise DeadLetterError(explain.NO_CREDENTIALS) from exc
     except exceptions.Unauthenticated as exc:
         raise DeadLetterError(f"credentials rejected on {what} ({exc.message}); "
                               "run `gcloud auth application-default login`") from exc
@@ -342,7 +343,7 @@ def _explained(what: str, create_hint: str, role: str, service: str = "Pub/Sub")
         raise DeadLetterError(f"{what} does not exist{create_hint}") from exc
     except (exceptions.PermissionDenied, exceptions.Forbidden) as exc:
         raise DeadLetterError(f"permission denied on {what}: the caller needs {role} ({exc.message})") from exc
-    except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, *clients.UNREACHABLE) as exc:
-        raise DeadLetterError(clients.out_of_reach(service, what, exc)) from exc
+    except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, *explain.UNREACHABLE) as exc:
+        raise DeadLetterError(explain.out_of_reach(service, what, exc)) from exc
     except exceptions.GoogleAPICallError as exc:
         raise DeadLetterError(f"request on {what} failed: {exc}") from exc

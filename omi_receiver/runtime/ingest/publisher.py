@@ -9,12 +9,11 @@ else. When every slot is busy, the requests that arrive meanwhile join one open 
 and its first member sends it as one RPC when a slot frees. Under load a Publish RPC
 (~0.3 ms of CPU whatever its size) is shared by many chunks.
 
-Pub/Sub requires every message of a Publish request to carry the same ordering key, so
-a batch holds one topic and one key; ingest publishes without a key (no subscription
-uses message ordering: the assembler sorts by received_at), so its chunks batch freely.
+A batch holds one topic's messages. Chunks carry no ordering key: no subscription uses
+message ordering (the assembler sorts by received_at), so a user's chunks batch freely.
 
 A failed RPC fails every chunk in it (each request answers 503 and its sender retries
-with the same Idempotency-Key); there is no client-side queue that could pause a key.
+with the same Idempotency-Key); there is no client-side queue that could pause a user.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ from google.api_core import exceptions
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.publisher.exceptions import MessageTooLargeError
 from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage
+
+from .. import contract
 
 # Raw protobuf classes: skip proto-plus marshalling of the (up to 10 MB) body.
 _Request = PublishRequest.pb()
@@ -43,9 +44,8 @@ MAX_IN_FLIGHT = 2
 
 
 class _Batch:
-    def __init__(self, topic: str, ordering_key: str):
+    def __init__(self, topic: str):
         self.topic = topic
-        self.ordering_key = ordering_key
         self.messages: list = []
         self.bytes = 0
         self.closed = False  # no more members: it is being sent or has failed
@@ -70,33 +70,31 @@ class DirectPublisher:
         )
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        self._open: dict[tuple[str, str], _Batch] = {}  # the batch new chunks join, per topic and key
+        self._open: dict[str, _Batch] = {}  # the batch new chunks join, per topic
         self._slots = threading.Condition()
         self.rpcs = 0  # Publish RPCs sent (tests and the benchmark read it)
 
-    def publish(self, topic: str, data: bytes, *, attributes: dict[str, str], timeout: float,
-                ordering_key: str = "") -> str:
+    def publish(self, topic: str, data: bytes, *, attributes: dict[str, str], timeout: float) -> str:
         """Publish one message; returns its id once Pub/Sub has it. Raises api_core errors."""
-        message = _Message(data=data, attributes=attributes, ordering_key=ordering_key)
+        message = _Message(data=data, attributes=attributes)
         if len(data) > MAX_REQUEST_BYTES - 65_536 and message.ByteSize() + len(topic) + 16 > MAX_REQUEST_BYTES:
             raise MessageTooLargeError(f"a message of {message.ByteSize()} bytes exceeds the request cap "
                                        f"of {MAX_REQUEST_BYTES}")
         deadline = time.monotonic() + timeout
-        key = (topic, ordering_key)
         with self._slots:
-            batch = self._open.get(key)
+            batch = self._open.get(topic)
             if batch is not None and batch.fits(len(data)):
                 batch.messages.append(message)
                 batch.bytes += len(data)
                 index, sender = len(batch.messages) - 1, False
             else:
-                batch = _Batch(topic, ordering_key)
+                batch = _Batch(topic)
                 batch.messages.append(message)
                 batch.bytes = len(data)
                 index, sender = 0, True
                 # Open for others only while it waits for a slot; sent at once otherwise.
                 if self._in_flight >= self._max_in_flight:
-                    self._open[key] = batch
+                    self._open[topic] = batch
                 while self._in_flight >= self._max_in_flight:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -105,8 +103,8 @@ class DirectPublisher:
                     self._slots.wait(remaining)
                 self._in_flight += 1
                 batch.closed = True
-                if self._open.get(key) is batch:
-                    del self._open[key]
+                if self._open.get(topic) is batch:
+                    del self._open[topic]
         if sender:
             self._send(batch, deadline)
         elif not batch.done.wait(max(0.0, deadline - time.monotonic())):
@@ -135,6 +133,43 @@ class DirectPublisher:
         """Called holding the lock: the batch never got a slot."""
         batch.error = error
         batch.closed = True
-        if self._open.get((batch.topic, batch.ordering_key)) is batch:
-            del self._open[(batch.topic, batch.ordering_key)]
+        if self._open.get(batch.topic) is batch:
+            del self._open[batch.topic]
         batch.done.set()
+
+
+# What a publish attempt may fail with and still succeed when tried again: the codes the
+# client library retries by default.
+_RETRYABLE = (
+    exceptions.Aborted,
+    exceptions.Cancelled,
+    exceptions.DeadlineExceeded,
+    exceptions.InternalServerError,
+    exceptions.ResourceExhausted,
+    exceptions.ServiceUnavailable,
+    exceptions.Unknown,
+)
+
+
+def publish_chunk(publisher, topic: str, chunk: contract.Chunk, timeout: float, shard: int) -> None:
+    """Publish and wait until Pub/Sub has the message, within `timeout` seconds in all.
+
+    Each attempt gets the time left; transient errors are retried here until the time is
+    spent. A timed-out attempt may still land later; the sender retries with the same
+    Idempotency-Key and the assembler drops duplicates by chunk_id. (DirectPublisher above: Publish
+    RPCs from the request threads, no client-side ordering queue that could block a user.)
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    attributes = chunk.attributes()
+    attributes[contract.ATTR_SHARD] = str(shard)
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            publisher.publish(topic, chunk.data, attributes=attributes, timeout=remaining)
+            return
+        except _RETRYABLE:
+            if deadline - time.monotonic() <= delay:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)

@@ -1,8 +1,8 @@
 """The local stack: both emulators, both functions and the ticker, in the background.
 
-    python -m omi_receiver.stack up      # or: make up
-    python -m omi_receiver.stack down    # or: make down (stops exactly what `up` started)
-    python -m omi_receiver.stack status
+    python -m omi_receiver.devtools.stack up      # or: make up
+    python -m omi_receiver.devtools.stack down    # or: make down (stops exactly what `up` started)
+    python -m omi_receiver.devtools.stack status
 
 `up` writes .local/stack.env (KEY=VALUE: INGEST_URL, the emulator hosts, bucket, project)
 and .local/stack.pids. Ports and every assembler/ingest setting come from the
@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import emulators
-from .config import ENV_VARS, Config
+from omi_receiver.devtools import emulators
+from omi_receiver.runtime.config import ENV_VARS, Config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: omi_receiver/devtools/stack.py
 # OMI_LOCAL_DIR lets a second stack (e.g. the demo test) keep its files apart.
 LOCAL = Path(os.environ.get("OMI_LOCAL_DIR") or ROOT / ".local").resolve()
 LOGS = LOCAL / "logs"
@@ -116,7 +116,7 @@ def up() -> dict[str, str]:
         env = {**os.environ, **settings,
                "PUBSUB_EMULATOR_HOST": pubsub.host, "STORAGE_EMULATOR_HOST": f"http://{gcs.host}"}
         os.environ.update({k: env[k] for k in ("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")})
-        from . import resources
+        from omi_receiver.devtools import resources
 
         resources.provision(config)
         ff = str(Path(sys.executable).parent / "functions-framework")
@@ -131,7 +131,7 @@ def up() -> dict[str, str]:
             proc = _spawn(name, argv, env)
             record(name, proc.pid)
             emulators.wait_for_port(ports[f"{name.upper()}_PORT"], proc, f"the {name} function", timeout=60)
-        ticker = _spawn("ticker", [sys.executable, "-m", "omi_receiver.ticker",
+        ticker = _spawn("ticker", [sys.executable, "-m", "omi_receiver.devtools.ticker",
                                    "--url", f"http://127.0.0.1:{ports['ASSEMBLER_PORT']}",
                                    "--interval", settings["TICK_SECONDS"]], env)
         record("ticker", ticker.pid)

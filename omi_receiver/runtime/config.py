@@ -125,14 +125,21 @@ class Config:
         if missing:
             raise ConfigError(f"missing required environment variable(s): {', '.join(missing)}")
 
-    @property
+    # Read on every request: computed once per Config (a frozen dataclass still has a
+    # __dict__ for cached_property to fill).
+    @functools.cached_property
     def tokens(self) -> tuple[str, ...]:
+        """INGEST_TOKENS, the one place it is parsed."""
         return _csv(self.ingest_tokens)
 
-    @property
+    @functools.cached_property
+    def token_bytes(self) -> tuple[bytes, ...]:
+        return tuple(token.encode() for token in self.tokens)
+
+    @functools.cached_property
     def uid_allow_list(self) -> frozenset[str] | None:
         """The uids ingest accepts, or None for every valid uid."""
-        return _csv_set(self.allowed_uids) or None
+        return frozenset(_csv(self.allowed_uids)) or None
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.google_cloud_project}/topics/{topic}"
@@ -147,6 +154,11 @@ class Config:
             return self.chunks_topic
         return f"{self.chunks_topic}-{shard}"
 
+    @property
+    def dead_letter_hold_subscription(self) -> str:
+        """Where dead letters wait for `omi-receiver dlq` (infra/pubsub.tf names it the same)."""
+        return f"{self.dead_letter_topic}-hold"
+
     def shard_subscription(self, shard: int) -> str:
         """The assembler's subscription on `shard_topic(shard)`."""
         if self.assembler_shards == 1:
@@ -154,15 +166,9 @@ class Config:
         return f"{self.chunks_subscription}-{shard}"
 
 
-@functools.lru_cache(maxsize=8)
 def _csv(text: str) -> tuple[str, ...]:
-    """A comma-separated setting's values, blanks dropped (cached: read on every request)."""
+    """A comma-separated setting's values, blanks dropped."""
     return tuple(value.strip() for value in text.split(",") if value.strip())
-
-
-@functools.lru_cache(maxsize=8)
-def _csv_set(text: str) -> frozenset[str]:
-    return frozenset(_csv(text))
 
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

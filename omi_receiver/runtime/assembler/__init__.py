@@ -1,6 +1,6 @@
 """The assembler: one pass turns waiting chunks into WAV recordings in Cloud Storage.
 
-A tick (Cloud Scheduler -> Pub/Sub -> this function; locally omi_receiver.ticker) runs
+A tick (Cloud Scheduler -> Pub/Sub -> this function; locally omi_receiver.devtools.ticker) runs
 `run_pass`: pull what is waiting on the chunk subscription, group by uid, and per user
 flush the batch under a lease taken on the user's state object:
 
@@ -27,9 +27,9 @@ from typing import Callable
 
 from google.api_core import exceptions
 
-from . import clients, logs, wav
-from .config import Config
-from .contract import Chunk, InvalidChunk, format_time, now_us, shard_of
+from .. import clients, logs, wav
+from ..config import Config
+from ..contract import Chunk, InvalidChunk, format_time, now_us, shard_of
 from .recording import (Lease, Recording, Rules, ShardLease, UserState, late_recording, plan_batch, state_name,
                         uid_of_state, user_prefixes)
 from .store import WAV_CONTENT_TYPE, PreconditionFailed, Store

@@ -17,8 +17,10 @@ import time
 import wave
 from pathlib import Path
 
-from . import clients, simulate, stack
-from .recording import RECORDINGS_PREFIX
+from omi_receiver.runtime import clients, wav
+from omi_receiver.runtime.contract import BYTES_PER_SAMPLE
+from omi_receiver.devtools import simulate, stack
+from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
 
 SAMPLE = stack.ROOT / "samples" / "speech-16k.wav"
 OUT = stack.LOCAL / "demo"
@@ -35,7 +37,7 @@ def wait_for_audio(bucket: str, uid: str, expected: bytes, timeout: float) -> li
     deadline = time.monotonic() + timeout
     while True:
         blobs = _recordings(bucket, uid)
-        have = sum((b.size or 0) - 44 for b in blobs)
+        have = sum((b.size or 0) - wav.HEADER_BYTES for b in blobs)
         if have >= len(expected) or time.monotonic() > deadline:
             return [(b.name, b.download_as_bytes()) for b in blobs]
         time.sleep(1.0)
@@ -65,7 +67,7 @@ def run(speed: float, timeout: float) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     failures = 0
     for uid, mode, interval in devices:
-        print(f"\n[{uid}] streaming {SAMPLE.name} ({len(pcm) / (2 * rate):.1f} s at {rate} Hz) "
+        print(f"\n[{uid}] streaming {SAMPLE.name} ({len(pcm) / (BYTES_PER_SAMPLE * rate):.1f} s at {rate} Hz) "
               f"as a {mode} sender, every {interval:.0f} s of audio, {speed:g}x real time")
         ledger = OUT / f"{uid}.ledger.jsonl"
         summary = simulate.stream(pcm, rate, values["INGEST_URL"], uid, mode=mode, interval=interval,
@@ -87,7 +89,7 @@ def run(speed: float, timeout: float) -> int:
             local = OUT / Path(name).name.replace(".wav", f"-{uid}.wav")
             local.write_bytes(blob)
             print(f"[{uid}] recording gs://{values['RECORDINGS_BUCKET']}/{name}")
-            print(f"[{uid}]   {len(data) / (2 * got_rate):.2f} s at {got_rate} Hz, copy at {stack._show(local)}")
+            print(f"[{uid}]   {len(data) / (BYTES_PER_SAMPLE * got_rate):.2f} s at {got_rate} Hz, copy at {stack._show(local)}")
         if audio == pcm:
             print(f"[{uid}] OK: byte-identical to the {len(pcm):,} bytes sent ({len(entries)} chunks)")
         else:

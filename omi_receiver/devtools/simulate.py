@@ -1,6 +1,6 @@
 """Omi device simulator: sends a WAV file to a webhook the way the Omi backend does.
 
-    python -m omi_receiver.simulate FILE.wav --url URL --uid U [--mode current|legacy]
+    python -m omi_receiver.devtools.simulate FILE.wav --url URL --uid U [--mode current|legacy]
         [--interval X] [--fast | --speed N] [--ledger FILE] [--json] ...
 
 Two senders are emulated, as described in "How the Omi backend calls the webhook":
@@ -68,7 +68,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
-from omi_receiver import contract
+from omi_receiver.runtime import contract
 
 MODE_CURRENT = "current"
 MODE_LEGACY = "legacy"
@@ -617,7 +617,7 @@ def _delays(text: str) -> tuple[float, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m omi_receiver.simulate",
+        prog="python -m omi_receiver.devtools.simulate",
         description=(
             "Send a PCM16 mono WAV file to an Omi 'Realtime audio bytes' webhook the way the "
             "Omi backend does. current: X-second batches of 1-second POSTs, one after another, "

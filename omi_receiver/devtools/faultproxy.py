@@ -3,7 +3,7 @@
 fake-gcs-server never fails; Cloud Storage does (429 on a hot object, 503 at times).
 Point STORAGE_EMULATOR_HOST at this proxy to test the retry paths:
 
-    python -m omi_receiver.faultproxy --upstream http://127.0.0.1:4443 --port 4444 --error-rate 0.1
+    python -m omi_receiver.devtools.faultproxy --upstream http://127.0.0.1:4443 --port 4444 --error-rate 0.1
 
 A failure is injected either before the request reaches the emulator (nothing happened)
 or after it (the write happened but the client sees an error): the second kind is what

@@ -1,6 +1,6 @@
 """Start and stop the local emulators: the real Pub/Sub emulator and fake-gcs-server.
 
-Used by `make up` (omi_receiver.stack) and by the test fixtures, so both run the same way.
+Used by `make up` (omi_receiver.devtools.stack) and by the test fixtures, so both run the same way.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from __future__ import annotations
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
 
-from . import clients
-from .config import Config
+from omi_receiver.runtime import clients
+from omi_receiver.runtime.config import Config
 
 # A user whose lease is held by a crashed pass has newer chunks released once per tick
 # until the lease expires; leave room for that before a message counts as poison.
@@ -19,10 +19,6 @@ TICKS_TOPIC = "assembler-ticks"
 # The hold subscription's ack deadline, as infra/pubsub.tf sets it: a `dlq replay` that dies
 # leaves the messages it pulled out of sight this long, here as in production.
 HOLD_ACK_DEADLINE_SECONDS = 600
-
-
-def dead_letter_subscription(config: Config) -> str:
-    return f"{config.dead_letter_topic}-hold"
 
 
 def recordings_subscription(config: Config) -> str:
@@ -56,7 +52,7 @@ def provision(config: Config) -> None:
         for shard in shards
     ] + [
         {
-            "name": config.subscription_path(dead_letter_subscription(config)),
+            "name": config.subscription_path(config.dead_letter_hold_subscription),
             "topic": config.topic_path(config.dead_letter_topic),
             "ack_deadline_seconds": HOLD_ACK_DEADLINE_SECONDS,
         },

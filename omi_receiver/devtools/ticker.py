@@ -5,7 +5,7 @@ CloudEvent to `assemble_recordings`. Here the loop POSTs the same kind of CloudE
 to the assembler served by functions-framework, waiting for each pass to finish, so
 passes never overlap (as with one scheduler job and max one instance per tick).
 
-    python -m omi_receiver.ticker --url http://127.0.0.1:8081 [--interval 5]
+    python -m omi_receiver.devtools.ticker --url http://127.0.0.1:8081 [--interval 5]
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import uuid
 
 import requests
 
-from . import logs
-from .contract import format_time, now_us
+from omi_receiver.runtime import logs
+from omi_receiver.runtime.contract import format_time, now_us
 
 
 def tick_event(topic: str, shard: int = 0, shards: int = 1) -> tuple[dict[str, str], bytes]:
