@@ -20,13 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 PROJECT = "omi-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# The code whose performance is measured; hashed into every result so a number can be
-# traced to the exact (possibly uncommitted) source.
-MEASURED_FILES = ("omi_receiver/ingest.py", "omi_receiver/assembler.py", "omi_receiver/store.py",
-                  "omi_receiver/recording.py", "omi_receiver/clients.py", "main.py")
+# Hashed into every result so a number can be traced to the exact (possibly uncommitted)
+# source. The code whose performance is measured is what is deployed: main.py and the runtime package.
+MEASURED_FILES = ("main.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "omi_receiver" / "runtime").rglob("*.py")))
 
 
 # --- provenance ---------------------------------------------------------------------------
@@ -197,9 +195,10 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 def spawn_function(source: str, target: str, port: int, env: dict, log: Path,
                    signature: str = "http") -> subprocess.Popen:
-    """functions-framework (gunicorn, 1 worker, 4 x CPU threads) in its own process group."""
-    argv = [str(VENV_BIN / "functions-framework"), "--source", source, "--target", target,
-            "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    return proc
+    """functions-framework (gunicorn, 1 worker, 4 x CPU threads) in its own process group,
+    serving `source` (relative to the repository); `env` added to this process's. Returns
+    at once (wait_http); stop it with omi_receiver.devtools.functions.stop(proc.pid)."""
+    from omi_receiver.devtools.functions import FunctionServer, Signature
+
+    server = FunctionServer(target, ROOT / source, port, log, {**os.environ, **env}, Signature(signature))
+    return server.spawn()

@@ -29,7 +29,7 @@ import time
 from google.cloud import pubsub_v1
 
 from bench.common import PROJECT, Emulators, median, percentile, process_tree, ratio, spawn_function, wait_http
-from omi_receiver.devtools import emulators
+from omi_receiver.devtools import emulators, functions
 from omi_receiver.runtime.ingest.publisher import DirectPublisher
 
 TOKEN = "bench-token-0123456789"
@@ -101,7 +101,7 @@ def run(quick: bool, log=print) -> dict:
                     f"p99 {publish_rtt[name]['p99_ms']} ms  client {publish_rtt[name]['client_cpu_ms']} CPU-ms")
         finally:
             for _, proc in servers.values():
-                emulators.stop_process_group(proc.pid)
+                functions.stop(proc.pid, proc=proc)
     return {"runs": runs, "summary": summarize(runs), "targets": TARGETS, "publish_rtt": publish_rtt,
             "emulator_warmup": warmup_report,
             "settings": {"levels": levels, "rounds": rounds, "c1_rounds": rounds if quick else C1_ROUNDS,

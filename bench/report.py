@@ -202,7 +202,7 @@ def performance() -> str:
         "  sender has one request per uid in flight; the round trip to real Pub/Sub (milliseconds) is what it waits.",
         "  At 50-200 connections latency is queueing behind the one worker (p50 ~ connections / throughput).",
         "- **Batching.** Ingest sends a chunk in its own Publish RPC while fewer than 2 are in flight; chunks that",
-        "  arrive while both are busy share the next RPC (no timer, no extra thread: `omi_receiver/publisher.py`).",
+        "  arrive while both are busy share the next RPC (no timer, no extra thread: `omi_receiver/runtime/ingest/publisher.py`).",
         "  So at 1 connection nothing waits for a batch, and under load one RPC's ~0.3 ms of CPU is shared; at",
         "  50 connections a Publish RPC carried about 2 chunks (counted by hand from `DirectPublisher.rpcs`): at",
         "  ~850 req/s and a ~0.6 ms round trip, few requests arrive while both slots are busy.",
@@ -431,7 +431,7 @@ def _long_passes(fr: dict, budget: float) -> list[str]:
     ]
     if longest["empty_collects"] > 10:
         text += [
-            f"After flushing it went on until PASS_SECONDS: `_collect` returned nothing {longest['empty_collects']:,} times",
+            f"After flushing it went on until PASS_SECONDS: a collecting round (`collect.py`) returned nothing {longest['empty_collects']:,} times",
             "in a row (past half the budget it returns at once, and `run_pass` calls it again while `more` is true),",
             "a busy loop that burns a vCPU for the rest of the budget.",
         ]

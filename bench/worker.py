@@ -38,6 +38,8 @@ class Instrumented(Assembler):
         self.collects = self.empty_collects = 0
         for name in ("read_state", "write_state", "upload", "compose", "delete_quietly"):
             setattr(self.store, name, self._timed(name, getattr(self.store, name)))
+        self.collector.collect = self._counted(self.collector.collect)
+        self.collector.pull = self._recorded(self.collector.pull)
 
     def _timed(self, name, method):
         def timed(*args, **kwargs):
@@ -55,18 +57,23 @@ class Instrumented(Assembler):
             self.flushed.append(uid)
         return stats
 
-    def _collect(self, *args):
-        by_uid, more = super()._collect(*args)
-        with self._lock:
-            self.collects += 1
-            self.empty_collects += not by_uid
-        return by_uid, more
+    def _counted(self, collect):
+        """Counts the collecting rounds, and those that brought nothing."""
+        def counted(rounds):
+            by_uid, stopped = collect(rounds)
+            with self._lock:
+                self.collects += 1
+                self.empty_collects += not by_uid
+            return by_uid, stopped
+        return counted
 
-    def _pull(self, subscription):
-        started = time.monotonic()
-        received = super()._pull(subscription)
-        self.pulls.append((len(received), round(time.monotonic() - started, 3)))
-        return received
+    def _recorded(self, pull):
+        def recorded(subscription):
+            started = time.monotonic()
+            received = pull(subscription)
+            self.pulls.append((len(received), round(time.monotonic() - started, 3)))
+            return received
+        return recorded
 
 
 def pool(env: dict, config: Config) -> concurrent.futures.ProcessPoolExecutor:

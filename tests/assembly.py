@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import types
 import uuid
 import wave
 
@@ -126,3 +127,11 @@ class PullSpy:
     def expire(self, subscription: str) -> None:
         self._subscriber.modify_ack_deadline(
             request={"subscription": subscription, "ack_ids": self.ack_ids, "ack_deadline_seconds": 0})
+
+
+class NothingWaiting:
+    """A subscriber whose every pull comes back empty, as a cold channel's may while
+    messages wait."""
+
+    def pull(self, *args, **kwargs):
+        return types.SimpleNamespace(received_messages=[])

@@ -9,8 +9,6 @@ subscriptions and bucket, provisioned on the emulators.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 from omi_receiver.runtime import clients
 from omi_receiver.devtools import emulators, resources
+from omi_receiver.devtools.functions import FunctionServer
 from omi_receiver.runtime.config import Config
 
 PROJECT = "omi-test"
@@ -48,9 +47,9 @@ def _fresh_rejection_log(monkeypatch):
 @pytest.fixture(autouse=True)
 def _short_empty_pulls(monkeypatch):
     # The emulator holds an empty pull until the timeout; tests drain often.
-    from omi_receiver.runtime import assembler
+    from omi_receiver.runtime.assembler import subscription
 
-    monkeypatch.setattr(assembler, "PULL_TIMEOUT_SECONDS", 0.7)
+    monkeypatch.setattr(subscription, "PULL_TIMEOUT_SECONDS", 0.7)
 
 
 @pytest.fixture(scope="session")
@@ -114,29 +113,18 @@ def serve_ingest(stack_config, tmp_path):
     """Start main.py's receive_chunk under the real functions-framework CLI (gunicorn, as in
     production), pointed at the emulators and `stack_config`'s topic. Call it with settings
     as environment variables; returns (base URL, log path). Stopped after the test."""
-    procs = []
+    servers: list[FunctionServer] = []
 
     def start(**settings: str) -> tuple[str, Path]:
         port = emulators.free_port()
         env = {**os.environ, "GOOGLE_CLOUD_PROJECT": stack_config.google_cloud_project,
                "CHUNKS_TOPIC": stack_config.chunks_topic, "INGEST_TOKENS": stack_config.ingest_tokens,
                **settings}
-        log = tmp_path / f"ingest-{port}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "functions-framework"), "--target", "receive_chunk",
-                 "--source", str(ROOT / "main.py"), "--port", str(port), "--host", "127.0.0.1"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        procs.append(proc)
-        emulators.wait_for_port(port, proc, "functions-framework", timeout=30)
-        return f"http://127.0.0.1:{port}", log
+        server = FunctionServer("receive_chunk", ROOT / "main.py", port, tmp_path / f"ingest-{port}.log", env)
+        servers.append(server)
+        server.start(timeout=30)
+        return server.url, server.log
 
     yield start
-    for proc in procs:
-        # SIGINT is gunicorn's quick shutdown (SIGTERM waits out a graceful period).
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulators.stop_process_group(proc.pid)
+    for server in servers:
+        server.stop()

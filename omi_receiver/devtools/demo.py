@@ -17,13 +17,16 @@ import time
 import wave
 from pathlib import Path
 
-from omi_receiver.runtime import clients, wav
-from omi_receiver.runtime.contract import BYTES_PER_SAMPLE
 from omi_receiver.devtools import simulate, stack
+from omi_receiver.devtools.settings import ROOT
+from omi_receiver.runtime import clients, wav
 from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
+from omi_receiver.runtime.config import ConfigError
+from omi_receiver.runtime.contract import BYTES_PER_SAMPLE
 
-SAMPLE = stack.ROOT / "samples" / "speech-16k.wav"
-OUT = stack.LOCAL / "demo"
+SAMPLE = ROOT / "samples" / "speech-16k.wav"
+# The demo's devices: (uid prefix, sender, the app's interval in seconds).
+DEVICES = (("demo-current", simulate.Mode.CURRENT, 5.0), ("demo-legacy", simulate.Mode.LEGACY, 10.0))
 
 
 def _recordings(bucket: str, uid: str) -> list:
@@ -48,7 +51,9 @@ def pcm_of(blob: bytes) -> tuple[bytes, int]:
         return w.readframes(w.getnframes()), w.getframerate()
 
 
-def run(speed: float, timeout: float) -> int:
+def _stack() -> dict[str, str]:
+    """The running stack's stack.env values, starting the stack if needed; this process's
+    clients pointed at its emulators."""
     try:
         values = stack.read_env()
         print("using the running local stack")
@@ -58,45 +63,61 @@ def run(speed: float, timeout: float) -> int:
         stack.wait_ready(values)
     for key in ("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT"):
         os.environ[key] = values[key]
+    return values
+
+
+def _stream(values: dict[str, str], uid: str, options: simulate.Options, pcm: bytes, rate: int,
+            out: Path) -> int | None:
+    """Send the sample as one device; the number of chunks, or None if any was not acknowledged."""
+    print(f"\n[{uid}] streaming {SAMPLE.name} ({len(pcm) / (BYTES_PER_SAMPLE * rate):.1f} s at {rate} Hz) "
+          f"as a {options.mode} sender, every {options.interval:.0f} s of audio, {options.speed:g}x real time")
+    ledger = out / f"{uid}.ledger.jsonl"
+    summary = simulate.stream(pcm, rate, values["INGEST_URL"], uid, options, ledger=ledger,
+                              progress=sys.stderr.isatty())
+    print(f"[{uid}] {summary.line()}")
+    entries = simulate.read_ledger(ledger)
+    if summary.failed or summary.dropped or sum(e.bytes for e in entries) != len(pcm):
+        print(f"[{uid}] FAILED: not every chunk was acknowledged")
+        return None
+    return len(entries)
+
+
+def _check_recordings(values: dict[str, str], uid: str, pcm: bytes, chunks: int, timeout: float,
+                      out: Path) -> bool:
+    """Wait for the device's recordings, copy them to `out`; whether they hold exactly `pcm`."""
+    print(f"[{uid}] waiting for the assembler (tick every {values['TICK_SECONDS']} s)...")
+    audio = b""
+    for name, blob in wait_for_audio(values["RECORDINGS_BUCKET"], uid, pcm, timeout):
+        data, got_rate = pcm_of(blob)
+        audio += data
+        local = out / Path(name).name.replace(".wav", f"-{uid}.wav")
+        local.write_bytes(blob)
+        print(f"[{uid}] recording gs://{values['RECORDINGS_BUCKET']}/{name}")
+        print(f"[{uid}]   {len(data) / (BYTES_PER_SAMPLE * got_rate):.2f} s at {got_rate} Hz, "
+              f"copy at {stack.show(local)}")
+    if audio == pcm:
+        print(f"[{uid}] OK: byte-identical to the {len(pcm):,} bytes sent ({chunks} chunks)")
+        return True
+    print(f"[{uid}] FAILED: the recording holds {len(audio):,} bytes, {len(pcm):,} were sent"
+          f"{' (same length, different bytes)' if len(audio) == len(pcm) else ''}")
+    return False
+
+
+def run(speed: float, timeout: float) -> int:
+    values = _stack()
     pcm, rate = simulate.read_wav(SAMPLE)
+    out = stack.settings().local_dir / "demo"
+    out.mkdir(parents=True, exist_ok=True)
     suffix = time.strftime("%H%M%S")
-    devices = [
-        (f"demo-current-{suffix}", "current", 5.0),
-        (f"demo-legacy-{suffix}", "legacy", 10.0),
-    ]
-    OUT.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for uid, mode, interval in devices:
-        print(f"\n[{uid}] streaming {SAMPLE.name} ({len(pcm) / (BYTES_PER_SAMPLE * rate):.1f} s at {rate} Hz) "
-              f"as a {mode} sender, every {interval:.0f} s of audio, {speed:g}x real time")
-        ledger = OUT / f"{uid}.ledger.jsonl"
-        summary = simulate.stream(pcm, rate, values["INGEST_URL"], uid, mode=mode, interval=interval,
-                                  speed=speed, ledger=ledger, progress=sys.stderr.isatty(),
-                                  retry_delays=(1.0, 5.0, 30.0))
-        print(f"[{uid}] {summary.line()}")
-        entries = simulate.read_ledger(ledger)
-        acked_bytes = sum(e.bytes for e in entries)
-        if summary.failed or summary.dropped or acked_bytes != len(pcm):
-            print(f"[{uid}] FAILED: not every chunk was acknowledged")
+    for prefix, mode, interval in DEVICES:
+        uid = f"{prefix}-{suffix}"
+        options = simulate.Options(mode=mode, interval=interval, speed=speed)
+        chunks = _stream(values, uid, options, pcm, rate, out)
+        if chunks is None or not _check_recordings(values, uid, pcm, chunks, timeout, out):
             failures += 1
-            continue
-        print(f"[{uid}] waiting for the assembler (tick every {values['TICK_SECONDS']} s)...")
-        recs = wait_for_audio(values["RECORDINGS_BUCKET"], uid, pcm, timeout)
-        audio = b""
-        for name, blob in recs:
-            data, got_rate = pcm_of(blob)
-            audio += data
-            local = OUT / Path(name).name.replace(".wav", f"-{uid}.wav")
-            local.write_bytes(blob)
-            print(f"[{uid}] recording gs://{values['RECORDINGS_BUCKET']}/{name}")
-            print(f"[{uid}]   {len(data) / (BYTES_PER_SAMPLE * got_rate):.2f} s at {got_rate} Hz, copy at {stack._show(local)}")
-        if audio == pcm:
-            print(f"[{uid}] OK: byte-identical to the {len(pcm):,} bytes sent ({len(entries)} chunks)")
-        else:
-            print(f"[{uid}] FAILED: the recording holds {len(audio):,} bytes, {len(pcm):,} were sent"
-                  f"{' (same length, different bytes)' if len(audio) == len(pcm) else ''}")
-            failures += 1
-    print(f"\nthe stack is still running: INGEST_URL is in {stack._show(stack.ENV_FILE)}; `make down` stops it")
+    print(f"\nthe stack is still running: INGEST_URL is in {stack.show(stack.settings().env_file)}; "
+          "`make down` stops it")
     return 1 if failures else 0
 
 
@@ -107,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args.speed, args.timeout)
-    except (stack.StackError, simulate.UsageError) as exc:
+    except (stack.StackError, simulate.UsageError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -62,30 +62,97 @@ class Emulator:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        stop_process_group(self.proc.pid)
+        stop_process_group(self.proc.pid, proc=self.proc)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
 
 
-def stop_process_group(pid: int, grace: float = 5.0) -> None:
-    """SIGTERM the process group led by `pid` (started with start_new_session), then SIGKILL."""
+def stop_process_group(pid: int, grace: float = 5.0, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM the process group led by `pid` (started with start_new_session), then SIGKILL.
+    `proc`: the leader, when it is a child of this process (reaped as it exits, else its
+    zombie would keep the group alive for the whole grace)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
+    if wait_group_gone(pid, grace, proc):
+        return
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs. A zombie does not: one whose parent is gone waits for
+    init to reap it, which can take seconds."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _state(pid) not in ("Z", None)
+
+
+def group_members(pgid: int) -> set[int] | None:
+    """The running (not zombie) processes of a process group, from /proc; None where there
+    is no /proc to read."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return None
+    members = set()
+    for entry in proc_root.iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields and int(fields[2]) == pgid and fields[0] != "Z":
+                members.add(int(entry.name))
+    return members
+
+
+def wait_group_gone(pgid: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    """Until no process of the group runs (reaping `proc`, its leader, if it is our child);
+    False if one still does after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None:
+            proc.poll()
+        if not _group_runs(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _group_runs(pgid: int) -> bool:
+    members = group_members(pgid)
+    if members is not None:
+        return bool(members)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name: state, ppid, pgrp, ...; None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _state(pid: int) -> str | None:
+    """The state letter from /proc (R, S, Z...); "?" where there is no /proc; None if gone."""
+    if not Path("/proc").is_dir():
+        return "?"
+    fields = _stat(pid)
+    return fields[0] if fields else None
 
 
 def _gcloud() -> str:

@@ -5,7 +5,10 @@ CloudEvent to `assemble_recordings`. Here the loop POSTs the same kind of CloudE
 to the assembler served by functions-framework, waiting for each pass to finish, so
 passes never overlap (as with one scheduler job and max one instance per tick).
 
-    python -m omi_receiver.devtools.ticker --url http://127.0.0.1:8081 [--interval 5]
+    python -m omi_receiver.devtools.ticker --url http://127.0.0.1:8081 [--interval 5] [--shards 1]
+
+The defaults come from TICK_SECONDS (omi_receiver.devtools.settings) and ASSEMBLER_SHARDS
+(the functions' Config); `make up` passes both.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import signal
 import threading
 import time
@@ -21,7 +23,9 @@ import uuid
 
 import requests
 
+from omi_receiver.devtools.settings import LocalSettings
 from omi_receiver.runtime import logs
+from omi_receiver.runtime.config import Config, ConfigError
 from omi_receiver.runtime.contract import format_time, now_us
 
 
@@ -60,14 +64,19 @@ def run(url: str, interval: float, topic: str, stop: threading.Event, shards: in
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Tick the local assembler every few seconds.")
     parser.add_argument("--url", required=True, help="assembler function URL")
-    parser.add_argument("--interval", type=float, default=float(os.environ.get("TICK_SECONDS", "5")))
+    parser.add_argument("--interval", type=float, help="seconds between ticks (default: TICK_SECONDS, 5)")
     parser.add_argument("--topic", default="projects/local/topics/assembler-ticks")
-    parser.add_argument("--shards", type=int, default=int(os.environ.get("ASSEMBLER_SHARDS", "1")))
+    parser.add_argument("--shards", type=int, help="passes per tick (default: ASSEMBLER_SHARDS, 1)")
     args = parser.parse_args(argv)
+    try:
+        interval = LocalSettings.from_env().tick_seconds if args.interval is None else args.interval
+        shards = Config.from_env().assembler_shards if args.shards is None else args.shards
+    except ConfigError as exc:
+        parser.error(str(exc))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run(args.url, args.interval, args.topic, stop, args.shards)
+    run(args.url, interval, args.topic, stop, shards)
 
 
 if __name__ == "__main__":

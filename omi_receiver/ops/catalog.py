@@ -2,7 +2,7 @@
 
 Read-only; everything comes from object listings (name, size, CRC32C and the custom
 metadata the assembler writes on every WAV), so listing a user never downloads audio.
-Erasing is the assembler's job (`Assembler.erase_user`): it must hold the user's lease.
+Erasing is erase.py's job (`erase_user`): it must hold the user's lease.
 """
 
 from __future__ import annotations

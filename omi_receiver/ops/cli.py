@@ -135,13 +135,14 @@ def cmd_erase(args) -> int:
         if _answer(f"Type the uid ({args.uid}) to erase: ") != args.uid:
             print("nothing erased")
             return 1
+    from omi_receiver.ops.erase import erase_user
     from omi_receiver.runtime.assembler import Assembler, LeaseBusy
 
     assembler = Assembler(config, storage_retry=STORAGE_RETRY)
     deadline = time.monotonic() + config.lease_seconds + 30
     while True:
         try:
-            erased = assembler.erase_user(args.uid, progress=lambda name: print(f"deleted {name}"))
+            erased = erase_user(assembler, args.uid, progress=lambda name: print(f"deleted {name}"))
             break
         except LeaseBusy:
             # An assembler pass is writing this user's audio; its lease ends within LEASE_SECONDS.

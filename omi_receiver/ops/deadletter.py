@@ -28,11 +28,12 @@ from google.api_core import exceptions, retry
 from google.auth.exceptions import DefaultCredentialsError
 
 from omi_receiver.ops import explain
-from omi_receiver.runtime import assembler, clients
+from omi_receiver.runtime import clients
 from omi_receiver.runtime.config import Config, ConfigError
 from omi_receiver.runtime.contract import ATTR_SHARD, REQUIRED_ATTRIBUTES, Chunk, InvalidChunk, shard_of
 from omi_receiver.runtime.assembler.recording import UserState, late_recording
 from omi_receiver.runtime.assembler.store import Store
+from omi_receiver.runtime.assembler.subscription import Subscription
 
 # Attributes Pub/Sub adds when it forwards a message to a dead-letter topic.
 ATTR_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
@@ -102,9 +103,9 @@ def inspect(config: Config, limit: int | None = None) -> list[DeadLetter]:
     Pub/Sub hands them out), sorted by publish time. Nothing is consumed: every message
     pulled is released again before this returns."""
     _require(config, "google_cloud_project")
-    subscription = _hold_subscription(config)
-    with _explained(*_hold_context(subscription)):
-        return sorted((describe(m) for m in _peek(clients.subscriber(), subscription, limit)),
+    path = _hold_subscription(config)
+    with _explained(*_hold_context(path)):
+        return sorted((describe(m) for m in _peek(_bounded(clients.subscriber(), path), limit)),
                       key=lambda d: (d.publish_time, d.message_id))
 
 
@@ -118,10 +119,10 @@ def replay(config: Config, limit: int | None = None,
     reads of users' states (Store's own retry without it).
     """
     _require(config, "google_cloud_project", "recordings_bucket")
-    subscription = _hold_subscription(config)
+    path = _hold_subscription(config)
     report = ReplayReport()
-    with _explained(*_hold_context(subscription)):
-        subscriber = clients.subscriber()
+    with _explained(*_hold_context(path)):
+        hold = _bounded(clients.subscriber(), path)
     with _explained("the chunk topics", "", "roles/pubsub.publisher on the chunk topics"):
         publisher = clients.chunk_publisher()
     with _explained(*_bucket_context(config.recordings_bucket)):
@@ -131,8 +132,8 @@ def replay(config: Config, limit: int | None = None,
     acked: set[str] = set()  # everything else pulled is released at the end
     left = (lambda: None) if limit is None else (lambda: limit - report.taken)
     try:
-        with _explained(*_hold_context(subscription)):
-            for batch in _new_messages(subscriber, subscription, left, pulled):
+        with _explained(*_hold_context(path)):
+            for batch in _new_messages(hold, left, pulled):
                 done: list[str] = []
                 try:
                     for received in batch:
@@ -150,15 +151,15 @@ def replay(config: Config, limit: int | None = None,
                         if progress:
                             progress(report.taken, limit)
                 finally:
-                    _ack(subscriber, subscription, done)  # only what Pub/Sub or the state holds
+                    hold.ack(done)  # only what Pub/Sub or the state holds
                     acked.update(done)
     except DeadLetterError as exc:
         exc.report = report
         raise
     finally:
-        _release(subscriber, subscription, [a for a in pulled if a not in acked])
-    with _explained(*_hold_context(subscription)):
-        report.remaining = len(_peek(subscriber, subscription, None))
+        hold.release([a for a in pulled if a not in acked])
+    with _explained(*_hold_context(path)):
+        report.remaining = len(_peek(hold, None))
     return report
 
 
@@ -226,21 +227,25 @@ def _republish(publisher, config: Config, data: bytes, attributes: dict[str, str
 
 # --- pulling without consuming -----------------------------------------------------------
 
-def _peek(subscriber, subscription: str, limit: int | None) -> list:
+def _bounded(subscriber, path: str) -> Subscription:
+    """The subscription at `path`, its acks and releases bounded for someone waiting."""
+    return Subscription(subscriber, path, retry=RPC_RETRY, timeout=RPC_TIMEOUT_SECONDS)
+
+
+def _peek(hold: Subscription, limit: int | None) -> list:
     """Pull up to `limit` distinct messages, then release them all at once."""
     pulled: list[str] = []
     found: list = []
     left = (lambda: None) if limit is None else (lambda: limit - len(found))
     try:
-        for batch in _new_messages(subscriber, subscription, left, pulled):
+        for batch in _new_messages(hold, left, pulled):
             found.extend(batch)
     finally:
-        _release(subscriber, subscription, pulled)
+        hold.release(pulled)
     return found
 
 
-def _new_messages(subscriber, subscription: str, left: Callable[[], int | None],
-                  pulled: list[str]) -> Iterator[list]:
+def _new_messages(hold: Subscription, left: Callable[[], int | None], pulled: list[str]) -> Iterator[list]:
     """Batches of messages not seen before in this run, until `left()` is 0 or the
     subscription looks empty. Every ack id pulled is appended to `pulled` (a message whose
     lease ran out comes back with a new one), for the caller to ack or release."""
@@ -250,7 +255,7 @@ def _new_messages(subscriber, subscription: str, left: Callable[[], int | None],
         wanted = left()
         if wanted is not None and wanted <= 0:
             return
-        received = _pull(subscriber, subscription, PULL_BATCH if wanted is None else min(PULL_BATCH, wanted))
+        received = _pull(hold, PULL_BATCH if wanted is None else min(PULL_BATCH, wanted))
         pulled.extend(m.ack_id for m in received)
         new = [m for m in received if m.message.message_id not in seen]
         seen.update(m.message.message_id for m in new)
@@ -259,14 +264,13 @@ def _new_messages(subscriber, subscription: str, left: Callable[[], int | None],
             yield new
 
 
-def _pull(subscriber, subscription: str, max_messages: int) -> list:
+def _pull(hold: Subscription, max_messages: int) -> list:
+    """A pull that tells "nothing waiting" from "Pub/Sub out of reach" (which raises)."""
     for attempt in range(3):
         try:
-            response = subscriber.pull(request={"subscription": subscription, "max_messages": max_messages},
-                                       timeout=assembler.PULL_TIMEOUT_SECONDS, retry=None)
-            return list(response.received_messages)
+            return hold.pull(max_messages)
         except exceptions.DeadlineExceeded:
-            if _connected(subscriber):
+            if _connected(hold.subscriber):
                 return []  # the emulator holds an empty pull until the timeout
             raise
         except exceptions.ServiceUnavailable:
@@ -285,24 +289,6 @@ def _connected(subscriber) -> bool:
         return False
     finally:
         ready.cancel()
-
-
-def _ack(subscriber, subscription: str, ack_ids: list[str]) -> None:
-    for start in range(0, len(ack_ids), 2500):
-        subscriber.acknowledge(request={"subscription": subscription, "ack_ids": ack_ids[start:start + 2500]},
-                               retry=RPC_RETRY, timeout=RPC_TIMEOUT_SECONDS)
-
-
-def _release(subscriber, subscription: str, ack_ids: list[str]) -> None:
-    """Give messages back at once; if that fails they come back after the ack deadline."""
-    for start in range(0, len(ack_ids), 2500):
-        try:
-            subscriber.modify_ack_deadline(request={"subscription": subscription,
-                                                    "ack_ids": ack_ids[start:start + 2500],
-                                                    "ack_deadline_seconds": 0},
-                                           retry=RPC_RETRY, timeout=RPC_TIMEOUT_SECONDS)
-        except exceptions.GoogleAPIError:  # RetryError included
-            pass
 
 
 # --- errors ------------------------------------------------------------------------------

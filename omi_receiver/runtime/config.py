@@ -83,13 +83,7 @@ class Config:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
         environ = os.environ if environ is None else environ
-        values = {}
-        for field in dataclasses.fields(cls):
-            raw = environ.get(field.name.upper())
-            if raw is None or raw == "":
-                continue
-            values[field.name] = _parse(field, raw)
-        config = cls(**values)
+        config = cls(**env_values(cls, environ))
         config._validate()
         return config
 
@@ -164,6 +158,19 @@ class Config:
         if self.assembler_shards == 1:
             return self.chunks_subscription
         return f"{self.chunks_subscription}-{shard}"
+
+
+def env_values(cls: type, environ: Mapping[str, str]) -> dict[str, object]:
+    """The fields of dataclass `cls` that `environ` sets (each under its name upper-cased;
+    empty counts as unset), parsed by the field's type (str, int, float, bool); a bad
+    value is a ConfigError naming the variable. Also builds the local tools' settings."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        raw = environ.get(field.name.upper())
+        if raw is None or raw == "":
+            continue
+        values[field.name] = _parse(field, raw)
+    return values
 
 
 def _csv(text: str) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from omi_receiver.devtools import resources
 from omi_receiver.runtime.assembler import Assembler, LeaseBusy
 from omi_receiver.runtime.contract import Chunk, now_us
 
-from assembly import Clock, KillAt, Killed, PullSpy, audio_of, drain, joined, publish, recordings, stream
+from assembly import Clock, KillAt, Killed, NothingWaiting, PullSpy, audio_of, drain, joined, publish, recordings, stream
 
 HOUR_US = 3600 * 1_000_000
 
@@ -366,8 +366,8 @@ def test_kill_mid_pass_then_redelivery_through_pubsub(stack_config, clock):
         if step == "write_state" and "compose" in steps:
             raise Killed("before the commit")
 
-    victim = make(stack_config, clock, hook=die_at_the_commit)
-    victim.subscriber = spy = PullSpy(clients.subscriber())
+    spy = PullSpy(clients.subscriber())
+    victim = make(stack_config, clock, hook=die_at_the_commit, subscriber=spy)
     with pytest.raises(Killed):
         victim.run_pass()
     spy.expire(stack_config.subscription_path(stack_config.chunks_subscription))
@@ -466,8 +466,7 @@ def test_no_finalization_while_a_dead_pass_may_hold_chunks(stack_config, clock):
     with pytest.raises(Killed):
         make(stack_config, clock, hook=die).run_pass()
     clock.advance(stack_config.lease_seconds + stack_config.session_gap_seconds)  # all looks idle
-    recovering = make(stack_config, clock)
-    recovering._pull = lambda sub: []  # the cold channel's first pull comes back empty
+    recovering = make(stack_config, clock, subscriber=NothingWaiting())  # as a cold channel's first pull
     assert recovering.run_pass().finalized == 0
     [(_, _, meta)] = recordings(stack_config, "patient")
     assert meta["status"] == "open"

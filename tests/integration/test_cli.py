@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from omi_receiver.ops import cli
+from omi_receiver.ops.erase import erase_user
 from omi_receiver.runtime import clients, logs
 from omi_receiver.runtime.assembler import ERASE_MARKER_KEEP_US, Assembler, LeaseBusy
 from google.cloud.storage.fileio import BlobReader
@@ -258,7 +259,7 @@ def test_erase_while_audio_streams_in_leaves_only_whole_valid_recordings(env, ca
         eraser = Assembler(config)
         for _ in range(100):
             try:
-                erased = eraser.erase_user("eve")
+                erased = erase_user(eraser, "eve")
                 break
             except LeaseBusy:  # a pass is flushing eve: as the CLI does, try again
                 time.sleep(0.1)
@@ -294,7 +295,7 @@ def _state_blob(config, uid):
 
 def test_an_erase_marker_is_deleted_by_a_pass_once_nothing_from_before_the_erase_can_arrive(env):
     two_recordings(env)
-    erased = Assembler(env).erase_user("ann")
+    erased = erase_user(Assembler(env), "ann")
     marker = _state_blob(env, "ann")
     assert marker.metadata["erased_before_us"] == str(erased.erased_before_us)  # found by the listing
     # Young: every pass keeps it (chunks from before the erase may still come).
@@ -317,7 +318,7 @@ def test_an_erase_marker_is_deleted_by_a_pass_once_nothing_from_before_the_erase
 
 def test_a_user_who_streamed_after_the_erase_keeps_the_state(env):
     two_recordings(env)
-    erased = Assembler(env).erase_user("ann")
+    erased = erase_user(Assembler(env), "ann")
     publish(env, stream("ann", 2, start_us=erased.erased_before_us, seed=6))  # received after it
     drain(Assembler(env))
     assert "erased_before_us" not in _state_blob(env, "ann").metadata
@@ -348,7 +349,7 @@ def test_erase_removes_a_sidecar_a_consumer_wrote_after_the_listing(env):
         if step == "delete" and not bucket.blob(sidecar).exists():
             bucket.blob(sidecar).upload_from_string(b"{}")  # analyzed before the WAV went
 
-    erased = Assembler(env, hook=consumer_writes_during_the_deletes).erase_user("ann")
+    erased = erase_user(Assembler(env, hook=consumer_writes_during_the_deletes), "ann")
     assert sidecar in erased.deleted and not erased.failed
     assert not [b.name for b in clients.storage_client().list_blobs(env.recordings_bucket, prefix="recordings/ann/")]
 

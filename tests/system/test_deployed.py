@@ -35,7 +35,7 @@ def test_a_stream_becomes_a_byte_identical_recording():
 
     uid = f"system-{uuid.uuid4().hex[:10]}"
     pcm = np.random.default_rng(1).integers(-3000, 3000, 16000 * 20, dtype=np.int16).tobytes()
-    summary = simulate.stream(pcm, 16000, URL, uid, mode="current", interval=5, fast=True)
+    summary = simulate.stream(pcm, 16000, URL, uid, simulate.Options(mode="current", interval=5, fast=True))
     assert summary.ok, summary.line()
     client = storage.Client()
     deadline = time.monotonic() + 240

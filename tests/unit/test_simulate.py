@@ -32,6 +32,7 @@ from hypothesis import given, settings, strategies as st
 
 from omi_receiver.runtime import contract
 from omi_receiver.devtools import simulate
+from omi_receiver.devtools.simulate import cli as simulate_cli
 
 TINY = (0.02, 0.04, 0.06)  # retry delays for tests
 REPO = Path(__file__).resolve().parents[2]
@@ -173,11 +174,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def send(fake, pcm, rate=8000, **kwargs) -> simulate.Summary:
-    kwargs.setdefault("fast", True)
-    kwargs.setdefault("retry_delays", TINY)
-    url = kwargs.pop("url", fake.url("/ingest/secret"))
-    return simulate.stream(pcm, rate, url, kwargs.pop("uid", "u1"), **kwargs)
+RUN_ARGUMENTS = ("ledger", "stop", "session", "progress")  # stream()'s own keywords
+RETRIES = {"retry_delays": "delays", "breaker_threshold": "breaker_threshold",
+           "breaker_cooldown": "breaker_cooldown", "disable_after": "disable_after"}
+
+
+def options(**settings) -> simulate.Options:
+    """Options from flat keywords named like the CLI's flags: fast, with TINY retry delays,
+    unless told otherwise."""
+    settings = {"fast": True, "retry_delays": TINY, **settings}
+    retries = {field: settings.pop(name) for name, field in RETRIES.items() if name in settings}
+    return simulate.Options(**settings, retries=simulate.Retries(**retries))
+
+
+def send(fake, pcm, rate=8000, uid="u1", url=None, **settings) -> simulate.Summary:
+    run = {name: settings.pop(name) for name in RUN_ARGUMENTS if name in settings}
+    return simulate.stream(pcm, rate, url or fake.url("/ingest/secret"), uid, options(**settings), **run)
 
 
 # --- current mode: chunking -----------------------------------------------------------
@@ -266,7 +278,7 @@ def test_connection_errors_are_retried(fake):
 
 def test_connection_refused_fails_after_four_attempts():
     url = f"http://127.0.0.1:{free_port()}/ingest"
-    summary = simulate.stream(pcm_of(1, 8000), 8000, url, "u1", fast=True, retry_delays=TINY)
+    summary = simulate.stream(pcm_of(1, 8000), 8000, url, "u1", options())
     assert (summary.sent, summary.retried, summary.failed) == (4, 3, 1)
     assert summary.statuses == {"error": 4}
 
@@ -610,7 +622,7 @@ def test_plan_cut_stays_inside_the_body_with_empty_odd_even_and_slow_cuts():
 
 
 def test_cut_uploads_are_retried_whole_with_the_same_key(fake, tmp_path, monkeypatch):
-    monkeypatch.setattr(simulate, "CUT_LINGER_MAX", 0.15)
+    monkeypatch.setattr(simulate.cuts, "CUT_LINGER_MAX", 0.15)
     fake.script = lambda r: Reply(drop=len(r.body) < int(r.headers["content-length"]))
     ledger = tmp_path / "ledger.jsonl"
     pcm = pcm_of(3, 8000)
@@ -684,7 +696,7 @@ def test_bad_arguments_are_rejected(kwargs):
             **kwargs}
     with pytest.raises(simulate.UsageError):
         simulate.stream(args.pop("pcm"), args.pop("sample_rate"), args.pop("url"),
-                        args.pop("uid"), **args)
+                        args.pop("uid"), simulate.Options(**args))
 
 
 # --- the schedule (pure) --------------------------------------------------------------
@@ -693,7 +705,7 @@ def test_bad_arguments_are_rejected(kwargs):
 @given(
     total=st.integers(0, 200_000).map(lambda n: n * 2),
     rate=st.sampled_from([8000, 16000, 44100]),
-    mode=st.sampled_from(simulate.MODES),
+    mode=st.sampled_from(list(simulate.Mode)),
     interval=st.floats(0.1, 30),
     pause_after=st.none() | st.floats(0.1, 20),
 )
@@ -719,7 +731,7 @@ def test_plan_covers_the_audio_in_order(total, rate, mode, interval, pause_after
 # --- CLI ------------------------------------------------------------------------------
 
 def cli(*args: str) -> int:
-    return simulate.main(list(args))
+    return simulate_cli.main(list(args))
 
 
 def test_cli_success_prints_the_summary(fake, tmp_path, capsys):

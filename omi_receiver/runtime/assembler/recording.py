@@ -4,7 +4,7 @@ The state of one user lives in one small JSON object (`state/<uid>.json`), writt
 with a generation precondition: it is the assembler's single commit point. `plan_batch`
 decides, for a batch of chunks, which are duplicates, which are late, and which
 recording each of the rest belongs to, following the audio-clock model of
-shared/OMI-SENDER.md ("Arrival timing").
+docs/omi-sender.md ("Arrival timing: bursts, and the audio clock").
 """
 
 from __future__ import annotations
@@ -138,7 +138,10 @@ class Recording:
 
 
 @dataclasses.dataclass
-class Lease:
+class UserLease:
+    """Which assembler instance writes for the user until when (leases.py). Stored as the
+    state's `lease` (JSON `{"owner", "until_us"}`)."""
+
     owner: str
     until_us: int
 
@@ -149,7 +152,7 @@ class UserState:
     watermark_us: int = 0  # received_at of the newest chunk committed
     recent: dict[str, int] = dataclasses.field(default_factory=dict)  # chunk_id -> received_at
     open: Recording | None = None
-    lease: Lease | None = None
+    lease: UserLease | None = None
     write_id: str = ""  # unique per write; recognises our own write after an ambiguous error
     # Set by an erase: chunks received before it are dropped, not assembled (they belong
     # to the erased audio and may still be on their way).
@@ -178,7 +181,7 @@ class UserState:
             watermark_us=body["watermark_us"],
             recent=body["recent"],
             open=Recording(**body["open"]) if body["open"] else None,
-            lease=Lease(**body["lease"]) if body["lease"] else None,
+            lease=UserLease(**body["lease"]) if body["lease"] else None,
             write_id=body.get("write_id", ""),
             erased_before_us=body.get("erased_before_us", 0),
         )
@@ -230,7 +233,27 @@ def order(chunks: Iterable[Chunk]) -> list[Chunk]:
 
 def plan_batch(state: UserState, chunks: Iterable[Chunk], rules: Rules) -> Plan:
     """Assign a batch to recordings. Pure: `state` is not modified."""
-    new_state = UserState(
+    plan = Plan(segments=[], duplicates=[], late=[], erased=[], state=_copy(state))
+    current: Segment | None = None  # the segment the previous chunk went to
+    for chunk in order(chunks):
+        if chunk.received_at_us < state.erased_before_us:
+            plan.erased.append(chunk)
+        elif chunk.chunk_id in plan.state.recent:
+            plan.duplicates.append(chunk)
+        else:
+            plan.state.recent[chunk.chunk_id] = chunk.received_at_us
+            if chunk.received_at_us < state.watermark_us:
+                # Older than audio already committed: it cannot be put in its place any more.
+                plan.late.append(chunk)
+            else:
+                current = _place(plan, current, chunk, rules)
+    horizon = plan.state.watermark_us - rules.dedup_window_us
+    plan.state.recent = {cid: t for cid, t in plan.state.recent.items() if t >= horizon}
+    return plan
+
+
+def _copy(state: UserState) -> UserState:
+    return UserState(
         uid=state.uid,
         watermark_us=state.watermark_us,
         recent=dict(state.recent),
@@ -239,64 +262,48 @@ def plan_batch(state: UserState, chunks: Iterable[Chunk], rules: Rules) -> Plan:
         write_id=state.write_id,
         erased_before_us=state.erased_before_us,
     )
-    segments: list[Segment] = []
-    duplicates: list[Chunk] = []
-    late: list[Chunk] = []
-    erased: list[Chunk] = []
-    current: Segment | None = None
 
-    for chunk in order(chunks):
-        if chunk.received_at_us < state.erased_before_us:
-            erased.append(chunk)
-            continue
-        if chunk.chunk_id in new_state.recent:
-            duplicates.append(chunk)
-            continue
-        new_state.recent[chunk.chunk_id] = chunk.received_at_us
-        if chunk.received_at_us < state.watermark_us:
-            # Older than audio already committed: it cannot be put in its place any more.
-            late.append(chunk)
-            continue
-        new_state.watermark_us = max(new_state.watermark_us, chunk.received_at_us)
 
-        rec = new_state.open
-        audio_start = chunk.received_at_us - chunk.duration_us
-        if rec is not None and _starts_new_recording(rec, chunk, audio_start, rules):
-            if current is not None and current.recording is rec:
-                current.closes = True
-            else:
-                segments.append(Segment(rec, [], new=False, closes=True))
-            rec = new_state.open = None
-            current = None
-        if rec is None:
-            rec = new_state.open = Recording(
-                id=_stamp(audio_start),
-                name=recording_name(state.uid, audio_start),
-                sample_rate=chunk.sample_rate,
-                start_us=audio_start,
-                first_received_us=chunk.received_at_us,
-                last_received_us=chunk.received_at_us,
-                expected_end_us=audio_start,
-            )
-            current = Segment(rec, [], new=True)
-            segments.append(current)
-        elif current is None:
-            current = Segment(rec, [], new=False)
-            segments.append(current)
+def _place(plan: Plan, current: Segment | None, chunk: Chunk, rules: Rules) -> Segment:
+    """Append the chunk to the open recording, or to a new one if it starts one (closing
+    the open one); returns the segment it went to."""
+    new_state = plan.state
+    new_state.watermark_us = max(new_state.watermark_us, chunk.received_at_us)
+    rec = new_state.open
+    audio_start = chunk.received_at_us - chunk.duration_us
+    if rec is not None and _starts_new_recording(rec, chunk, audio_start, rules):
+        if current is not None and current.recording is rec:
+            current.closes = True
+        else:
+            plan.segments.append(Segment(rec, [], new=False, closes=True))
+        rec = new_state.open = None
+        current = None
+    if rec is None:
+        rec = new_state.open = Recording(
+            id=_stamp(audio_start),
+            name=recording_name(new_state.uid, audio_start),
+            sample_rate=chunk.sample_rate,
+            start_us=audio_start,
+            first_received_us=chunk.received_at_us,
+            last_received_us=chunk.received_at_us,
+            expected_end_us=audio_start,
+        )
+        current = Segment(rec, [], new=True)
+        plan.segments.append(current)
+    elif current is None:
+        current = Segment(rec, [], new=False)
+        plan.segments.append(current)
 
-        pause = audio_start - rec.expected_end_us
-        if pause > GAP_REPORT_US:
-            rec.gaps += 1
-            rec.gap_us += pause
-        rec.expected_end_us = max(rec.expected_end_us, audio_start) + chunk.duration_us
-        rec.last_received_us = chunk.received_at_us
-        rec.bytes += len(chunk.data)
-        rec.chunks += 1
-        current.chunks.append(chunk)
-
-    horizon = new_state.watermark_us - rules.dedup_window_us
-    new_state.recent = {cid: t for cid, t in new_state.recent.items() if t >= horizon}
-    return Plan(segments, duplicates, late, erased, new_state)
+    pause = audio_start - rec.expected_end_us
+    if pause > GAP_REPORT_US:
+        rec.gaps += 1
+        rec.gap_us += pause
+    rec.expected_end_us = max(rec.expected_end_us, audio_start) + chunk.duration_us
+    rec.last_received_us = chunk.received_at_us
+    rec.bytes += len(chunk.data)
+    rec.chunks += 1
+    current.chunks.append(chunk)
+    return current
 
 
 def _starts_new_recording(rec: Recording, chunk: Chunk, audio_start: int, rules: Rules) -> bool:
