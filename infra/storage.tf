@@ -104,51 +104,46 @@ resource "google_kms_crypto_key_iam_member" "storage_agent_uses_cmek" {
 }
 
 # ---------------------------------------------------------------------------------------
-# Function source: the repository root, zipped; the object name carries the zip's hash so
-# that a code change uploads a new object and redeploys both functions.
+# Function source of ingest and the assembler: an allow-list, zipped. The object name
+# carries the zip's hash, so a code change uploads a new object and redeploys both.
 # ---------------------------------------------------------------------------------------
 
-data "archive_file" "src" {
-  type             = "zip"
-  source_dir       = "${path.module}/.."
-  output_path      = "${path.module}/.build/source.zip"
-  output_file_mode = "0644"
+locals {
+  # What the two functions are built from: main.py, the runtime's pins and the runtime
+  # package, nothing else, so a new tool, test or doc can never ship by accident. Paths
+  # relative to `dir`, as fileset() globs: `*` stays within a folder, `**/` spans any
+  # number of them. tests/infra lists the zip this makes; tests/unit imports main from it.
+  function_source = {
+    dir = "${path.module}/.."
+    files = [
+      "main.py",
+      "requirements.txt",
+      "omi_receiver/__init__.py",
+      "omi_receiver/runtime/**/*.py",
+    ]
+  }
+}
 
-  # Only main.py, requirements.txt and omi_receiver/ are needed at run time; everything
-  # else at the root is listed here (tests/infra checks the zip would hold nothing more).
-  # Globs match relative paths (doublestar); a matched directory is skipped whole. No bare
-  # ".*": it would also match the root itself (".") and leave an empty archive.
-  excludes = [
-    "**/*.pyc",
-    "**/__pycache__",
-    "*.egg-info",
-    ".build",
-    ".ci",
-    ".coverage",
-    ".gcloudignore",
-    ".git",
-    ".github",
-    ".gitignore",
-    ".hypothesis",
-    ".local",
-    ".mypy_cache",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".venv*",
-    "Makefile",
-    "README.md",
-    "bench",
-    "cloudbuild.yaml",
-    "docs",
-    "examples",
-    "htmlcov",
-    "infra",
-    "pyproject.toml",
-    "pytest.ini",
-    "requirements-*.txt",
-    "samples",
-    "tests",
-  ]
+# Built from `source` blocks: the provider writes them in name order without timestamps or
+# modes, so the hash changes with the files' content only.
+data "archive_file" "src" {
+  type        = "zip"
+  output_path = "${path.module}/.build/source.zip"
+
+  dynamic "source" {
+    for_each = toset(flatten([for glob in local.function_source.files : fileset(local.function_source.dir, glob)]))
+    content {
+      filename = source.value
+      content  = file("${local.function_source.dir}/${source.value}")
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = alltrue([for glob in local.function_source.files : length(fileset(local.function_source.dir, glob)) > 0])
+      error_message = "An entry of local.function_source.files matches no file: a file was moved or renamed."
+    }
+  }
 }
 
 resource "google_storage_bucket" "source" {

@@ -1,10 +1,13 @@
 # ---------------------------------------------------------------------------------------
 # Optional example downstream consumer (var.vad_consumer_enabled, off by default):
 # analyze_recording runs voice activity detection on every finished recording and writes
-# recordings/<uid>/<day>/<start>.vad.json next to the WAV (omi_receiver/vad.py,
-# docs/consumers.md). Copy this file's pattern to hang ASR or embeddings on the pipeline.
+# recordings/<uid>/<day>/<start>.vad.json next to the WAV (examples/vad/, docs/consumers.md).
+# Copy this file's pattern to hang ASR or embeddings on the pipeline.
 #
 #   topic recordings --Eventarc (retried)--> analyze_recording --> <recording>.vad.json
+#
+# Its source is examples/vad/ alone, with its own requirements (webrtcvad is not in the
+# other functions' zip), zipped into its own object in the source bucket.
 #
 # Its identity may read recordings/ objects and create, overwrite and delete .vad.json
 # sidecars there, and nothing else: not the assembler's state/ and work/ objects, not
@@ -13,6 +16,13 @@
 # ---------------------------------------------------------------------------------------
 
 locals {
+  # The consumer's source: an allow-list, as for the other functions (storage.tf), of
+  # fileset() globs relative to `dir`. The zip holds them at its root, as a function expects.
+  vad_source = {
+    dir   = "${path.module}/../examples/vad"
+    files = ["main.py", "vad_consumer.py", "requirements.txt"]
+  }
+
   # Object names in IAM conditions: projects/_/buckets/<bucket>/objects/<object name>.
   recordings_objects = "projects/_/buckets/${local.recordings_bucket_name}/objects/"
 
@@ -39,6 +49,39 @@ locals {
       expression  = "resource.name.startsWith(\"${local.recordings_objects}recordings/\") && resource.name.endsWith(\".vad.json\")"
     }
   }
+}
+
+data "archive_file" "vad" {
+  count = var.vad_consumer_enabled ? 1 : 0
+
+  type        = "zip"
+  output_path = "${path.module}/.build/vad-source.zip"
+
+  dynamic "source" {
+    for_each = toset(flatten([for glob in local.vad_source.files : fileset(local.vad_source.dir, glob)]))
+    content {
+      filename = source.value
+      content  = file("${local.vad_source.dir}/${source.value}")
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = alltrue([for glob in local.vad_source.files : length(fileset(local.vad_source.dir, glob)) > 0])
+      error_message = "An entry of local.vad_source.files matches no file: a file was moved or renamed."
+    }
+  }
+}
+
+# Named by the zip's hash, like the other functions' source: a change to the example
+# uploads a new object and redeploys this function only.
+resource "google_storage_bucket_object" "vad_source" {
+  count = var.vad_consumer_enabled ? 1 : 0
+
+  name         = "vad-source-${data.archive_file.vad[0].output_md5}.zip"
+  bucket       = google_storage_bucket.source.name
+  source       = data.archive_file.vad[0].output_path
+  content_type = "application/zip"
 }
 
 # Its own identity. Here rather than in iam.tf's map so that everything the consumer adds
@@ -88,7 +131,7 @@ resource "google_cloudfunctions2_function" "vad" {
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.source.name
+        object = google_storage_bucket_object.vad_source[0].name
       }
     }
   }
@@ -104,8 +147,8 @@ resource "google_cloudfunctions2_function" "vad" {
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.vad[0].email
 
-    # Not Config settings: the consumer reads only this one (omi_receiver/vad.py). The
-    # bucket and object come with each event.
+    # Its one setting (vad_consumer.Settings in examples/vad/); the bucket and object
+    # come with each event.
     environment_variables = {
       VAD_AGGRESSIVENESS = tostring(var.vad_aggressiveness)
     }

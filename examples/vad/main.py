@@ -1,9 +1,9 @@
-"""Entry point of the VAD example consumer (a Cloud Function of its own, deployed from this
-folder by infra/vad.tf when vad_consumer_enabled): a finished-recording event from the
-recordings topic gets a voice-activity sidecar next to its WAV. docs/consumers.md."""
+"""Entry point of the VAD example consumer, a Cloud Function of its own: infra/vad.tf builds
+it from this folder alone (main.py, vad_consumer.py, requirements.txt) when
+vad_consumer_enabled is set. A finished-recording event from the recordings topic gets a
+voice-activity sidecar next to its WAV. docs/consumers.md."""
 
 import functions_framework
-
 import vad_consumer
 
 

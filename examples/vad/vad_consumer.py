@@ -1,10 +1,15 @@
 """Example downstream consumer: voice activity detection on every finished recording.
 
-Subscribed to the recordings topic (examples/vad/main.py: analyze_recording), it streams the WAV from
+Subscribed to the recordings topic (main.py: analyze_recording), it streams the WAV from
 Cloud Storage, runs webrtcvad on 30 ms frames and writes a JSON sidecar next to it,
 `recordings/<uid>/<day>/<start>.vad.json`: speech ratio and speech segments.
-docs/consumers.md explains the pattern; copy it to hang ASR or embeddings on the pipeline.
+docs/consumers.md explains the pattern; copy this folder to hang ASR or embeddings on the
+pipeline.
 
+* Self-contained: this folder is the function's whole source (main.py, this file,
+  requirements.txt) and imports nothing from the receiver. What it relies on is the
+  receiver's event contract, restated below (RECORDINGS_PREFIX, the 44-byte WAV header,
+  the event's `bucket` and `name`); the repository's tests check that the two agree.
 * Streams, never loads: the WAV is read READ_BYTES at a time (a 60-minute recording at
   16 kHz is ~115 MB), so memory stays flat however long the recording.
 * Idempotent: events are at-least-once and repeated. The sidecar names the WAV generation
@@ -16,22 +21,29 @@ docs/consumers.md explains the pattern; copy it to hang ASR or embeddings on the
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import json
 import os
+import struct
 import sys
 import time
-from typing import BinaryIO, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import BinaryIO
 
 import webrtcvad
 from google.api_core import exceptions
-
-from omi_receiver.runtime import clients, logs, wav
-from omi_receiver.runtime.config import ConfigError
-from omi_receiver.runtime.contract import format_time, now_us
-from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
+from google.cloud import storage
 
 VERSION = 1  # of the sidecar's content; a new version re-analyzes on the next event
 SIDECAR_SUFFIX = ".vad.json"  # replaces the WAV's ".wav"
+
+# The receiver's contract: a finished recording is a PCM16 mono WAV with the canonical
+# 44-byte header, named recordings/<uid>/<day>/<start>.wav.
+RECORDINGS_PREFIX = "recordings/"
+HEADER_BYTES = 44
+SAMPLE_BYTES = 2
 
 RATES = (8000, 16000, 32000, 48000)  # what webrtcvad accepts; others get a "skipped" sidecar
 FRAME_MS = 30  # webrtcvad takes 10, 20 or 30 ms frames; 30 gives the steadiest decisions
@@ -40,10 +52,12 @@ MAX_PAUSE_MS = 300  # 1. pauses up to this long inside speech are bridged (breat
 MIN_SPEECH_MS = 90  # 2. speech shorter than this is dropped (clicks, bumps on the mic)
 READ_BYTES = 4 * 2**20  # one ranged download; the analysis holds a few such blocks at most
 
-# VAD_AGGRESSIVENESS: webrtcvad's mode, 0 (keeps the most audio as speech) to 3 (filters
-# non-speech hardest). Read once per instance.
+VAD_AGGRESSIVENESS = "VAD_AGGRESSIVENESS"  # the one setting's variable (infra/vad.tf sets it)
 DEFAULT_AGGRESSIVENESS = 2
-_aggressiveness: int | None = None
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message names it."""
 
 
 class BadEvent(ValueError):
@@ -54,18 +68,62 @@ class RecordingChanged(Exception):
     """The WAV was rewritten while we read it: raise, so Pub/Sub redelivers the event."""
 
 
-def aggressiveness_from(environ) -> int:
-    raw = environ.get("VAD_AGGRESSIVENESS") or str(DEFAULT_AGGRESSIVENESS)
-    if raw not in ("0", "1", "2", "3"):
-        raise ConfigError(f"VAD_AGGRESSIVENESS={raw!r} must be 0, 1, 2 or 3")
-    return int(raw)
+# --- settings, client, logs: read or built once per instance -----------------------------
 
 
-def aggressiveness() -> int:
-    global _aggressiveness
-    if _aggressiveness is None:
-        _aggressiveness = aggressiveness_from(os.environ)
-    return _aggressiveness
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The consumer's settings, from environment variables (`instance_settings()` reads them once)."""
+
+    # webrtcvad's mode, 0 (keeps the most audio as speech) to 3 (filters non-speech hardest).
+    aggressiveness: int = DEFAULT_AGGRESSIVENESS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        raw = environ.get(VAD_AGGRESSIVENESS) or str(DEFAULT_AGGRESSIVENESS)
+        if raw not in ("0", "1", "2", "3"):
+            raise SettingsError(f"{VAD_AGGRESSIVENESS}={raw!r} must be 0, 1, 2 or 3")
+        return cls(aggressiveness=int(raw))
+
+
+@functools.cache
+def instance_settings() -> Settings:
+    """This instance's settings, read from the environment on first use."""
+    return Settings.from_env(os.environ)
+
+
+@functools.cache
+def storage_client() -> storage.Client:
+    """This instance's client, built on first use: importing the module needs no
+    credentials. On fake-gcs-server (STORAGE_EMULATOR_HOST), anonymous credentials."""
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "local",
+                              credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def log(severity: str, event: str, **fields) -> None:
+    """One JSON object per line, which Cloud Logging indexes (`jsonPayload.event`)."""
+    entry = {"severity": severity, "message": event, "event": event, **fields}
+    print(json.dumps(entry, default=str, separators=(",", ":")), flush=True)
+
+
+# --- names and the WAV header ------------------------------------------------------------
+
+
+def parse_header(blob: bytes) -> tuple[int, int]:
+    """(sample_rate, data_bytes) of a canonical PCM16 mono WAV header; raises ValueError."""
+    if len(blob) < HEADER_BYTES:
+        raise ValueError("short WAV header")
+    (riff, riff_size, wave, fmt, fmt_size, fmt_tag, channels, rate, _byte_rate, _align,
+     bits, data, data_size) = struct.unpack("<4sI4s4sIHHIIHH4sI", blob[:HEADER_BYTES])
+    if (riff, wave, fmt, data) != (b"RIFF", b"WAVE", b"fmt ", b"data"):
+        raise ValueError("not a canonical PCM WAV header")
+    if (fmt_size, fmt_tag, channels, bits) != (16, 1, 1, 16) or riff_size != 36 + data_size:
+        raise ValueError("not a PCM16 mono header with exact sizes")
+    return rate, data_size
 
 
 def sidecar_name(wav_name: str) -> str:
@@ -113,15 +171,15 @@ def analyze(stream: BinaryIO, mode: int = DEFAULT_AGGRESSIVENESS) -> dict:
     """VAD over a PCM16 mono WAV read from `stream`: the sidecar's analysis fields, or
     `skipped` with the reason when the WAV cannot be analyzed."""
     try:
-        rate, data_bytes = wav.parse_header(stream.read(wav.HEADER_BYTES))
+        rate, data_bytes = parse_header(stream.read(HEADER_BYTES))
     except ValueError as exc:
         return {"skipped": f"not a PCM16 mono WAV: {exc}"}
-    seconds = data_bytes / (2 * rate)
+    seconds = data_bytes / (SAMPLE_BYTES * rate)
     result = {"sample_rate": rate, "duration_seconds": round(seconds, 3)}
     if rate not in RATES:
         return {**result, "skipped": f"webrtcvad supports {', '.join(map(str, RATES))} Hz, not {rate} Hz"}
     vad = webrtcvad.Vad(mode)
-    frame_bytes = 2 * rate * FRAME_MS // 1000
+    frame_bytes = SAMPLE_BYTES * rate * FRAME_MS // 1000
     decisions = (vad.is_speech(frame, rate) for frame in frames(stream, frame_bytes, data_bytes))
     spans = [
         {"start": round(start * FRAME_MS / 1000, 3), "end": round(end * FRAME_MS / 1000, 3)}
@@ -157,41 +215,41 @@ def decode(cloud_event) -> tuple[str, str]:
 
 
 def handle_event(cloud_event) -> dict | None:
-    """Entry point (examples/vad/main.py: analyze_recording). Returns the sidecar written, if any. Raises
-    only on what a redelivery can heal."""
+    """Entry point (main.py: analyze_recording). Returns the sidecar written, if any.
+    Raises only on what a redelivery can heal."""
     try:
         bucket, name = decode(cloud_event)
     except BadEvent as exc:
-        logs.error("vad_bad_event", error=str(exc))
+        log("ERROR", "vad_bad_event", error=str(exc))
         return None
-    return process(bucket, name)
+    return process(bucket, name, instance_settings())
 
 
-def process(bucket_name: str, name: str) -> dict | None:
+def process(bucket_name: str, name: str, settings: Settings) -> dict | None:
     """Write the sidecar of gs://bucket_name/name once per WAV generation; returns it, or
     None when there was nothing to write (erased, already done)."""
     started = time.monotonic()
-    bucket = clients.storage_client().bucket(bucket_name)
+    bucket = storage_client().bucket(bucket_name)
     recording = bucket.get_blob(name)
     if recording is None:
-        logs.info("vad_recording_gone", name=name)  # erased: nothing to do
+        log("INFO", "vad_recording_gone", name=name)  # erased: nothing to do
         return None
     generation = str(recording.generation)
     sidecar = bucket.get_blob(sidecar_name(name))
     if _describes(sidecar, generation):
-        logs.info("vad_already_done", name=name, generation=generation)  # a repeated event
+        log("INFO", "vad_already_done", name=name, generation=generation)  # a repeated event
         return None
 
     try:
         # Pinned to the generation just seen: a WAV erased or rewritten meanwhile is a
         # NotFound here (the bucket keeps no old generations), never a mix of two.
         with bucket.blob(name, generation=recording.generation).open("rb", chunk_size=READ_BYTES) as stream:
-            result = analyze(stream, aggressiveness())
+            result = analyze(stream, settings.aggressiveness)
     except exceptions.NotFound:
         return _gone_or_changed(bucket, name, generation)
 
     body = {"recording": name, "bucket": bucket_name, "generation": generation, **result,
-            "analyzed_at": format_time(now_us()), "version": VERSION}
+            "analyzed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "version": VERSION}
     written = bucket.blob(sidecar_name(name))
     written.metadata = {"wav_generation": generation, "vad_version": str(VERSION)}
     try:
@@ -200,7 +258,7 @@ def process(bucket_name: str, name: str) -> dict | None:
                                    if_generation_match=sidecar.generation if sidecar else 0)
     except exceptions.PreconditionFailed:
         if _describes(bucket.get_blob(sidecar_name(name)), generation):
-            logs.info("vad_already_done", name=name, generation=generation)
+            log("INFO", "vad_already_done", name=name, generation=generation)
             return None
         raise  # it describes another generation: let the retry sort it out
 
@@ -213,9 +271,9 @@ def process(bucket_name: str, name: str) -> dict | None:
         return _gone_or_changed(bucket, name, generation)
 
     if "skipped" in body:
-        logs.warning("vad_skipped", name=name, reason=body["skipped"])
+        log("WARNING", "vad_skipped", name=name, reason=body["skipped"])
     else:
-        logs.info("vad_analyzed", name=name, generation=generation, duration_seconds=body["duration_seconds"],
+        log("INFO", "vad_analyzed", name=name, generation=generation, duration_seconds=body["duration_seconds"],
                   speech_ratio=body["speech_ratio"], segments=len(body["segments"]),
                   latency_ms=round((time.monotonic() - started) * 1000))
     return body
@@ -228,9 +286,9 @@ def _describes(sidecar, generation: str) -> bool:
 
 def _gone_or_changed(bucket, name: str, generation: str) -> None:
     if bucket.get_blob(name) is None:
-        logs.info("vad_recording_gone", name=name, generation=generation)
-        return None
-    logs.warning("vad_recording_changed", name=name, generation=generation)
+        log("INFO", "vad_recording_gone", name=name, generation=generation)
+        return
+    log("WARNING", "vad_recording_changed", name=name, generation=generation)
     raise RecordingChanged(f"{name} changed while it was analyzed; the retry takes the new generation")
 
 
@@ -241,28 +299,39 @@ def _delete_quietly(blob) -> None:
         pass
 
 
-# --- `python examples/vad/vad_consumer.py gs://BUCKET/recordings/...wav`: try it locally ----------
+# --- `python vad_consumer.py gs://BUCKET/recordings/...wav`: try it locally --------------
 
 
 def main(argv: list[str] | None = None) -> int:
     """Analyze recordings by URI and print their sidecars: on STORAGE_EMULATOR_HOST if
-    set, else on the running local stack (`make up`), else on Cloud Storage itself."""
+    set, else on the receiver's local stack if it is up (`make up`), else on Cloud Storage
+    with application-default credentials. VAD_AGGRESSIVENESS applies as in the function."""
     uris = sys.argv[1:] if argv is None else argv
     if not uris or any(not u.startswith("gs://") for u in uris):
-        print("usage: python examples/vad/vad_consumer.py gs://BUCKET/recordings/<uid>/<day>/<start>.wav ...", file=sys.stderr)
+        print("usage: python vad_consumer.py gs://BUCKET/recordings/<uid>/<day>/<start>.wav ...", file=sys.stderr)
         return 2
     if "STORAGE_EMULATOR_HOST" not in os.environ:
-        from omi_receiver.devtools import stack
-
-        try:
-            os.environ["STORAGE_EMULATOR_HOST"] = stack.read_env()["STORAGE_EMULATOR_HOST"]
-        except stack.StackError:
-            pass  # no local stack: real Cloud Storage with application-default credentials
+        host = _local_stack_storage()
+        if host:
+            os.environ["STORAGE_EMULATOR_HOST"] = host
     for uri in uris:
         bucket, _, name = uri[len("gs://"):].partition("/")
-        body = process(bucket, name)
+        body = process(bucket, name, instance_settings())
         print(json.dumps(body, indent=1) if body else f"{uri}: nothing written (see the log line above)")
     return 0
+
+
+def _local_stack_storage() -> str | None:
+    """fake-gcs-server of the receiver's local stack, when this runs inside the receiver's
+    repository with the stack up; None anywhere else (a copy of this folder, say)."""
+    try:
+        from omi_receiver.devtools import stack
+    except ImportError:
+        return None
+    try:
+        return stack.read_env().get("STORAGE_EMULATOR_HOST")
+    except stack.StackError:
+        return None
 
 
 if __name__ == "__main__":

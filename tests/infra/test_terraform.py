@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import os
 import re
 from pathlib import Path
 
 import hcl2
 import pytest
+import source_zips
 
 from omi_receiver.devtools import resources
 from omi_receiver.runtime.config import DEFAULTS, ENV_VARS, Config
@@ -343,51 +343,36 @@ def test_source_zip_object_name_carries_the_archive_hash():
     assert source_bucket.get("lifecycle_rule"), "the source bucket needs a lifecycle rule"
 
 
-def _doublestar(pattern: str) -> re.Pattern:
-    """The archive provider's exclude matching (doublestar.PathMatch) as a regex."""
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out + r"\Z")
-
-
-def test_source_zip_holds_only_the_runtime_files():
-    src = _labelled_blocks("data")[("archive_file", "src")]
-    assert src["source_dir"] == "${path.module}/.."
+def test_source_zip_is_main_requirements_and_the_runtime_package_and_nothing_else():
+    """The zip Terraform would build (the allow-list in storage.tf, evaluated against the
+    repository) holds exactly the files the two functions run."""
+    zipped = source_zips.zip_files("src")
+    runtime = {p.relative_to(REPO).as_posix() for p in (REPO / "omi_receiver" / "runtime").rglob("*.py")}
+    assert runtime and set(zipped) == {"main.py", "requirements.txt", "omi_receiver/__init__.py"} | runtime
+    # The allow-list takes the runtime's modules only: a data file there would be left out.
+    others = [p for p in (REPO / "omi_receiver" / "runtime").rglob("*")
+              if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert not others, f"{others}: add them to local.function_source.files in infra/storage.tf"
+    assert all(path == REPO / name for name, path in zipped.items())  # the zip mirrors the repository
+    assert source_zips.empty_globs("src") == []  # the archive's precondition
+    for name, path in zipped.items():
+        path.read_bytes().decode("utf-8")  # file() reads UTF-8 text only
+    src = source_zips.archive("src")
     assert src["output_path"].startswith("${path.module}/.build/")
-    patterns = [_doublestar(p) for p in src["excludes"]]
 
-    def excluded(rel: str) -> bool:
-        return any(p.match(rel) for p in patterns)
 
-    # The provider matches the root itself as "."; excluding it would leave an empty zip.
-    assert not excluded("."), 'an exclude pattern matches "." (the root): the archive would be empty'
-
-    zipped = []
-    for dirpath, dirnames, filenames in os.walk(REPO):
-        rel_dir = os.path.relpath(dirpath, REPO)
-        dirnames[:] = [
-            d for d in sorted(dirnames) if not excluded(os.path.normpath(os.path.join(rel_dir, d)))
-        ]
-        for f in filenames:
-            rel = os.path.normpath(os.path.join(rel_dir, f))
-            if not excluded(rel):
-                zipped.append(rel)
-    assert {"main.py", "requirements.txt", "omi_receiver/__init__.py"} <= set(zipped)
-    extra = [f for f in zipped if f not in ("main.py", "requirements.txt") and not f.startswith("omi_receiver/")]
-    assert not extra, (
-        f"the function source zip would also hold {extra}: add them to data.archive_file.src.excludes "
-        "in infra/storage.tf (files such as pyproject.toml change how the Python buildpack builds)"
-    )
+def test_source_zip_globs_are_read_as_fileset_reads_them(tmp_path):
+    for rel in ("a/x.py", "a/b/c/y.py", "a/x.pyc", "a/__pycache__/x.cpython-311.pyc", "ab/z.py", "t.txt", "a/t.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    (tmp_path / "a" / "d.py").mkdir()  # a folder, not a file
+    assert source_zips.fileset(tmp_path, "a/**/*.py") == {"a/x.py", "a/b/c/y.py"}  # `**/` may match no folder
+    assert source_zips.fileset(tmp_path, "a/*.py") == {"a/x.py"}
+    assert source_zips.fileset(tmp_path, "*.txt") == {"t.txt"}  # `*` stays in its folder
+    assert source_zips.fileset(tmp_path, "**/*.txt") == {"t.txt", "a/t.txt"}
+    assert source_zips.fileset(tmp_path, "t.txt") == {"t.txt"}
+    assert source_zips.fileset(tmp_path, "missing.py") == set() == source_zips.fileset(tmp_path, "a/d.py")
+    assert source_zips.fileset(tmp_path, "?.txt") == {"t.txt"}
 
 
 # --------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,15 +19,15 @@ import wave
 from pathlib import Path
 
 import pytest
+import vad_consumer as vad
+from assembly import Clock, drain, publish
 from cloudevents.http import CloudEvent
 
-from omi_receiver.runtime import clients, wav
 from omi_receiver.devtools import emulators
-import vad_consumer as vad
+from omi_receiver.devtools.functions import FunctionServer, Signature
+from omi_receiver.runtime import clients, wav
 from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.contract import Chunk
-
-from assembly import Clock, drain, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 SILENCE_S = 3
@@ -45,9 +44,13 @@ def speech_with_silence() -> tuple[bytes, int, float, float]:
 
 @pytest.fixture
 def bucket(stack_config):
-    vad._aggressiveness = None  # read VAD_AGGRESSIVENESS afresh
+    """The test's recordings bucket; the consumer starts as a fresh instance (its settings
+    and client are read and built on first use, the client on the emulator)."""
+    vad.instance_settings.cache_clear()
+    vad.storage_client.cache_clear()
     yield clients.storage_client().bucket(stack_config.recordings_bucket)
-    vad._aggressiveness = None
+    vad.instance_settings.cache_clear()
+    vad.storage_client.cache_clear()
 
 
 def put_wav(bucket, pcm: bytes, rate: int = 16000, uid: str | None = None) -> str:
@@ -111,7 +114,7 @@ def test_a_long_recording_is_streamed_not_loaded(bucket, monkeypatch):
     monkeypatch.setattr(vad, "READ_BYTES", 256 * 1024)
     tracemalloc.start()
     try:
-        body = vad.process(bucket.name, name)
+        body = vad.process(bucket.name, name, vad.Settings())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -141,7 +144,7 @@ def test_two_deliveries_at_once_write_the_sidecar_once(bucket, capsys, monkeypat
     def racing(stream, mode):
         if not other:
             monkeypatch.setattr(vad, "analyze", real)
-            other.append(vad.process(bucket.name, name))  # the other delivery, start to end
+            other.append(vad.process(bucket.name, name, vad.Settings()))  # the other delivery, start to end
         return real(stream, mode)
 
     monkeypatch.setattr(vad, "analyze", racing)
@@ -156,9 +159,9 @@ def test_a_rewritten_wav_gets_a_new_sidecar(bucket):
     event: the sidecar is replaced by one naming the new generation."""
     pcm, rate, _, _ = speech_with_silence()
     name = put_wav(bucket, pcm, rate)
-    first = vad.process(bucket.name, name)
+    first = vad.process(bucket.name, name, vad.Settings())
     bucket.blob(name).upload_from_string(wav.header(rate, len(pcm)) + pcm, content_type="audio/wav")
-    second = vad.process(bucket.name, name)
+    second = vad.process(bucket.name, name, vad.Settings())
     assert second["generation"] == str(bucket.get_blob(name).generation) != first["generation"]
     assert sidecar_of(bucket, name)[0] == second
     assert second["segments"] == first["segments"]
@@ -242,6 +245,28 @@ def test_rewritten_while_analyzing_is_retried(bucket, capsys, monkeypatch, when)
 REAL_ANALYZE = vad.analyze
 
 
+# --- trying it locally: `python examples/vad/vad_consumer.py gs://...` ---------------------
+
+
+def test_the_command_line_prints_the_sidecar_it_writes(bucket, gcs_emulator):
+    """docs/consumers.md's command, run as a script from the repository root."""
+    pcm, rate, start, end = speech_with_silence()
+    name = put_wav(bucket, pcm, rate)
+    uri = f"gs://{bucket.name}/{name}"
+    env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator, "VAD_AGGRESSIVENESS": "3"}
+    proc = subprocess.run([sys.executable, "examples/vad/vad_consumer.py", uri], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged, printed = proc.stdout.split("\n", 1)
+    assert json.loads(logged)["event"] == "vad_analyzed"
+    body = json.loads(printed)
+    assert body == sidecar_of(bucket, name)[0] and body["aggressiveness"] == 3
+    assert_covers_the_speech(body, start, end)
+    again = subprocess.run([sys.executable, "examples/vad/vad_consumer.py", uri], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and f"{uri}: nothing written" in again.stdout  # already done
+
+
 # --- end to end: assembler -> recordings topic -> push -> analyze_recording -> sidecar ----
 
 
@@ -249,32 +274,23 @@ REAL_ANALYZE = vad.analyze
 def served_vad(stack_config, tmp_path):
     """examples/vad/main.py's analyze_recording under the functions-framework CLI, fed by a push subscription
     on the recordings topic (as Eventarc feeds it in production)."""
-    port = emulators.free_port()
-    log = tmp_path / "functions-framework.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "functions-framework"), "--target", "analyze_recording",
-             "--signature-type", "cloudevent", "--source", str(ROOT / "examples" / "vad" / "main.py"),
-             "--port", str(port), "--host", "127.0.0.1"],
-            cwd=ROOT, env={**os.environ, "VAD_AGGRESSIVENESS": "3"},
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    server = FunctionServer("analyze_recording", ROOT / "examples" / "vad" / "main.py", emulators.free_port(),
+                            tmp_path / "functions-framework.log", {**os.environ, "VAD_AGGRESSIVENESS": "3"},
+                            Signature.CLOUDEVENT)
+    log = server.log
+    server.spawn()
     subscriber = clients.subscriber()
     push = stack_config.subscription_path(f"{stack_config.recordings_topic}-vad")
     try:
-        emulators.wait_for_port(port, proc, "functions-framework", timeout=30)
+        server.wait_listening(timeout=30)
         subscriber.create_subscription(request={
             "name": push, "topic": stack_config.topic_path(stack_config.recordings_topic),
-            "push_config": {"push_endpoint": f"http://127.0.0.1:{port}/"}, "ack_deadline_seconds": 60,
+            "push_config": {"push_endpoint": f"{server.url}/"}, "ack_deadline_seconds": 60,
         })
         yield log
     finally:
         subscriber.delete_subscription(request={"subscription": push})
-        os.killpg(proc.pid, signal.SIGINT)  # gunicorn's quick shutdown
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulators.stop_process_group(proc.pid)
+        server.stop()
 
 
 def test_a_finalized_recording_gets_its_sidecar_through_pubsub_push(stack_config, served_vad):

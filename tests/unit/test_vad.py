@@ -1,5 +1,7 @@
 """The VAD consumer's pure parts: frame math, segment smoothing, header checks, skipped
-rates, event decoding; and the whole analysis over the speech sample with silence around it."""
+rates, event decoding, settings; the whole analysis over the speech sample with silence
+around it; and the receiver's contract as the example restates it (examples/vad is
+self-contained, so its copy of the names and the WAV header is checked against the runtime)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ import wave
 from pathlib import Path
 
 import pytest
+import vad_consumer as vad
 from cloudevents.http import CloudEvent
 
-import vad_consumer as vad
 from omi_receiver.runtime import wav
-from omi_receiver.runtime.config import ConfigError
+from omi_receiver.runtime.assembler import recording
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "speech-16k.wav"
 
@@ -192,13 +194,39 @@ def test_the_analysis_is_deterministic_and_the_mode_matters():
 # --- settings, names, events -------------------------------------------------------------
 
 
-def test_aggressiveness_from_the_environment():
-    assert vad.aggressiveness_from({}) == vad.DEFAULT_AGGRESSIVENESS == 2
-    assert vad.aggressiveness_from({"VAD_AGGRESSIVENESS": ""}) == 2
-    assert vad.aggressiveness_from({"VAD_AGGRESSIVENESS": "3"}) == 3
+def test_settings_from_the_environment():
+    assert vad.Settings.from_env({}) == vad.Settings() == vad.Settings(aggressiveness=2)
+    assert vad.DEFAULT_AGGRESSIVENESS == 2
+    assert vad.Settings.from_env({"VAD_AGGRESSIVENESS": ""}).aggressiveness == 2
+    assert vad.Settings.from_env({"VAD_AGGRESSIVENESS": "3"}).aggressiveness == 3
     for bad in ("4", "-1", "high", "2.0"):
-        with pytest.raises(ConfigError, match="VAD_AGGRESSIVENESS"):
-            vad.aggressiveness_from({"VAD_AGGRESSIVENESS": bad})
+        with pytest.raises(vad.SettingsError, match="VAD_AGGRESSIVENESS"):
+            vad.Settings.from_env({"VAD_AGGRESSIVENESS": bad})
+
+
+@pytest.fixture
+def fresh_instance():
+    vad.instance_settings.cache_clear()
+    yield
+    vad.instance_settings.cache_clear()
+
+
+def test_an_instance_reads_its_settings_once(fresh_instance, monkeypatch):
+    monkeypatch.setenv("VAD_AGGRESSIVENESS", "3")
+    assert vad.instance_settings() == vad.Settings(aggressiveness=3)
+    monkeypatch.setenv("VAD_AGGRESSIVENESS", "1")
+    assert vad.instance_settings().aggressiveness == 3  # read once, on first use
+    vad.instance_settings.cache_clear()  # a new instance
+    assert vad.instance_settings().aggressiveness == 1
+
+
+def test_a_bad_setting_fails_the_event_naming_it(fresh_instance, monkeypatch):
+    """Raised, not acknowledged: redelivered until the setting is fixed (Terraform's
+    validation keeps a deployed value within 0-3)."""
+    monkeypatch.setenv("VAD_AGGRESSIVENESS", "5")
+    event = {"bucket": "b", "name": "recordings/u1/2025-01-02/x.wav"}
+    with pytest.raises(vad.SettingsError, match="VAD_AGGRESSIVENESS='5'"):
+        vad.handle_event(pubsub_event(json.dumps(event).encode()))
 
 
 def test_the_sidecar_sits_next_to_the_wav():
@@ -212,6 +240,11 @@ def pubsub_event(data: bytes) -> CloudEvent:
     message = {"data": base64.b64encode(data).decode(), "attributes": {}, "messageId": "1"}
     return CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "test"},
                       {"message": message, "subscription": "s"})
+
+
+def test_the_usage_line_for_anything_but_gs_uris(capsys):
+    assert vad.main([]) == 2 and vad.main(["recordings/u/d/x.wav"]) == 2
+    assert capsys.readouterr().err.count("usage: python vad_consumer.py gs://BUCKET/recordings/") == 2
 
 
 def test_decode_a_finished_recording_event():
@@ -237,3 +270,33 @@ def test_an_event_without_a_message_is_bad(capsys):
     assert vad.handle_event(CloudEvent({"type": "t", "source": "s"}, {"nothing": 1})) is None
     assert vad.handle_event(None) is None
     assert [json.loads(line)["event"] for line in capsys.readouterr().out.splitlines()] == ["vad_bad_event"] * 2
+
+
+# --- the receiver's contract, as the self-contained example restates it -----------------
+
+
+def test_the_example_names_recordings_as_the_assembler_does():
+    assert vad.RECORDINGS_PREFIX == recording.RECORDINGS_PREFIX
+    for suffix in ("", "-late-abc"):
+        name = recording.recording_name("u1", 1_735_787_045_678_000, suffix)
+        event = {"uid": "u1", "uri": f"gs://b/{name}", "bucket": "b", "name": name}
+        assert vad.decode(pubsub_event(json.dumps(event).encode())) == ("b", name)
+        assert vad.sidecar_name(name) == name.removesuffix(".wav") + ".vad.json"
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 48000])
+@pytest.mark.parametrize("data_bytes", [0, 2, 960, 115_200_000])
+def test_the_example_reads_the_header_the_runtime_writes(rate, data_bytes):
+    assert vad.HEADER_BYTES == wav.HEADER_BYTES
+    assert vad.parse_header(wav.header(rate, data_bytes)) == wav.parse_header(wav.header(rate, data_bytes)) == (
+        rate, data_bytes)
+
+
+@pytest.mark.parametrize("blob", [
+    riff(channels=2), riff(bits=8), riff(fmt_tag=3), riff(magic=b"RIFX"), b"RIFF", b"",
+    wav.header(16000, 960)[:4] + struct.pack("<I", 0) + wav.header(16000, 960)[8:],
+], ids=["stereo", "8-bit", "float", "big-endian", "short", "empty", "wrong-riff-size"])
+def test_the_example_refuses_the_headers_the_runtime_refuses(blob):
+    for parse in (vad.parse_header, wav.parse_header):
+        with pytest.raises(ValueError):
+            parse(blob)
