@@ -1,6 +1,6 @@
 """Section 5, cost: dollars per user-hour from the measured counts (bench/results/*.json) at
-the list prices of /work/shared/COSTS.md, for this design and for naive designs; the idle
-cost per month; and the assembler settings for a number of users. Writes docs/cost.md.
+the list prices of docs/prices.md, for this design and for naive designs; the idle cost per
+month; and the assembler settings for a number of users. Writes docs/cost.md.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import math
 
 from bench.common import read_result
 
-# USD list prices, copied from /work/shared/COSTS.md (verify before quoting).
+# USD list prices, us-central1, late 2026: the rows of docs/prices.md that name these keys
+# (tests/unit/test_docs.py checks the two agree). Verify before quoting; change both together.
 PRICE = {
     "class_a": 0.005 / 1000,        # upload, compose, copy, list, rewrite
     "class_b": 0.0004 / 1000,       # get, metadata read
@@ -31,7 +32,7 @@ ATTRIBUTE_BYTES = 200                     # uid, sample_rate, received_at, chunk
 TIB = 2**40
 HOURS_PER_MONTH = 730
 TICKS_PER_MONTH = 43_200                  # one a minute, 30 days
-STREAM_HOURS_PER_MONTH = 16 * 30          # "a user streaming 16 h a day" (COSTS.md example)
+STREAM_HOURS_PER_MONTH = 16 * 30          # "a user streaming 16 hours a day" (docs/prices.md example)
 # Production Cloud Storage request latency assumed for sizing (the emulator answers in ~1 ms).
 GCS_REQUEST_S = 0.05
 # infra/functions.tf refuses max_pass_bytes above this share of assembler_memory.
@@ -252,7 +253,8 @@ def _markdown(r: dict, data: dict) -> str:
         provenance([r["ingest"], r["assembler"], r["scale"]]),
         "",
         "Dollars per **user-hour** of streamed audio (16 kHz PCM16 mono, 115.2 MB), at the list prices",
-        "in `bench/cost.py` (`PRICE`, copied from the team's price sheet), computed from the counts measured by `make bench`: Cloud Storage",
+        "of [prices.md](prices.md) (us-central1, late 2026; verify before quoting; `PRICE` in `bench/cost.py`),",
+        "computed from the counts measured by `make bench`: Cloud Storage",
         "requests by kind counted at the fault proxy, ingest server CPU per request, assembler CPU per",
         "pass, function invocations per tick. Free tiers are ignored.",
         "",
@@ -292,7 +294,7 @@ def _markdown(r: dict, data: dict) -> str:
         "granule ten times better. The legacy sender's 10-second POSTs cut ingest requests and CPU by about",
         "ten, and Pub/Sub bills the same bytes.",
         "",
-        "Not in the table: Cloud Logging, whose price is not in the list above. Ingest writes no log line per",
+        "Not in the table: Cloud Logging, whose price is not in prices.md. Ingest writes no log line per",
         "accepted chunk unless `LOG_ACCEPTED_CHUNKS=true` (that would be 3,600 entries per user-hour); the",
         "assembler writes a few lines per pass. Cloud Run itself logs one entry per POST, which Terraform keeps",
         "out of storage unless `keep_ingest_request_logs` is set (their URLs hold the token).",

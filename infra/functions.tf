@@ -1,7 +1,8 @@
 # ---------------------------------------------------------------------------------------
-# The two Cloud Functions (2nd gen), built from the same source zip (storage.tf).
-# Every setting the code reads (omi_receiver/config.py) is set here from a variable of the
-# same name; tests/infra checks that none is missing.
+# The pipeline's two Cloud Functions (2nd gen), ingest and the assembler, built from the
+# same source zip (storage.tf). The third, the optional VAD example consumer, is in vad.tf
+# with a source of its own. Every setting the code reads (omi_receiver/runtime/config.py) is
+# set here from a variable of the same name; tests/infra checks that none is missing.
 # ---------------------------------------------------------------------------------------
 
 locals {

@@ -1,6 +1,7 @@
 # ---------------------------------------------------------------------------------------
-# Identities: one service account per function, one for the Eventarc trigger, one for the
-# builds. Nothing runs as the default compute or Cloud Build account. Every grant is on
+# Identities: one service account per function (ingest and the assembler here; the optional
+# VAD consumer's in vad.tf), one for the Eventarc triggers, one for the builds of all three
+# functions. Nothing runs as the default compute or Cloud Build account. Every grant is on
 # the narrowest resource that works.
 # ---------------------------------------------------------------------------------------
 
@@ -9,7 +10,7 @@ locals {
     ingest    = "Omi receiver ingest (receive_chunk)"
     assembler = "Omi receiver assembler (assemble_recordings)"
     trigger   = "Omi receiver Eventarc triggers: invoke the assembler (and the optional VAD consumer)"
-    build     = "Omi receiver Cloud Build: builds both functions"
+    build     = "Omi receiver Cloud Build: builds the functions"
   }
 
   members = { for k, sa in google_service_account.this : k => "serviceAccount:${sa.email}" }

@@ -1,6 +1,6 @@
 # ---------------------------------------------------------------------------------------
 # Log-based metrics, alerts and a dashboard. The code logs one JSON object per line with
-# an `event` field (omi_receiver/logs.py); Cloud Logging parses it into jsonPayload.
+# an `event` field (omi_receiver/runtime/logs.py); Cloud Logging parses it into jsonPayload.
 # ---------------------------------------------------------------------------------------
 
 locals {
@@ -53,10 +53,10 @@ resource "google_logging_project_exclusion" "ingest_request_logs" {
 # default (var.log_accepted_chunks), which would cost a log entry per second per user.
 
 # Refused requests by reason. Ingest bounds its refusal lines per instance (a flood of wrong
-# tokens must not drive logging cost, omi_receiver/rejections.py): each line carries `count`,
-# the refusals it stands for (1, or N for a minute's summary). So a DISTRIBUTION of `count`,
-# not a counter of lines: its sum is the number of refusals (PromQL `_sum`, used by the
-# dashboard and the alert below), its count the number of lines.
+# tokens must not drive logging cost, omi_receiver/runtime/ingest/rejections.py): each line
+# carries `count`, the refusals it stands for (1, or N for a minute's summary). So a
+# DISTRIBUTION of `count`, not a counter of lines: its sum is the number of refusals (PromQL
+# `_sum`, used by the dashboard and the alert below), its count the number of lines.
 resource "google_logging_metric" "chunk_rejected" {
   project         = var.project_id
   name            = "${var.name_prefix}/chunk_rejected"
@@ -97,7 +97,7 @@ resource "google_logging_metric" "chunk_rejected" {
 # of that number, not a counter: a counter could only count entries (flushes), while the
 # distribution keeps both the flush count and the chunks per flush (its mean times count is
 # the chunks assembled). Chunks per flush is what sets the Cloud Storage operation cost
-# (COSTS.md: one write per chunk would cost more than Pub/Sub), so it is worth seeing.
+# (docs/prices.md: one write per chunk would cost more than Pub/Sub), so it is worth seeing.
 resource "google_logging_metric" "chunks_assembled" {
   project         = var.project_id
   name            = "${var.name_prefix}/chunks_assembled"
@@ -249,7 +249,7 @@ resource "google_monitoring_alert_policy" "chunks_backlog" {
   documentation {
     mime_type = "text/markdown"
     content   = <<-EOT
-      Chunks are waiting in a chunk subscription (`${local.chunks_subscriptions_label}`; the incident names which) longer than expected: the assembler is failing or cannot keep up. Check the assembler's logs (`jsonPayload.event="assembler_pass"`) and the Scheduler jobs (`${var.name_prefix}-assembler-tick-*`, one per shard). If passes are healthy but behind (their `stopped` field says `max_pass_bytes` or `time` pass after pass), raise `assembler_shards`, or `max_pass_bytes` with `assembler_memory` (README, "Scaling to many users": drain first). Chunks are kept for 7 days.
+      Chunks are waiting in a chunk subscription (`${local.chunks_subscriptions_label}`; the incident names which) longer than expected: the assembler is failing or cannot keep up. Check the assembler's logs (`jsonPayload.event="assembler_pass"`) and the Scheduler jobs (`${var.name_prefix}-assembler-tick-*`, one per shard). If passes are healthy but behind (their `stopped` field says `max_pass_bytes` or `time` pass after pass), raise `assembler_shards`, or `max_pass_bytes` with `assembler_memory` (docs/deploy.md, "Changing assembler_shards": drain first). Chunks are kept for 7 days.
     EOT
   }
 

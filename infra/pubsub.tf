@@ -1,5 +1,5 @@
 # ---------------------------------------------------------------------------------------
-# Topics and subscriptions. omi_receiver/resources.py builds the same shape on the local
+# Topics and subscriptions. omi_receiver/devtools/resources.py builds the same shape on the local
 # emulator; the constants below match its ACK_DEADLINE_SECONDS, MAX_DELIVERY_ATTEMPTS and
 # TICKS_TOPIC (tests/infra checks that).
 # ---------------------------------------------------------------------------------------
@@ -46,7 +46,7 @@ resource "google_pubsub_topic" "this" {
 # subscription is drained by one pass per tick (one Scheduler job per shard, scheduler.tf).
 # With a single shard there is one topic named exactly var.chunks_topic and one
 # subscription named exactly var.chunks_subscription; with more, <name>-<i>. The names
-# match Config.shard_topic and Config.shard_subscription in omi_receiver/config.py.
+# match Config.shard_topic and Config.shard_subscription in omi_receiver/runtime/config.py.
 #
 # A topic per shard rather than filtered subscriptions on one topic: Pub/Sub bills the
 # messages a filter drops as delivered (every chunk would be billed once per shard), and

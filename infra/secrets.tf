@@ -2,7 +2,8 @@
 # Ingest token(s). The Omi app calls https://<ingest-url>/<token>; ingest accepts any token
 # in INGEST_TOKENS, the comma-joined list stored here. Rotation without losing a chunk:
 # add the new token to extra_ingest_tokens, apply, change the URL in the app, then make it
-# ingest_token, empty extra_ingest_tokens and apply again (docs/deploy.md).
+# ingest_token, empty extra_ingest_tokens and apply again
+# (docs/deploy.md, "Rotating the ingest token").
 #
 # The token is in the Terraform state (random_password, the secret version): keep the state
 # bucket private.

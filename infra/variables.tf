@@ -3,7 +3,7 @@
 # ---------------------------------------------------------------------------------------
 
 variable "project_id" {
-  description = "ID of the Google Cloud project to deploy into (also GOOGLE_CLOUD_PROJECT for both functions)."
+  description = "ID of the Google Cloud project to deploy into (also GOOGLE_CLOUD_PROJECT for ingest and the assembler)."
   type        = string
 
   validation {
@@ -53,7 +53,7 @@ variable "labels" {
 # ---------------------------------------------------------------------------------------
 
 variable "ingest_token" {
-  description = "Token the Omi app puts in the webhook URL path. null (default) generates a random 40-character one. Set it to the new token at the end of a rotation (docs/deploy.md)."
+  description = "Token the Omi app puts in the webhook URL path. null (default) generates a random 40-character one. Set it to the new token at the end of a rotation (docs/deploy.md, \"Rotating the ingest token\")."
   type        = string
   default     = null
   nullable    = true
@@ -66,7 +66,7 @@ variable "ingest_token" {
 }
 
 variable "extra_ingest_tokens" {
-  description = "More tokens accepted besides ingest_token, for a rotation without losing a chunk: add the new token here, apply, change the URL in the app, then make it ingest_token and empty this list (docs/deploy.md)."
+  description = "More tokens accepted besides ingest_token, for a rotation without losing a chunk: add the new token here, apply, change the URL in the app, then make it ingest_token and empty this list (docs/deploy.md, \"Rotating the ingest token\")."
   type        = list(string)
   default     = []
   nullable    = false
@@ -79,7 +79,7 @@ variable "extra_ingest_tokens" {
 }
 
 # ---------------------------------------------------------------------------------------
-# Settings the code reads (omi_receiver/config.py): the variable name is the Config field,
+# Settings the code reads (omi_receiver/runtime/config.py): the variable name is the Config field,
 # the environment variable is its upper-case form, and the defaults are the code's
 # defaults (tests/infra/test_terraform.py checks both).
 # ---------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ variable "chunks_topic" {
 }
 
 variable "assembler_shards" {
-  description = "Shards of the assembler's work (ASSEMBLER_SHARDS, set on both functions): ingest publishes each chunk to the topic of shard crc32(uid) % assembler_shards, and each shard gets its own chunk topic and subscription (<chunks_topic>-<i> and <chunks_subscription>-<i>; with 1, one topic named chunks_topic and one subscription named chunks_subscription), Scheduler job and pass per tick. Each chunk is delivered once, whatever the count. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys topics and subscriptions with their backlog: drain first (README, \"Scaling to many users\")."
+  description = "Shards of the assembler's work (ASSEMBLER_SHARDS, set on ingest and the assembler): ingest publishes each chunk to the topic of shard crc32(uid) % assembler_shards, and each shard gets its own chunk topic and subscription (<chunks_topic>-<i> and <chunks_subscription>-<i>; with 1, one topic named chunks_topic and one subscription named chunks_subscription), Scheduler job and pass per tick. Each chunk is delivered once, whatever the count. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys topics and subscriptions with their backlog: drain first (docs/deploy.md, \"Changing assembler_shards\")."
   type        = number
   default     = 1
 
