@@ -1,23 +1,26 @@
 terraform {
   required_version = ">= 1.5, < 2.0"
 
-  # State lives in a GCS bucket created once by hand (docs/deploy.md):
+  # State lives in a GCS bucket created once by hand (docs/deploy.md, "Bootstrap"):
   #   terraform init -backend-config=bucket=STATE_BUCKET -backend-config=prefix=omi-receiver
   backend "gcs" {}
 
+  # Pinned to the releases whose schemas `make test` checks infra/ against
+  # (tests/infra/provider_schema.py reads them from the cdktf-cdktf-provider-* packages in
+  # requirements-dev.txt); patch releases do not change a schema.
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.0, < 7.0"
+      version = ">= 6.50.0, < 6.51.0"
     }
     random = {
       source  = "hashicorp/random"
-      version = ">= 3.6, < 4.0"
+      version = ">= 3.7.2, < 3.8.0"
     }
-    # 2.5 added glob patterns to archive_file's `excludes`.
+    # archive_file zips the functions' allow-listed files from `source` blocks (storage.tf, vad.tf).
     archive = {
       source  = "hashicorp/archive"
-      version = ">= 2.5, < 3.0"
+      version = ">= 2.7.1, < 2.8.0"
     }
   }
 }
