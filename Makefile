@@ -5,11 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: help venv up down status demo test test-fast bench soak clean
+.PHONY: help venv lint up down status demo test test-fast bench soak clean
 
 help:
 	@echo "make demo   - start the local stack and stream a sample from simulated Omi devices"
-	@echo "make test   - the whole test suite (emulators, checkov, Terraform checks)"
+	@echo "make test   - lint, format check and the whole test suite (emulators, checkov, Terraform checks)"
+	@echo "make test-fast - lint and every test not marked slow"
 	@echo "make up / make down / make status - the local stack"
 	@echo "make bench  - benchmarks; writes bench/results/ and docs/performance.md, docs/cost.md"
 	@echo "make soak   - many simulated devices under injected faults; fails on any lost or doubled chunk"
@@ -38,11 +39,18 @@ status: venv
 demo: venv
 	$(PY) -m omi_receiver.devtools.demo
 
-test: venv $(CHECKOV_VENV)/.installed
+# Lint and format first: a failure there is the quickest to read.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: venv
-	$(PY) -m pytest tests/unit tests/infra $(PYTEST_ARGS)
+# The inner loop: everything but the tests marked slow (the soak, the demo, checkov,
+# timeouts waited out on purpose); about two minutes instead of six.
+test-fast: lint
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m bench.run $(BENCH_ARGS)

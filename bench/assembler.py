@@ -16,11 +16,16 @@ from omi_receiver.devtools.faultproxy import FaultProxy
 
 MINUTE_US = 60_000_000
 SAMPLES = 5  # flushes timed at each recording length
-TARGETS = {"writes_per_chunk_max": 0.2, "audio_bytes_down": 0, "flush_ratio_max": 1.2,
-           "invocations_per_chunk_max": 0.1}
+TARGETS = {"writes_per_chunk_max": 0.2, "audio_bytes_down": 0, "flush_ratio_max": 1.2, "invocations_per_chunk_max": 0.1}
 # proxy kind -> store.ops field
-CROSS_CHECK = {"upload": "uploads", "compose": "composes", "download": "reads", "delete": "deletes",
-               "list": "lists", "patch": "patches"}
+CROSS_CHECK = {
+    "upload": "uploads",
+    "compose": "composes",
+    "download": "reads",
+    "delete": "deletes",
+    "list": "lists",
+    "patch": "patches",
+}
 
 
 def _passes(em: Emulators, proxy: FaultProxy, users: int, rounds: int, finalize: bool, log) -> list[dict]:
@@ -56,16 +61,25 @@ def _passes(em: Emulators, proxy: FaultProxy, users: int, rounds: int, finalize:
 def _measured_pass(pool, proxy: FaultProxy, at: int, r: int, users: int, kind: str, log) -> dict:
     proxy.reset_counts()
     m = pool.submit(worker.run_pass, at).result()
-    m.update(round=r, users=users, chunks=m["out"]["assembled"], held=m["out"]["held"], kind=kind,
-             proxy_counts=dict(proxy.counts), bytes_down=proxy.bytes_down,
-             flushes_per_user=round(len(m["flushed"]) / users, 2), pulls=len(m["pulls"]))
+    m.update(
+        round=r,
+        users=users,
+        chunks=m["out"]["assembled"],
+        held=m["out"]["held"],
+        kind=kind,
+        proxy_counts=dict(proxy.counts),
+        bytes_down=proxy.bytes_down,
+        flushes_per_user=round(len(m["flushed"]) / users, 2),
+        pulls=len(m["pulls"]),
+    )
     m["cross_check_ok"] = all(m["proxy_counts"].get(k, 0) == m["ops"][v] for k, v in CROSS_CHECK.items())
     del m["flushed"]
-    log(f"  assembler {users:3d} users round {r} ({kind}): {m['chunks']} chunks, {m['held']} released, "
+    log(
+        f"  assembler {users:3d} users round {r} ({kind}): {m['chunks']} chunks, {m['held']} released, "
         f"{m['finalized'] if 'finalized' in m else m['out']['finalized']} finalized, {m['wall_s']} s wall, "
-        f"{m['cpu_s']} CPU-s, {m['flushes_per_user']} flushes/user, proxy {m['proxy_counts']}")
+        f"{m['cpu_s']} CPU-s, {m['flushes_per_user']} flushes/user, proxy {m['proxy_counts']}"
+    )
     return m
-    return out
 
 
 def _per_chunk(rounds: list[dict]) -> dict:
@@ -94,12 +108,24 @@ def run(quick: bool, log=print) -> dict:
         lengths = [1, 10] if quick else [1, 10, 15, 60]
         config = em.config(max_recording_seconds=6 * 3600)  # so 60+ minutes stay one recording
         with worker.pool(em.env, config) as pool:
-            series = pool.submit(worker.flush_series, "asm-long", max(lengths) + SAMPLES, 60, 16000,
-                                 feed.now_minute_us() - 5 * 3600 * 1_000_000).result()
+            series = pool.submit(
+                worker.flush_series,
+                "asm-long",
+                max(lengths) + SAMPLES,
+                60,
+                16000,
+                feed.now_minute_us() - 5 * 3600 * 1_000_000,
+            ).result()
     summary = summarize(single, many, series, lengths)
     summary["idle_pass"] = idle
-    return {"single": single, "many": many, "flush_series": series, "idle": idle, "summary": summary,
-            "targets": TARGETS}
+    return {
+        "single": single,
+        "many": many,
+        "flush_series": series,
+        "idle": idle,
+        "summary": summary,
+        "targets": TARGETS,
+    }
 
 
 def _idle(em: Emulators, proxy: FaultProxy, log) -> dict:
@@ -110,8 +136,12 @@ def _idle(em: Emulators, proxy: FaultProxy, log) -> dict:
         proxy.reset_counts()
         m = pool.submit(worker.run_pass).result()
     log(f"  assembler idle pass: {m['wall_s']} s wall, {m['cpu_s']} CPU-s, proxy {dict(proxy.counts)}")
-    return {"wall_s": m["wall_s"], "cpu_s": m["cpu_s"], "proxy_counts": dict(proxy.counts),
-            "pull_s": [p[1] for p in m["pulls"]]}
+    return {
+        "wall_s": m["wall_s"],
+        "cpu_s": m["cpu_s"],
+        "proxy_counts": dict(proxy.counts),
+        "pull_s": [p[1] for p in m["pulls"]],
+    }
 
 
 def summarize(single, many, series, lengths) -> dict:
@@ -123,20 +153,26 @@ def summarize(single, many, series, lengths) -> dict:
     bytes_down = sum(r["bytes_down"] for r in single + many)
 
     def at_length(n):  # flushes made when the recording already held n minutes
-        chosen = series[n:n + SAMPLES]
+        chosen = series[n : n + SAMPLES]
 
         def wait(f, *kinds):
             return sum(f["waits_s"].get(k, 0.0) for k in kinds)
-        return {"minutes": n, "wall_s": median([f["wall_s"] for f in chosen]),
-                "cpu_s": median([f["cpu_s"] for f in chosen]),
-                "compose_s": round(median([wait(f, "compose") for f in chosen]), 3),
-                "delete_s": round(median([wait(f, "delete_quietly") for f in chosen]), 3),
-                "other_requests_s": round(median([wait(f, "read_state", "write_state", "upload") for f in chosen]), 3),
-                # Compose and delete are the requests whose cost grows with the object in
-                # fake-gcs-server (it copies / frees the bytes); the rest is the assembler's part.
-                "wall_without_compose_delete_s": round(median([f["wall_s"] - wait(f, "compose", "delete_quietly")
-                                                               for f in chosen]), 3),
-                "requests": median([sum(f["ops"].values()) for f in chosen])}
+
+        return {
+            "minutes": n,
+            "wall_s": median([f["wall_s"] for f in chosen]),
+            "cpu_s": median([f["cpu_s"] for f in chosen]),
+            "compose_s": round(median([wait(f, "compose") for f in chosen]), 3),
+            "delete_s": round(median([wait(f, "delete_quietly") for f in chosen]), 3),
+            "other_requests_s": round(median([wait(f, "read_state", "write_state", "upload") for f in chosen]), 3),
+            # Compose and delete are the requests whose cost grows with the object in
+            # fake-gcs-server (it copies / frees the bytes); the rest is the assembler's part.
+            "wall_without_compose_delete_s": round(
+                median([f["wall_s"] - wait(f, "compose", "delete_quietly") for f in chosen]), 3
+            ),
+            "requests": median([sum(f["ops"].values()) for f in chosen]),
+        }
+
     flush = [at_length(n) for n in lengths]
     base, last = flush[0], flush[-1]
     per_chunk_single = _per_chunk(single)
@@ -155,23 +191,26 @@ def summarize(single, many, series, lengths) -> dict:
         "finalize_passes": len(fin),
         "finalized": sum(r["out"]["finalized"] for r in fin),
         "cross_check_ok": all(r["cross_check_ok"] for r in single + many),
-        "downloads": downloads, "state_reads": state_reads, "bytes_down": bytes_down,
+        "downloads": downloads,
+        "state_reads": state_reads,
+        "bytes_down": bytes_down,
         "audio_bytes_down": bytes_down if downloads != state_reads else 0,
         "state_object_bytes": round(bytes_down / downloads) if downloads else 0,
         "released_per_chunk": round(median([r["held"] / r["chunks"] for r in steady]), 4),
-        "chunks_first_pass": first["chunks"], "chunks_steady_pass": median([r["chunks"] for r in steady]),
+        "chunks_first_pass": first["chunks"],
+        "chunks_steady_pass": median([r["chunks"] for r in steady]),
         "chunks_finalize_pass": sum(r["chunks"] for r in fin),
         "cpu_s_per_audio_hour_single": round(median([r["cpu_s"] for r in steady]) * 60, 2),
         "cpu_s_per_audio_hour_many": round(median([r["cpu_s"] / r["users"] for r in steady_many]) * 60, 2),
         "pass_wall_s_single": median([r["wall_s"] for r in steady]),
         "pass_cpu_s_single": median([r["cpu_s"] for r in steady]),
-
         "peak_rss_mib": max(r["peak_rss_mib"] for r in single + many),
         "rss_before_first_pass_mib": min(r["rss_before_mib"] for r in single + many),
         "flush_time": flush,
         "flush_ratio_wall": ratio(last["wall_s"], base["wall_s"]),
-        "flush_ratio_wall_without_compose_delete": ratio(last["wall_without_compose_delete_s"],
-                                                         base["wall_without_compose_delete_s"]),
+        "flush_ratio_wall_without_compose_delete": ratio(
+            last["wall_without_compose_delete_s"], base["wall_without_compose_delete_s"]
+        ),
         "flush_ratio_cpu": ratio(last["cpu_s"], base["cpu_s"]),
         "invocations_per_chunk_single": round(1 / 60, 4),
         "pass": {
@@ -179,7 +218,7 @@ def summarize(single, many, series, lengths) -> dict:
             "writes_many": per_chunk_many["writes"] <= TARGETS["writes_per_chunk_max"],
             "audio_bytes_down": downloads == state_reads,
             "flush_ratio_assembler": ratio(last["wall_without_compose_delete_s"], base["wall_without_compose_delete_s"])
-                                     <= TARGETS["flush_ratio_max"],
+            <= TARGETS["flush_ratio_max"],
             "flush_ratio_cpu": ratio(last["cpu_s"], base["cpu_s"]) <= TARGETS["flush_ratio_max"],
             "invocations": 1 / 60 <= TARGETS["invocations_per_chunk_max"],
         },

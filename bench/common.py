@@ -24,27 +24,40 @@ PROJECT = "omi-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Hashed into every result so a number can be traced to the exact (possibly uncommitted)
 # source. The code whose performance is measured is what is deployed: main.py and the runtime package.
-MEASURED_FILES = ("main.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "omi_receiver" / "runtime").rglob("*.py")))
+MEASURED_FILES = (
+    "main.py",
+    *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "omi_receiver" / "runtime").rglob("*.py")),
+)
 
 
 # --- provenance ---------------------------------------------------------------------------
 
+
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
     return {
         "cpu_model": cpu,
         "nproc": os.cpu_count(),
         "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": git("rev-parse", "--short", "HEAD"),
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED_FILES))
-                 or bool(git("ls-files", "--others", "--exclude-standard", "--", *MEASURED_FILES)),
-        "source_sha256": {f: hashlib.sha256((ROOT / f).read_bytes()).hexdigest()[:12]
-                          for f in MEASURED_FILES if (ROOT / f).exists()},
+        or bool(git("ls-files", "--others", "--exclude-standard", "--", *MEASURED_FILES)),
+        "source_sha256": {
+            f: hashlib.sha256((ROOT / f).read_bytes()).hexdigest()[:12] for f in MEASURED_FILES if (ROOT / f).exists()
+        },
         "loadavg_at_start": os.getloadavg(),
     }
 
@@ -63,6 +76,7 @@ def read_result(name: str) -> dict | None:
 
 # --- numbers ------------------------------------------------------------------------------
 
+
 def percentile(values, q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
     ordered = sorted(values)
@@ -79,6 +93,7 @@ def ratio(a: float, b: float) -> float:
 
 
 # --- process CPU from /proc -----------------------------------------------------------------
+
 
 def process_tree(root: int) -> list[int]:
     """`root` and all its descendants (gunicorn master + worker, gcloud wrapper + java)."""
@@ -101,7 +116,7 @@ def process_tree(root: int) -> list[int]:
 def _stat_fields(pid: int) -> list[str]:
     # Fields after the ")" that closes the command name: state, ppid, ..., utime is the 12th.
     text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -117,6 +132,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 # --- private emulators ----------------------------------------------------------------------
+
 
 class Emulators:
     """Pub/Sub emulator + fake-gcs-server on free ports, logs in a temp dir; a context manager."""
@@ -138,7 +154,7 @@ class Emulators:
         os.environ.update(self.env)  # this process's clients go to the emulators too
         _forget_clients()
 
-    def __enter__(self) -> "Emulators":
+    def __enter__(self) -> Emulators:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -156,9 +172,13 @@ class Emulators:
 
         tag = uuid.uuid4().hex[:8]
         values = dict(
-            google_cloud_project=PROJECT, chunks_topic=f"chunks-{tag}", chunks_subscription=f"chunks-sub-{tag}",
-            dead_letter_topic=f"dead-{tag}", recordings_topic=f"recordings-{tag}",
-            recordings_bucket=f"recordings-{tag}" if self.gcs else "", ingest_tokens="bench-token-0123456789",
+            google_cloud_project=PROJECT,
+            chunks_topic=f"chunks-{tag}",
+            chunks_subscription=f"chunks-sub-{tag}",
+            dead_letter_topic=f"dead-{tag}",
+            recordings_topic=f"recordings-{tag}",
+            recordings_bucket=f"recordings-{tag}" if self.gcs else "",
+            ingest_tokens="bench-token-0123456789",
         )
         values.update(overrides)
         config = Config(**values)
@@ -193,8 +213,9 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def spawn_function(source: str, target: str, port: int, env: dict, log: Path,
-                   signature: str = "http") -> subprocess.Popen:
+def spawn_function(
+    source: str, target: str, port: int, env: dict, log: Path, signature: str = "http"
+) -> subprocess.Popen:
     """functions-framework (gunicorn, 1 worker, 4 x CPU threads) in its own process group,
     serving `source` (relative to the repository); `env` added to this process's. Returns
     at once (wait_http); stop it with omi_receiver.devtools.functions.stop(proc.pid)."""

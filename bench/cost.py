@@ -12,27 +12,27 @@ from bench.common import read_result
 # USD list prices, us-central1, late 2026: the rows of docs/prices.md that name these keys
 # (tests/unit/test_docs.py checks the two agree). Verify before quoting; change both together.
 PRICE = {
-    "class_a": 0.005 / 1000,        # upload, compose, copy, list, rewrite
-    "class_b": 0.0004 / 1000,       # get, metadata read
-    "gb_month": 0.020,              # Standard storage
-    "pubsub_tib": 40.0,             # publish and each subscription's delivery; min 1 KB per request
-    "invocation": 0.40 / 1e6,       # Cloud Functions 2nd gen requests
-    "vcpu_s": 0.000024,             # Cloud Run CPU, request-based billing
-    "gib_s": 0.0000025,             # Cloud Run memory
-    "scheduler_job": 0.10,          # per job per month; 3 jobs free per billing account
+    "class_a": 0.005 / 1000,  # upload, compose, copy, list, rewrite
+    "class_b": 0.0004 / 1000,  # get, metadata read
+    "gb_month": 0.020,  # Standard storage
+    "pubsub_tib": 40.0,  # publish and each subscription's delivery; min 1 KB per request
+    "invocation": 0.40 / 1e6,  # Cloud Functions 2nd gen requests
+    "vcpu_s": 0.000024,  # Cloud Run CPU, request-based billing
+    "gib_s": 0.0000025,  # Cloud Run memory
+    "scheduler_job": 0.10,  # per job per month; 3 jobs free per billing account
 }
-INGEST_VCPU, INGEST_GIB = 1, 0.5          # infra/variables.tf: ingest_cpu, ingest_memory
-ASSEMBLER_VCPU, ASSEMBLER_GIB = 1, 1.0    # assembler_cpu, assembler_memory
+INGEST_VCPU, INGEST_GIB = 1, 0.5  # infra/variables.tf: ingest_cpu, ingest_memory
+ASSEMBLER_VCPU, ASSEMBLER_GIB = 1, 1.0  # assembler_cpu, assembler_memory
 # Cloud Run adds instances at ~60 % CPU, so under steady load the billed instance time is
 # about the CPU time / 0.6. At 1 user there is no overlap: each burst of requests is its own
 # billed period, rounded up to 100 ms.
 UTILIZATION = 0.6
 GRANULE_S = 0.1
-ATTRIBUTE_BYTES = 200                     # uid, sample_rate, received_at, chunk_id, ordering key
+ATTRIBUTE_BYTES = 200  # uid, sample_rate, received_at, chunk_id, ordering key
 TIB = 2**40
 HOURS_PER_MONTH = 730
-TICKS_PER_MONTH = 43_200                  # one a minute, 30 days
-STREAM_HOURS_PER_MONTH = 16 * 30          # "a user streaming 16 hours a day" (docs/prices.md example)
+TICKS_PER_MONTH = 43_200  # one a minute, 30 days
+STREAM_HOURS_PER_MONTH = 16 * 30  # "a user streaming 16 hours a day" (docs/prices.md example)
 # Production Cloud Storage request latency assumed for sizing (the emulator answers in ~1 ms).
 GCS_REQUEST_S = 0.05
 # infra/functions.tf refuses max_pass_bytes above this share of assembler_memory.
@@ -70,8 +70,8 @@ def plan(users: int, asm: dict, scale: dict) -> dict:
     users of a pass, and so does memory: a pass assembles at most about MAX_PASS_BYTES of audio
     per tick (it leaves the rest to the next), and MAX_PASS_BYTES must fit the instance."""
     cpu_ms = scale["end_to_end_cpu_ms_per_user_minute"]  # pull, decode, flush, ack: per user per tick
-    budget_s = 0.5 * scale["pass_seconds"]                # finish in half of PASS_SECONDS
-    cpu_users = int(budget_s * 1000 / cpu_ms)             # a pass uses about one core (GIL)
+    budget_s = 0.5 * scale["pass_seconds"]  # finish in half of PASS_SECONDS
+    cpu_users = int(budget_s * 1000 / cpu_ms)  # a pass uses about one core (GIL)
     user_minute = 60 * 32_000
     options = []
     for gib in (1, 2):
@@ -81,15 +81,24 @@ def plan(users: int, asm: dict, scale: dict) -> dict:
         max_pass_mib = min(by_rss, int(gib * 1024 * MAX_PASS_SHARE_OF_MEMORY))
         per_pass = max(1, min(cpu_users, max_pass_mib * 2**20 // user_minute))
         shards = math.ceil(users / per_pass)
-        options.append({"memory_gib": gib, "max_pass_bytes_mib": max_pass_mib, "users_per_pass": per_pass,
-                        "shards": shards})
+        options.append(
+            {"memory_gib": gib, "max_pass_bytes_mib": max_pass_mib, "users_per_pass": per_pass, "shards": shards}
+        )
     best = min(options, key=lambda o: (o["shards"], o["memory_gib"]))
     requests_per_flush = 10
     # Enough flushes in flight that production request latency does not become the limit.
-    workers = max(16, 2 ** math.ceil(math.log2(max(1, best["users_per_pass"] * requests_per_flush
-                                                     * GCS_REQUEST_S / budget_s))))
-    return {"users": users, "cpu_ms_per_user_minute": cpu_ms, "cpu_users_per_pass": cpu_users,
-            "options": options, **best, "flush_workers": workers, "max_instances": best["shards"] + 1}
+    workers = max(
+        16, 2 ** math.ceil(math.log2(max(1, best["users_per_pass"] * requests_per_flush * GCS_REQUEST_S / budget_s)))
+    )
+    return {
+        "users": users,
+        "cpu_ms_per_user_minute": cpu_ms,
+        "cpu_users_per_pass": cpu_users,
+        "options": options,
+        **best,
+        "flush_workers": workers,
+        "max_instances": best["shards"] + 1,
+    }
 
 
 def per_user_hour(sender: str, users: int, r: dict, design: str = "this") -> dict:
@@ -100,7 +109,7 @@ def per_user_hour(sender: str, users: int, r: dict, design: str = "this") -> dic
     level = ing["legacy_10s"] if legacy else ing.get("c50") or ing[max(ing, key=lambda k: ing[k]["ingest"]["rps"])]
     cpu_req_s = level["ingest"]["cpu_ms_per_request"]["server"] / 1000
     if legacy:
-        latency_s = level["ingest"]["p50_ms"] / 1000   # at 10 connections: an upper bound for 1 user
+        latency_s = level["ingest"]["p50_ms"] / 1000  # at 10 connections: an upper bound for 1 user
     else:
         latency_s = ing["c1"]["ingest"]["p50_ms"] / 1000
     cost = {}
@@ -120,7 +129,7 @@ def per_user_hour(sender: str, users: int, r: dict, design: str = "this") -> dic
         ticks = 60 * p["shards"]
         cost["assembler invocations"] = ticks / users * PRICE["invocation"]
         if users == 1:
-            assembler_s = 60 * asm["pass_wall_s_single"]     # instance time of the passes
+            assembler_s = 60 * asm["pass_wall_s_single"]  # instance time of the passes
         else:
             assembler_s = 60 * p["cpu_ms_per_user_minute"] / 1000 / UTILIZATION
         gib = ASSEMBLER_GIB if users == 1 else p["memory_gib"]
@@ -131,9 +140,13 @@ def per_user_hour(sender: str, users: int, r: dict, design: str = "this") -> dic
         # what an idle pass does too (state listing, shard lease): that per-pass overhead is
         # paid once per shard per tick, shared by the users (a list page per 1,000 users).
         idle = asm["idle_pass"]["proxy_counts"]
+
         def user_part(counts):
             return {k: counts.get(k, 0) - idle.get(k, 0) for k in set(counts) | set(idle)}
-        finalize = {k: v - (asm["finalize_passes"] - 1) * idle.get(k, 0) for k, v in asm["requests_finalize_pass"].items()}
+
+        finalize = {
+            k: v - (asm["finalize_passes"] - 1) * idle.get(k, 0) for k, v in asm["requests_finalize_pass"].items()
+        }
         parts = [user_part(asm["requests_first_flush"]), user_part(finalize)]
         steady = user_part(asm["requests_steady_pass"])
         class_a = sum(_ops_kinds(c)[0] for c in parts) + 59 * _ops_kinds(steady)[0]
@@ -144,14 +157,15 @@ def per_user_hour(sender: str, users: int, r: dict, design: str = "this") -> dic
         per_user = 60 * p["shards"] / users
         cost["storage Class A (flush writes)"] = class_a * PRICE["class_a"]
         cost["storage Class B (state reads)"] = class_b * PRICE["class_b"]
-        cost["storage, per-pass requests (" + ", ".join(f"{k} {v}" for k, v in sorted(idle.items())) + ")"] = per_user * (
-            over_a * PRICE["class_a"] + over_b * PRICE["class_b"])
+        cost["storage, per-pass requests (" + ", ".join(f"{k} {v}" for k, v in sorted(idle.items())) + ")"] = (
+            per_user * (over_a * PRICE["class_a"] + over_b * PRICE["class_b"])
+        )
     else:
         n = 60 if design.startswith("rewrite per minute") else requests
-        size = 115.2e6 / n                                      # bytes added per write
+        size = 115.2e6 / n  # bytes added per write
         cost["storage Class A (writes)"] = n * PRICE["class_a"]
         if design.startswith("rewrite"):
-            moved = size * n * (n + 1) / 2                      # each write re-uploads the whole file
+            moved = size * n * (n + 1) / 2  # each write re-uploads the whole file
             cost["storage Class B (read back the file)"] = n * PRICE["class_b"]
             # CPU to move the bytes both ways, at the rate the assembler uploads a part
             # (a 1.92 MB part inside one flush's CPU: an upper bound of CPU per byte).
@@ -168,13 +182,15 @@ def idle_month(passes: int, asm: dict) -> dict:
     a, b = _ops_kinds(idle["proxy_counts"])  # what every shard's idle pass requests
     ticks = TICKS_PER_MONTH * passes
     return {
-        f"Cloud Scheduler ({passes} job{'s' if passes > 1 else ''}; 3 free per billing account)": passes * PRICE["scheduler_job"],
+        f"Cloud Scheduler ({passes} job{'s' if passes > 1 else ''}; 3 free per billing account)": passes
+        * PRICE["scheduler_job"],
         "tick messages (1 KB min, publish + Eventarc delivery)": 2 * ticks * 1000 / TIB * PRICE["pubsub_tib"],
         "assembler invocations": ticks * PRICE["invocation"],
-        "idle pass instance time (measured pass wall time)": ticks * _ceil_granule(idle["wall_s"])
-            * (ASSEMBLER_VCPU * PRICE["vcpu_s"] + ASSEMBLER_GIB * PRICE["gib_s"]),
-        f"storage requests of an idle pass ({', '.join(f'{k} {v}' for k, v in sorted(idle['proxy_counts'].items()))})":
-            ticks * (a * PRICE["class_a"] + b * PRICE["class_b"]),
+        "idle pass instance time (measured pass wall time)": ticks
+        * _ceil_granule(idle["wall_s"])
+        * (ASSEMBLER_VCPU * PRICE["vcpu_s"] + ASSEMBLER_GIB * PRICE["gib_s"]),
+        f"storage requests of an idle pass ({', '.join(f'{k} {v}' for k, v in sorted(idle['proxy_counts'].items()))})": ticks
+        * (a * PRICE["class_a"] + b * PRICE["class_b"]),
     }
 
 
@@ -189,15 +205,28 @@ def build() -> dict:
     asm, scale = r["assembler"]["summary"], r["scale"]["summary"]
     columns = [(s, n) for n in (1, big) for s in SENDERS]
     table = {f"{s}, {n:,} user{'s' if n > 1 else ''}": per_user_hour(s, n, r) for s, n in columns}
-    designs = ["this", "object per chunk", "rewrite per chunk", "rewrite per chunk, 7-day soft delete",
-               "rewrite per minute", "rewrite per minute, 7-day soft delete"]
+    designs = [
+        "this",
+        "object per chunk",
+        "rewrite per chunk",
+        "rewrite per chunk, 7-day soft delete",
+        "rewrite per minute",
+        "rewrite per minute, 7-day soft delete",
+    ]
     naive = {d: {n: per_user_hour("current X=1", n, r, d) for n in (1, big)} for d in designs}
     p_big = plan(big, asm, scale)
-    idle = {"1 shard (default)": idle_month(1, asm), f"{p_big['shards']} shards (10,000-user settings)":
-            idle_month(p_big["shards"], asm)}
-    data = {"prices": PRICE, "per_user_hour": table, "naive_per_user_hour": naive, "idle_per_month": idle,
-            "plan_10000": p_big, "assumptions": {"utilization": UTILIZATION, "granule_s": GRANULE_S,
-                                                 "gcs_request_s": GCS_REQUEST_S}}
+    idle = {
+        "1 shard (default)": idle_month(1, asm),
+        f"{p_big['shards']} shards (10,000-user settings)": idle_month(p_big["shards"], asm),
+    }
+    data = {
+        "prices": PRICE,
+        "per_user_hour": table,
+        "naive_per_user_hour": naive,
+        "idle_per_month": idle,
+        "plan_10000": p_big,
+        "assumptions": {"utilization": UTILIZATION, "granule_s": GRANULE_S, "gcs_request_s": GCS_REQUEST_S},
+    }
     return {"data": data, "markdown": _markdown(r, data)}
 
 
@@ -206,11 +235,17 @@ def _table(columns: dict) -> list[str]:
     items = list(dict.fromkeys(k for c in columns.values() for k in c))
     lines = ["| item | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for item in items:
-        lines.append(f"| {item} | " + " | ".join(usd(columns[n][item]) if item in columns[n] else "–"
-                                                  for n in names) + " |")
-    lines.append("| **total per user-hour** | " + " | ".join(f"**{usd(sum(columns[n].values()))}**" for n in names) + " |")
-    lines.append("| per user-month at 16 h/day | " + " | ".join(usd(sum(columns[n].values()) * STREAM_HOURS_PER_MONTH)
-                                                             for n in names) + " |")
+        lines.append(
+            f"| {item} | " + " | ".join(usd(columns[n][item]) if item in columns[n] else "–" for n in names) + " |"
+        )
+    lines.append(
+        "| **total per user-hour** | " + " | ".join(f"**{usd(sum(columns[n].values()))}**" for n in names) + " |"
+    )
+    lines.append(
+        "| per user-month at 16 h/day | "
+        + " | ".join(usd(sum(columns[n].values()) * STREAM_HOURS_PER_MONTH) for n in names)
+        + " |"
+    )
     return lines
 
 
@@ -228,9 +263,9 @@ def _long_pass_note(r: dict, data: dict) -> list[str]:
         return []
     per_shard_hour = 60 * budget * (ASSEMBLER_VCPU * PRICE["vcpu_s"] + ASSEMBLER_GIB * PRICE["gib_s"])
     return [
-        f"**As the assembler runs today, a pass that meets a continuous stream lasts its whole budget.** In the",
+        "**As the assembler runs today, a pass that meets a continuous stream lasts its whole budget.** In the",
         f"freshness run (senders posting every second) a pass took {longest} s: it keeps pulling while chunks keep",
-        f"arriving until half of PASS_SECONDS, flushes, then loops without work until PASS_SECONDS",
+        "arriving until half of PASS_SECONDS, flushes, then loops without work until PASS_SECONDS",
         f"(docs/performance.md, section 3). Billed, that is {budget:.0f} s of a vCPU per tick per shard, "
         f"{usd(per_shard_hour)} per hour per shard instead of the pass time above: at 1 user streaming with X=1 that",
         f"alone is {usd(per_shard_hour)} per user-hour; at 10,000 users it adds up to "
@@ -269,10 +304,10 @@ def _markdown(r: dict, data: dict) -> str:
         "",
         "How each line is computed:",
         "",
-        f"- **ingest requests**: one invocation per POST (3,600 per hour for 1-second POSTs, 360 for legacy 10-second POSTs).",
-        f"- **ingest CPU + memory** (1 vCPU, 512 MiB): at 1 user nothing overlaps, so each burst is one billed period of",
+        "- **ingest requests**: one invocation per POST (3,600 per hour for 1-second POSTs, 360 for legacy 10-second POSTs).",
+        "- **ingest CPU + memory** (1 vCPU, 512 MiB): at 1 user nothing overlaps, so each burst is one billed period of",
         f"  `requests in the burst x p50 ack latency` ({ing['c1']['ingest']['p50_ms']} ms measured at 1 connection) rounded up",
-        f"  to 100 ms: the X=10 sender's ten back-to-back POSTs share one period. At 10,000 users instances are busy and the",
+        "  to 100 ms: the X=10 sender's ten back-to-back POSTs share one period. At 10,000 users instances are busy and the",
         f"  billed time is the measured server CPU per request "
         f"({(ing.get('c50') or ing['c1'])['ingest']['cpu_ms_per_request']['server']} ms at 50 connections) / {UTILIZATION} utilization.",
         "- **Pub/Sub**: every chunk is published once and delivered once to the assembler's subscription:",
@@ -280,9 +315,9 @@ def _markdown(r: dict, data: dict) -> str:
         f"  pass finds still settling and releases: {asm['released_per_chunk']} per chunk measured (SETTLE_SECONDS / tick = 10/60).",
         f"- **assembler invocations**: one per tick per shard ({p['shards']} shards at 10,000 users), shared by all users.",
         f"- **assembler CPU + memory** (1 vCPU; 1 GiB at 1 user, {p['memory_gib']} GiB in the 10,000-user settings): at 1 user the instance time of a pass ({asm['pass_wall_s_single']} s",
-        f"  measured, mostly the final empty pull) every minute; at 10,000 users the measured CPU per user-minute",
+        "  measured, mostly the final empty pull) every minute; at 10,000 users the measured CPU per user-minute",
         f"  ({p['cpu_ms_per_user_minute']} ms: pulling, decoding, flushing and acking a user's minute) / {UTILIZATION}.",
-        f"- **Storage**: a recording-hour is one first flush, 59 more (a steady flush: part upload, two composes,",
+        "- **Storage**: a recording-hour is one first flush, 59 more (a steady flush: part upload, two composes,",
         f"  header upload, two state writes: Class A; one state read of {asm['state_object_bytes']} B on average: Class B; no",
         "  audio is ever downloaded) and the finalizing tick, each counted at the proxy less what an idle pass",
         f"  requests too ({', '.join(f'{k} {v}' for k, v in sorted(asm['idle_pass']['proxy_counts'].items()))}). That per-pass",
@@ -310,9 +345,12 @@ def _markdown(r: dict, data: dict) -> str:
         "",
         "| design | per user-hour, 1 user | per user-hour, 10,000 users | per user-month at 16 h/day, 10,000 users | largest item (10,000 users) |",
         "|---|---:|---:|---:|---|",
-        *[f"| {d} | {usd(sum(v[1].values()))} | {usd(sum(v[big].values()))} | "
-          f"{usd(sum(v[big].values()) * STREAM_HOURS_PER_MONTH)} | {max(v[big], key=v[big].get)} "
-          f"({usd(max(v[big].values()))}) |" for d, v in data["naive_per_user_hour"].items()],
+        *[
+            f"| {d} | {usd(sum(v[1].values()))} | {usd(sum(v[big].values()))} | "
+            f"{usd(sum(v[big].values()) * STREAM_HOURS_PER_MONTH)} | {max(v[big], key=v[big].get)} "
+            f"({usd(max(v[big].values()))}) |"
+            for d, v in data["naive_per_user_hour"].items()
+        ],
         "",
         "Item by item in `bench/results/cost.json`. The naive designs' CPU to move bytes is a rough estimate;",
         "their Class A writes and soft-deleted bytes are exact arithmetic.",

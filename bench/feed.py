@@ -31,8 +31,14 @@ def minute_of_audio(uids: list[str], config, start_us: int, chunks: int = 60, ra
         for uid in uids:
             shard = shard_of(uid, config.assembler_shards)
             chunk = Chunk(uid, rate, received, os.urandom(8).hex(), body)
-            futures.append(publisher().publish(config.topic_path(config.shard_topic(shard)), chunk.data,
-                                               **chunk.attributes(), **{ATTR_SHARD: str(shard)}))
+            futures.append(
+                publisher().publish(
+                    config.topic_path(config.shard_topic(shard)),
+                    chunk.data,
+                    **chunk.attributes(),
+                    **{ATTR_SHARD: str(shard)},
+                )
+            )
     for future in futures:
         future.result(timeout=120)
     return len(futures) * len(body)

@@ -18,10 +18,10 @@ import requests
 
 from bench import worker
 from bench.common import Emulators, median, percentile, spawn_function, wait_http
-from omi_receiver.runtime import clients
 from omi_receiver.devtools import emulators
-from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
 from omi_receiver.devtools.stack import LOCAL_DEFAULTS
+from omi_receiver.runtime import clients
+from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
 
 # The local stack's settings, so this measures what `make up` runs.
 TICK_SECONDS = float(LOCAL_DEFAULTS["TICK_SECONDS"])
@@ -35,9 +35,17 @@ def run(quick: bool, log=print) -> dict:
     with Emulators() as em:
         config = em.config(settle_seconds=SETTLE_SECONDS)
         port = emulators.free_port()
-        ingest = spawn_function("main.py", "receive_chunk", port, {
-            **em.env, "INGEST_TOKENS": config.ingest_tokens, "CHUNKS_TOPIC": config.chunks_topic,
-        }, em.tmp / "ingest.log")
+        ingest = spawn_function(
+            "main.py",
+            "receive_chunk",
+            port,
+            {
+                **em.env,
+                "INGEST_TOKENS": config.ingest_tokens,
+                "CHUNKS_TOPIC": config.chunks_topic,
+            },
+            em.tmp / "ingest.log",
+        )
         try:
             wait_http(f"http://127.0.0.1:{port}/")
             url = f"http://127.0.0.1:{port}/{config.ingest_tokens}"
@@ -59,8 +67,13 @@ def _measure(config, url: str, users: int, seconds: int, log) -> dict:
         start = time.monotonic()
         for k in range(seconds):
             time.sleep(max(0.0, start + k + 1 - time.monotonic()))  # a second of audio, then send
-            r = session.post(url, params={"sample_rate": RATE, "uid": uid}, data=body, timeout=15,
-                             headers={"Content-Type": "application/octet-stream"})
+            r = session.post(
+                url,
+                params={"sample_rate": RATE, "uid": uid},
+                data=body,
+                timeout=15,
+                headers={"Content-Type": "application/octet-stream"},
+            )
             if r.status_code == 200:
                 acked[(uid, k)] = time.monotonic()
 
@@ -88,9 +101,17 @@ def _measure(config, url: str, users: int, seconds: int, log) -> dict:
         while time.monotonic() < deadline:
             started = time.monotonic()
             m = pool.submit(worker.run_pass).result()
-            passes.append({"wall_s": m["wall_s"], "cpu_s": m["cpu_s"], "assembled": m["out"]["assembled"],
-                           "held": m["out"]["held"], "pulls": len(m["pulls"]), "collects": m["collects"],
-                           "empty_collects": m["empty_collects"]})
+            passes.append(
+                {
+                    "wall_s": m["wall_s"],
+                    "cpu_s": m["cpu_s"],
+                    "assembled": m["out"]["assembled"],
+                    "held": m["out"]["held"],
+                    "pulls": len(m["pulls"]),
+                    "collects": m["collects"],
+                    "empty_collects": m["empty_collects"],
+                }
+            )
             if not any(t.is_alive() for t in threads[:-1]) and set(acked) <= set(readable):
                 break
             time.sleep(max(0.0, TICK_SECONDS - (time.monotonic() - started)))
@@ -99,16 +120,28 @@ def _measure(config, url: str, users: int, seconds: int, log) -> dict:
             t.join(timeout=30)
     lags = sorted(readable[key] - acked[key] for key in acked if key in readable)
     missing = len([key for key in acked if key not in readable])
-    log(f"  freshness: {len(lags)} chunks, p50 {percentile(lags, 50):.2f} s, p99 {percentile(lags, 99):.2f} s, "
-        f"{missing} not readable, {len(passes)} passes")
+    log(
+        f"  freshness: {len(lags)} chunks, p50 {percentile(lags, 50):.2f} s, p99 {percentile(lags, 99):.2f} s, "
+        f"{missing} not readable, {len(passes)} passes"
+    )
     return {
-        "settings": {"users": users, "seconds": seconds, "tick_s": TICK_SECONDS, "settle_s": SETTLE_SECONDS,
-                     "poll_s": 0.1},
+        "settings": {
+            "users": users,
+            "seconds": seconds,
+            "tick_s": TICK_SECONDS,
+            "settle_s": SETTLE_SECONDS,
+            "poll_s": 0.1,
+        },
         "samples_s": [round(x, 3) for x in lags],
         "passes": passes,
-        "summary": {"chunks": len(lags), "not_readable": missing,
-                    "p50_s": round(percentile(lags, 50), 2), "p99_s": round(percentile(lags, 99), 2),
-                    "max_s": round(lags[-1], 2), "min_s": round(lags[0], 2),
-                    "pass_wall_s_median": median([p["wall_s"] for p in passes]),
-                    "pass_wall_s_max": max(p["wall_s"] for p in passes)},
+        "summary": {
+            "chunks": len(lags),
+            "not_readable": missing,
+            "p50_s": round(percentile(lags, 50), 2),
+            "p99_s": round(percentile(lags, 99), 2),
+            "max_s": round(lags[-1], 2),
+            "min_s": round(lags[0], 2),
+            "pass_wall_s_median": median([p["wall_s"] for p in passes]),
+            "pass_wall_s_max": max(p["wall_s"] for p in passes),
+        },
     }

@@ -43,12 +43,26 @@ WARMUP_BLOCK = 2_000
 TARGETS = {"throughput_vs_floor_min": 0.5, "cpu_vs_floor_max": 2.0, "p99_vs_floor_max": 3.0}
 
 
-def _load(port: int, server_pid: int, watch: dict, concurrency: int, body_bytes: int, seconds: float,
-          warmup: float) -> dict:
-    args = dict(port=port, path=f"/{TOKEN}", concurrency=concurrency, uids=256, sample_rate=16000,
-                body_bytes=body_bytes, warmup=warmup, seconds=seconds, watch={"server": server_pid, **watch})
-    out = subprocess.run([sys.executable, "-m", "bench.loadgen", json.dumps(args)], capture_output=True,
-                         text=True, timeout=warmup + seconds + 60)
+def _load(
+    port: int, server_pid: int, watch: dict, concurrency: int, body_bytes: int, seconds: float, warmup: float
+) -> dict:
+    args = dict(
+        port=port,
+        path=f"/{TOKEN}",
+        concurrency=concurrency,
+        uids=256,
+        sample_rate=16000,
+        body_bytes=body_bytes,
+        warmup=warmup,
+        seconds=seconds,
+        watch={"server": server_pid, **watch},
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=warmup + seconds + 60,
+    )
     if out.returncode:
         raise RuntimeError(f"loadgen failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout)
@@ -68,12 +82,15 @@ def run(quick: bool, log=print) -> dict:
         env = {**em.env, "INGEST_TOKENS": TOKEN, "CHUNKS_TOPIC": topic}
         servers = {}
         try:
-            for name, source in (("ingest", "main.py"), ("floor", "bench/floor_main.py"),
-                                 ("publish_floor", "bench/publish_floor_main.py")):
+            for name, source in (
+                ("ingest", "main.py"),
+                ("floor", "bench/floor_main.py"),
+                ("publish_floor", "bench/publish_floor_main.py"),
+            ):
                 port = emulators.free_port()
                 proc = spawn_function(source, "receive_chunk", port, env, em.tmp / f"{name}.log")
                 servers[name] = (port, proc)
-            for name, (port, proc) in servers.items():
+            for _name, (port, proc) in servers.items():
                 wait_http(f"http://127.0.0.1:{port}/")
                 # The first requests import the clients and open the channel: not part of any round.
                 _load(port, proc.pid, {}, 4, 32_000, 1.0, 0.5)
@@ -85,35 +102,57 @@ def run(quick: bool, log=print) -> dict:
                 n_rounds = 2 if not label.startswith("c") else C1_ROUNDS if label == "c1" and not quick else rounds
                 for r in range(n_rounds):
                     # Rotate which arm goes first so drift hits them alike (A/B, B/A, ...).
-                    order = arms[r % len(arms):] + arms[:r % len(arms)]
+                    order = arms[r % len(arms) :] + arms[: r % len(arms)]
                     for name in order:
                         port, proc = servers[name]
                         result = _load(port, proc.pid, watch, concurrency, body, seconds, warmup)
-                        result.update(server=name, label=label, round=r, body_bytes=body,
-                                      server_pids=process_tree(proc.pid))
-                        log(f"  ingest {label:10} {name:13} round {r}: {result['rps']:7.1f} req/s  "
-                            f"p99 {result['p99_ms']} ms  server {result['cpu_ms_per_request']['server']} CPU-ms/req")
+                        result.update(
+                            server=name, label=label, round=r, body_bytes=body, server_pids=process_tree(proc.pid)
+                        )
+                        log(
+                            f"  ingest {label:10} {name:13} round {r}: {result['rps']:7.1f} req/s  "
+                            f"p99 {result['p99_ms']} ms  server {result['cpu_ms_per_request']['server']} CPU-ms/req"
+                        )
                         runs.append(result)
             publish_rtt = {}
             for name, pause in (("back_to_back", 0.0), ("after_1ms_idle", 0.001)):
                 publish_rtt[name] = _publish_round_trip(topic_path, 3000 if not quick else 1000, pause)
-                log(f"  publish round trip alone, {name}: p50 {publish_rtt[name]['p50_ms']} ms  "
-                    f"p99 {publish_rtt[name]['p99_ms']} ms  client {publish_rtt[name]['client_cpu_ms']} CPU-ms")
+                log(
+                    f"  publish round trip alone, {name}: p50 {publish_rtt[name]['p50_ms']} ms  "
+                    f"p99 {publish_rtt[name]['p99_ms']} ms  client {publish_rtt[name]['client_cpu_ms']} CPU-ms"
+                )
         finally:
             for _, proc in servers.values():
                 functions.stop(proc.pid, proc=proc)
-    return {"runs": runs, "summary": summarize(runs), "targets": TARGETS, "publish_rtt": publish_rtt,
-            "emulator_warmup": warmup_report,
-            "settings": {"levels": levels, "rounds": rounds, "c1_rounds": rounds if quick else C1_ROUNDS,
-                         "window_s": seconds, "warmup_s": warmup,
-                         "body_bytes": 32_000, "uids": 256, "server": "functions-framework (gunicorn gthread, 1 worker)"}}
+    return {
+        "runs": runs,
+        "summary": summarize(runs),
+        "targets": TARGETS,
+        "publish_rtt": publish_rtt,
+        "emulator_warmup": warmup_report,
+        "settings": {
+            "levels": levels,
+            "rounds": rounds,
+            "c1_rounds": rounds if quick else C1_ROUNDS,
+            "window_s": seconds,
+            "warmup_s": warmup,
+            "body_bytes": 32_000,
+            "uids": 256,
+            "server": "functions-framework (gunicorn gthread, 1 worker)",
+        },
+    }
 
 
 def _rtt_publisher():
     """The Publish RPC ingest makes, from this process: one 32 KB chunk per call."""
     publisher = DirectPublisher()
-    attributes = {"uid": "rtt-user", "sample_rate": "16000", "received_at": "2026-01-01T00:00:00.000000Z",
-                  "chunk_id": "00000000-0000-4000-8000-000000000000", "shard": "0"}
+    attributes = {
+        "uid": "rtt-user",
+        "sample_rate": "16000",
+        "received_at": "2026-01-01T00:00:00.000000Z",
+        "chunk_id": "00000000-0000-4000-8000-000000000000",
+        "shard": "0",
+    }
     data = bytes(32_000)
     return lambda topic: publisher.publish(topic, data, attributes=attributes, timeout=10)
 
@@ -128,10 +167,17 @@ def _warm_emulator(topic: str, calls: int, log) -> dict:
             publish(topic)
             latencies.append((time.perf_counter() - t) * 1000)
         blocks.append({"p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2)})
-    report = {"publishes": len(blocks) * WARMUP_BLOCK, "seconds": round(time.monotonic() - started, 1),
-              "first_block": blocks[0], "last_block": blocks[-1]}
-    log(f"  emulator warm-up: {report['publishes']} publishes in {report['seconds']} s; round trip p50/p99 "
-        f"{blocks[0]['p50_ms']}/{blocks[0]['p99_ms']} ms first block, {blocks[-1]['p50_ms']}/{blocks[-1]['p99_ms']} ms last")
+    report = {
+        "publishes": len(blocks) * WARMUP_BLOCK,
+        "seconds": round(time.monotonic() - started, 1),
+        "first_block": blocks[0],
+        "last_block": blocks[-1],
+    }
+    log(
+        f"  emulator warm-up: {report['publishes']} publishes in {report['seconds']} s; round trip p50/p99 "
+        f"{blocks[0]['p50_ms']}/{blocks[0]['p99_ms']} ms first block, "
+        f"{blocks[-1]['p50_ms']}/{blocks[-1]['p99_ms']} ms last"
+    )
     return report
 
 
@@ -148,8 +194,13 @@ def _publish_round_trip(topic: str, calls: int, pause: float) -> dict:
         publish(topic)
         latencies.append((time.perf_counter() - started) * 1000)
         cpu += time.process_time() - cpu_start
-    return {"calls": calls, "pause_ms": pause * 1000, "p50_ms": round(percentile(latencies, 50), 2),
-            "p99_ms": round(percentile(latencies, 99), 2), "client_cpu_ms": round(cpu / calls * 1000, 3)}
+    return {
+        "calls": calls,
+        "pause_ms": pause * 1000,
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+        "client_cpu_ms": round(cpu / calls * 1000, 3),
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -166,8 +217,10 @@ def summarize(runs: list[dict]) -> dict:
                 "p50_ms": round(median([r["p50_ms"] for r in mine]), 2),
                 "p95_ms": round(median([r["p95_ms"] for r in mine]), 2),
                 "p99_ms": round(median([r["p99_ms"] for r in mine]), 2),
-                "cpu_ms_per_request": {k: round(median([r["cpu_ms_per_request"][k] for r in mine]), 3)
-                                       for k in mine[0]["cpu_ms_per_request"]},
+                "cpu_ms_per_request": {
+                    k: round(median([r["cpu_ms_per_request"][k] for r in mine]), 3)
+                    for k in mine[0]["cpu_ms_per_request"]
+                },
                 "non_200": sum(n for r in mine for s, n in r["statuses"].items() if s != "200"),
                 "runs": len(mine),
             }

@@ -26,9 +26,11 @@ async def _connection(i: int, args: dict, body: bytes, state: dict) -> None:
     conns, n_uids = args["concurrency"], args["uids"]
     uids = [f"bench-u{j:04d}" for j in range(i, max(n_uids, conns), conns)]
     reader, writer = await asyncio.open_connection("127.0.0.1", args["port"])
-    head = (f"POST {args['path']}?sample_rate={args['sample_rate']}&uid={{uid}} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{args['port']}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {len(body)}\r\nIdempotency-Key: {{key}}\r\n\r\n")
+    head = (
+        f"POST {args['path']}?sample_rate={args['sample_rate']}&uid={{uid}} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{args['port']}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(body)}\r\nIdempotency-Key: {{key}}\r\n\r\n"
+    )
     n = 0
     while time.monotonic() < state["end"]:
         uid = uids[n % len(uids)]
@@ -57,9 +59,11 @@ async def _connection(i: int, args: dict, body: bytes, state: dict) -> None:
 
 async def _edges(args: dict, state: dict, watch: dict[str, list[int]]) -> dict:
     """CPU of this process and of each watched process tree at the window's two edges."""
+
     def sample():
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {"loadgen": usage.ru_utime + usage.ru_stime, **{k: cpu_seconds(p) for k, p in watch.items()}}
+
     await asyncio.sleep(state["start"] - time.monotonic())
     first = sample()
     await asyncio.sleep(state["end"] - time.monotonic())
@@ -68,21 +72,29 @@ async def _edges(args: dict, state: dict, watch: dict[str, list[int]]) -> dict:
 
 
 async def main(args: dict) -> dict:
-    body = (bytes(range(256)) * (args["body_bytes"] // 256 + 1))[:args["body_bytes"]]
+    body = (bytes(range(256)) * (args["body_bytes"] // 256 + 1))[: args["body_bytes"]]
     watch = {name: process_tree(pid) for name, pid in args.get("watch", {}).items()}
     now = time.monotonic()
-    state = {"start": now + args["warmup"], "end": now + args["warmup"] + args["seconds"],
-             "latencies": [], "statuses": {}}
+    state = {
+        "start": now + args["warmup"],
+        "end": now + args["warmup"] + args["seconds"],
+        "latencies": [],
+        "statuses": {},
+    }
     edges = asyncio.create_task(_edges(args, state, watch))
-    results = await asyncio.gather(*(_connection(i, args, body, state) for i in range(args["concurrency"])),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(_connection(i, args, body, state) for i in range(args["concurrency"])), return_exceptions=True
+    )
     cpu = await edges
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     lat = state["latencies"]
     ok = state["statuses"].get(200, 0)
     return {
-        "concurrency": args["concurrency"], "seconds": args["seconds"], "requests": len(lat),
-        "statuses": state["statuses"], "connection_errors": errors[:5],
+        "concurrency": args["concurrency"],
+        "seconds": args["seconds"],
+        "requests": len(lat),
+        "statuses": state["statuses"],
+        "connection_errors": errors[:5],
         "rps": round(ok / args["seconds"], 1),
         "p50_ms": round(percentile(lat, 50) * 1000, 2) if lat else None,
         "p95_ms": round(percentile(lat, 95) * 1000, 2) if lat else None,

@@ -12,8 +12,13 @@ import functions_framework
 from omi_receiver.runtime.ingest.publisher import DirectPublisher
 
 _TOPIC = f"projects/{os.environ['GOOGLE_CLOUD_PROJECT']}/topics/{os.environ['CHUNKS_TOPIC']}"
-_ATTRIBUTES = {"uid": "bench-user", "sample_rate": "16000", "received_at": "2026-01-01T00:00:00.000000Z",
-               "chunk_id": "00000000-0000-4000-8000-000000000000", "shard": "0"}
+_ATTRIBUTES = {
+    "uid": "bench-user",
+    "sample_rate": "16000",
+    "received_at": "2026-01-01T00:00:00.000000Z",
+    "chunk_id": "00000000-0000-4000-8000-000000000000",
+    "shard": "0",
+}
 _publisher = None
 
 

@@ -13,15 +13,19 @@ from omi_receiver.runtime.config import Config
 def provenance(results: list[dict]) -> str:
     m = results[0]["machine"]
     dates = sorted(r["machine"]["date"] for r in results)
-    commits = sorted({r["machine"]["commit"] + (" + uncommitted changes" if r["machine"]["dirty"] else "")
-                      for r in results})
+    commits = sorted(
+        {r["machine"]["commit"] + (" + uncommitted changes" if r["machine"]["dirty"] else "") for r in results}
+    )
     sources = results[0]["machine"]["source_sha256"]
     same = all(r["machine"]["source_sha256"] == sources for r in results)
-    return (f"Machine: {m['cpu_model']}, nproc {m['nproc']}, {m['mem_gib']} GiB, Python {m['python']} "
-            f"(shared; load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}). "
-            f"Date: {dates[0]} to {dates[-1]}. Commit: {'; '.join(commits)}. "
-            f"Measured source (sha256, 12 hex){', the same in every section' if same else ' of the first section (they differ: see the results)'}: "
-            + ", ".join(f"`{k}` {v}" for k, v in sources.items()) + ".")
+    return (
+        f"Machine: {m['cpu_model']}, nproc {m['nproc']}, {m['mem_gib']} GiB, Python {m['python']} "
+        f"(shared; load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}). "
+        f"Date: {dates[0]} to {dates[-1]}. Commit: {'; '.join(commits)}. "
+        f"Measured source (sha256, 12 hex){', the same in every section' if same else ' of the first section (they differ: see the results)'}: "
+        + ", ".join(f"`{k}` {v}" for k, v in sources.items())
+        + "."
+    )
 
 
 def counts(d: dict) -> str:
@@ -56,7 +60,10 @@ def _whole_minute(row: dict, pass_seconds: float) -> str:
 
 def _capped_levels(sc: dict) -> str:
     capped = [r for r in sc["end_to_end"] if _over_cap(r)]
-    return "; ".join(f"{r['users']} users: {r['assembled']:,} of {r['chunks']:,} chunks in one pass" for r in capped) or "none"
+    return (
+        "; ".join(f"{r['users']} users: {r['assembled']:,} of {r['chunks']:,} chunks in one pass" for r in capped)
+        or "none"
+    )
 
 
 def _round_ratio_range(runs: list[dict], label: str) -> tuple[float, float]:
@@ -73,11 +80,13 @@ def conns(label: str) -> str:
 
 def performance() -> str:
     ing, asm, fr, sc = (read_result(n) for n in ("ingest", "assembler", "freshness", "scale"))
-    missing = [n for n, r in zip(("ingest", "assembler", "freshness", "scale"), (ing, asm, fr, sc)) if r is None]
+    missing = [
+        n for n, r in zip(("ingest", "assembler", "freshness", "scale"), (ing, asm, fr, sc), strict=True) if r is None
+    ]
     if missing:
         raise SystemExit(f"no results for {', '.join(missing)}: run the bench first")
-    I, A, F, S = ing["summary"], asm["summary"], fr["summary"], sc["summary"]
-    levels = [k for k in I if k.startswith("c")]
+    ING, A, F, S = ing["summary"], asm["summary"], fr["summary"], sc["summary"]
+    levels = [k for k in ING if k.startswith("c")]
     warm = ing.get("emulator_warmup") or {}
     plan = cost.plan(10_000, A, S)
     out = [
@@ -99,23 +108,28 @@ def performance() -> str:
     ]
     limits = ing["targets"]
     for lv in levels:
-        row = I[lv]
-        beside = (f"; the publish floor: {row['ratios']['publish_floor_throughput']}x"
-                  if "publish_floor" in row else "")
+        row = ING[lv]
+        beside = f"; the publish floor: {row['ratios']['publish_floor_throughput']}x" if "publish_floor" in row else ""
         low, high = _round_ratio_range(ing["runs"], lv)
-        out.append(f"| ingest throughput >= 0.5x floor, {conns(lv)} | {row['ratios']['throughput']}x "
-                   f"({row['ingest']['rps']:.0f} vs {row['floor']['rps']:.0f} req/s; single rounds {low}-{high}x{beside}) | "
-                   f"{ok(row['pass']['throughput'], row['ratios']['throughput'], limits['throughput_vs_floor_min'])} |")
+        out.append(
+            f"| ingest throughput >= 0.5x floor, {conns(lv)} | {row['ratios']['throughput']}x "
+            f"({row['ingest']['rps']:.0f} vs {row['floor']['rps']:.0f} req/s; single rounds {low}-{high}x{beside}) | "
+            f"{ok(row['pass']['throughput'], row['ratios']['throughput'], limits['throughput_vs_floor_min'])} |"
+        )
     for lv in levels:
-        row = I[lv]
-        out.append(f"| ingest CPU/request <= 2x floor, {conns(lv)} | {row['ratios']['cpu']}x "
-                   f"({row['ingest']['cpu_ms_per_request']['server']} vs {row['floor']['cpu_ms_per_request']['server']} ms) "
-                   f"| {ok(row['pass']['cpu'], row['ratios']['cpu'], limits['cpu_vs_floor_max'])} |")
+        row = ING[lv]
+        out.append(
+            f"| ingest CPU/request <= 2x floor, {conns(lv)} | {row['ratios']['cpu']}x "
+            f"({row['ingest']['cpu_ms_per_request']['server']} vs {row['floor']['cpu_ms_per_request']['server']} ms) "
+            f"| {ok(row['pass']['cpu'], row['ratios']['cpu'], limits['cpu_vs_floor_max'])} |"
+        )
     for lv in levels:
-        row = I[lv]
-        out.append(f"| ingest p99 <= 3x floor, {conns(lv)} | {row['ratios']['p99']}x "
-                   f"({row['ingest']['p99_ms']} vs {row['floor']['p99_ms']} ms) | "
-                   f"{ok(row['pass']['p99'], row['ratios']['p99'], limits['p99_vs_floor_max'])} |")
+        row = ING[lv]
+        out.append(
+            f"| ingest p99 <= 3x floor, {conns(lv)} | {row['ratios']['p99']}x "
+            f"({row['ingest']['p99_ms']} vs {row['floor']['p99_ms']} ms) | "
+            f"{ok(row['pass']['p99'], row['ratios']['p99'], limits['p99_vs_floor_max'])} |"
+        )
     ft = A["flush_time"]
     out += [
         f"| assembler writes/chunk <= 0.2, one flush per user per tick (1 user) | {A['per_chunk_single_user']['writes']} "
@@ -135,7 +149,7 @@ def performance() -> str:
         "",
         "## 1. Ingest",
         "",
-        f"`functions-framework --target receive_chunk --source main.py` (gunicorn, 1 worker, 4 x nproc threads, as",
+        "`functions-framework --target receive_chunk --source main.py` (gunicorn, 1 worker, 4 x nproc threads, as",
         "Cloud Functions serves Python) against the Pub/Sub emulator, assembler not running, beside the floor",
         "`bench/floor_main.py` (reads the body, answers 200, publishes nothing) served the same way. The load",
         "generator (`bench/loadgen.py`, asyncio, one process) keeps N keep-alive connections busy posting",
@@ -156,20 +170,22 @@ def performance() -> str:
         "| conns | server | req/s | p50 ms | p95 ms | p99 ms | server CPU ms/req | emulator CPU ms/req | loadgen CPU ms/req | non-200 |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for lv, row in I.items():
+    for lv, row in ING.items():
         for name in ("ingest", "floor", "publish_floor"):
             if name not in row:
                 continue
             x = row[name]
             cpu = x["cpu_ms_per_request"]
             label = lv[1:] if lv.startswith("c") else "10 (legacy 320 KB)"
-            out.append(f"| {label} | {name.replace('_', ' ')} | {x['rps']:.0f} | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | "
-                       f"{cpu['server']} | {cpu.get('pubsub_emulator', 0)} | {cpu['loadgen']} | {x['non_200']} |")
+            out.append(
+                f"| {label} | {name.replace('_', ' ')} | {x['rps']:.0f} | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} | "
+                f"{cpu['server']} | {cpu.get('pubsub_emulator', 0)} | {cpu['loadgen']} | {x['non_200']} |"
+            )
     worst = max(levels, key=lambda lv: int(lv[1:]))  # the busiest level: throughput-bound
-    w = I[worst]["ingest"]["cpu_ms_per_request"]
-    wf = I[worst]["floor"]["cpu_ms_per_request"]
+    w = ING[worst]["ingest"]["cpu_ms_per_request"]
+    wf = ING[worst]["floor"]["cpu_ms_per_request"]
     total = w["server"] + w.get("pubsub_emulator", 0) + w["loadgen"]
-    c1 = I["c1"]
+    c1 = ING["c1"]
     rtt = ing.get("publish_rtt") or {}
     rtt_idle, rtt_hot = rtt.get("after_1ms_idle", {}), rtt.get("back_to_back", {})
     out += [
@@ -188,8 +204,8 @@ def performance() -> str:
         "  Cloud Run scales ingest by instances (ingest_concurrency 80 per 1-vCPU instance), so CPU per request, not",
         "  one instance's ceiling, is what costs money.",
         f"- **Latency at 1 connection** ({c1['ingest']['p50_ms']} ms p50 vs the floor's {c1['floor']['p50_ms']} ms) is the floor's",
-        f"  plus the Publish round trip, which the floor does not make. Measured alone in the same run (the same RPC,",
-        f"  one 32 KB chunk at a time) with a 1 ms pause between calls, as a closed loop at 1 connection leaves the",
+        "  plus the Publish round trip, which the floor does not make. Measured alone in the same run (the same RPC,",
+        "  one 32 KB chunk at a time) with a 1 ms pause between calls, as a closed loop at 1 connection leaves the",
         f"  emulator idle, it is {rtt_idle.get('p50_ms')} ms p50, {rtt_idle.get('p99_ms')} ms p99, of which "
         f"{rtt_idle.get('client_cpu_ms')} ms is the gRPC client's CPU;",
         f"  back to back it is {rtt_hot.get('p50_ms')} ms p50: the emulator's threads answer more slowly after even 1 ms idle.",
@@ -230,16 +246,28 @@ def performance() -> str:
         f"are still settling and are released (nack; {A['released_per_chunk']} per chunk assembled) and delivered again to",
         "the next pass, which flushes them with the next minute, so a steady pass flushes 60 chunks per user. Cloud Storage requests are counted by `omi_receiver.devtools.faultproxy.FaultProxy` (error rate 0) in",
         "front of fake-gcs-server and cross-checked with the assembler's `store.ops`: "
-        + ("they agree on every kind in every pass." if A["cross_check_ok"] else "**they disagree** (see the raw results)."),
+        + (
+            "they agree on every kind in every pass."
+            if A["cross_check_ok"]
+            else "**they disagree** (see the raw results)."
+        ),
         "",
         "Requests per chunk, steady state (recording already open), median over the passes:",
         "",
-        "| requests per chunk | " + " | ".join(sorted(set(A["per_chunk_single_user"]) | set(A["per_chunk_many_users"]))) + " |",
+        "| requests per chunk | "
+        + " | ".join(sorted(set(A["per_chunk_single_user"]) | set(A["per_chunk_many_users"])))
+        + " |",
         "|---|" + "---:|" * len(set(A["per_chunk_single_user"]) | set(A["per_chunk_many_users"])),
     ]
     kinds = sorted(set(A["per_chunk_single_user"]) | set(A["per_chunk_many_users"]))
-    out.append("| 1 user, 60 chunks per tick | " + " | ".join(str(A["per_chunk_single_user"].get(k, 0)) for k in kinds) + " |")
-    out.append(f"| {A['users_many']} users, 60 chunks each per tick | " + " | ".join(str(A["per_chunk_many_users"].get(k, 0)) for k in kinds) + " |")
+    out.append(
+        "| 1 user, 60 chunks per tick | " + " | ".join(str(A["per_chunk_single_user"].get(k, 0)) for k in kinds) + " |"
+    )
+    out.append(
+        f"| {A['users_many']} users, 60 chunks each per tick | "
+        + " | ".join(str(A["per_chunk_many_users"].get(k, 0)) for k in kinds)
+        + " |"
+    )
     out += [
         "",
         f"Requests per pass for 1 user: first flush: {counts(A['requests_first_flush'])}; steady: "
@@ -258,7 +286,7 @@ def performance() -> str:
         "  so how Pub/Sub spreads a user's chunks over pull responses does not matter.",
         f"- **Downloads**: {A['downloads']} in all, each one a state read (`store.ops.reads` = {A['state_reads']}); "
         f"{A['bytes_down']:,} B in all, {A['state_object_bytes']:,} B per state object on average. No audio is downloaded.",
-        f"  The state object grows with the chunk ids kept for de-duplication (DEDUP_WINDOW_SECONDS=900: up to ~900",
+        "  The state object grows with the chunk ids kept for de-duplication (DEDUP_WINDOW_SECONDS=900: up to ~900",
         "  ids at 1 chunk/s) and is read once and written twice per flush.",
         f"- **CPU per hour of audio**: {A['cpu_s_per_audio_hour_single']} CPU-s with 1 user (whole passes: pulls, flush,",
         f"  acks, the per-pass requests); {A['cpu_s_per_audio_hour_many']} CPU-s per user with {A['users_many']} users.",
@@ -272,14 +300,16 @@ def performance() -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for f in ft:
-        out.append(f"| {f['minutes']} min | {f['wall_s']} | {f['compose_s']} | {f['delete_s']} | {f['other_requests_s']} | "
-                   f"{f['wall_without_compose_delete_s']} | {f['cpu_s']} | {f['requests']} |")
+        out.append(
+            f"| {f['minutes']} min | {f['wall_s']} | {f['compose_s']} | {f['delete_s']} | {f['other_requests_s']} | "
+            f"{f['wall_without_compose_delete_s']} | {f['cpu_s']} | {f['requests']} |"
+        )
     out += [
         "",
         f"The assembler's own work per flush does not grow with the recording: the same {ft[-1]['requests']} requests, the",
         f"same audio bytes uploaded (one 60-chunk part and a 44-byte header), CPU ratio {A['flush_ratio_cpu']}. The wall",
         f"time grows ({A['flush_ratio_wall']}x) in the compose and delete waits: fake-gcs-server copies the whole object",
-        "on every compose and frees the old data object on delete. Cloud Storage composes \"without transferring",
+        'on every compose and frees the old data object on delete. Cloud Storage composes "without transferring',
         "additional object data\" and deletes by metadata, so that growth is the emulator's and is not expected in",
         f"production (not measured here). So the target is counted without those two waits, and there the flush grows "
         f"{A['flush_ratio_wall_without_compose_delete']}x:",
@@ -290,7 +320,7 @@ def performance() -> str:
         "",
         "## 3. Freshness",
         "",
-        f"From ingest's 200 to the chunk being readable in its WAV, on a private local stack: the emulators, ingest",
+        "From ingest's 200 to the chunk being readable in its WAV, on a private local stack: the emulators, ingest",
         f"under functions-framework, an assembler pass every {fr['settings']['tick_s']:.0f} s with SETTLE_SECONDS="
         f"{fr['settings']['settle_s']:.0f} (the local stack's settings), {fr['settings']['users']} senders posting a 1-s chunk every second for",
         f"{fr['settings']['seconds']} s, and a poller listing the WAVs every {fr['settings']['poll_s']} s.",
@@ -321,17 +351,22 @@ def performance() -> str:
     stage = {r["users"]: r for r in sc["flush_stage"]}
     for r in sc["end_to_end"]:
         st = stage.get(r["users"], {})
-        out.append(f"| {r['users']} | {r['wall_s']} | {r['cpu_s']} | {r['assembled']}/{r['chunks']} | {r['flushes']} | "
-                   f"{_whole_minute(r, S['pass_seconds'])} | {st.get('wall_s', '–')} | "
-                   f"{st.get('cpu_s', '–')} |")
+        out.append(
+            f"| {r['users']} | {r['wall_s']} | {r['cpu_s']} | {r['assembled']}/{r['chunks']} | {r['flushes']} | "
+            f"{_whole_minute(r, S['pass_seconds'])} | {st.get('wall_s', '–')} | "
+            f"{st.get('cpu_s', '–')} |"
+        )
     side = sc["side_by_side"]
     one, same, sharded = side["one_pass"], side["two_passes_one_subscription"], side["two_shards"]
     e2e_rss = max(p["peak_rss_mib"] for r in sc["end_to_end"] for p in r["per_pass"])
 
     def side_row(name, r):
         both = "–" if r["passes"] == 1 else f"{r['uids_flushed_by_more_than_one_pass']} of {r['uids_flushed']}"
-        return (f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['assembled']}/{r['chunks']} | {r['flushes']} | "
-                f"{r['retried']} | {r['chunks_per_s']} | {both} |")
+        return (
+            f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['assembled']}/{r['chunks']} | {r['flushes']} | "
+            f"{r['retried']} | {r['chunks_per_s']} | {both} |"
+        )
+
     two1, two2 = S["two_passes_one_subscription"], S["two_shards"]
     out += [
         "",
@@ -357,18 +392,24 @@ def performance() -> str:
         side_row("two shards", sharded),
         "",
         f"- **Two shards**: throughput x{two2['throughput_ratio']}, wall time x{two2['wall_ratio']}; "
-        + ("each uid was flushed by exactly one pass." if two2["split_ok"] else
-           f"**{two2['uids_in_both']} uids were flushed by both passes** or not all chunks were assembled.")
+        + (
+            "each uid was flushed by exactly one pass."
+            if two2["split_ok"]
+            else f"**{two2['uids_in_both']} uids were flushed by both passes** or not all chunks were assembled."
+        )
         + " On this 2-core machine both passes and both emulators compete for the same cores, so",
         "  the gain is bounded here; on Cloud Run each pass has its own instance.",
         f"- **Two passes on one subscription**: throughput x{two1['throughput_ratio']}; "
-        + ("one of the two passes did nothing (it found the shard taken by the other): on one subscription the "
-           "passes do not split the work; shards do."
-           if min(p["assembled"] for p in same["per_pass"]) == 0 else
-           "each uid was flushed by one pass." if two1["split_ok"] else
-           f"{two1['uids_in_both']} uids were flushed by both passes and {two1['retried']} chunks were deferred "
-           "(LeaseBusy, released to the next tick): without ordering Pub/Sub hands a user's chunks to both pullers, "
-           "and the lease lets one pass at a time write that user. This is why parallel passes need shards."),
+        + (
+            "one of the two passes did nothing (it found the shard taken by the other): on one subscription the "
+            "passes do not split the work; shards do."
+            if min(p["assembled"] for p in same["per_pass"]) == 0
+            else "each uid was flushed by one pass."
+            if two1["split_ok"]
+            else f"{two1['uids_in_both']} uids were flushed by both passes and {two1['retried']} chunks were deferred "
+            "(LeaseBusy, released to the next tick): without ordering Pub/Sub hands a user's chunks to both pullers, "
+            "and the lease lets one pass at a time write that user. This is why parallel passes need shards."
+        ),
         "",
         "### Settings for 10,000 users",
         "",
@@ -385,8 +426,10 @@ def performance() -> str:
         "",
         "| memory | MAX_PASS_BYTES | users per pass | assembler_shards for 10,000 users |",
         "|---|---:|---:|---:|",
-        *[f"| {o['memory_gib']} GiB | {o['max_pass_bytes_mib']} MiB | {o['users_per_pass']} | {o['shards']} |"
-          for o in plan["options"]],
+        *[
+            f"| {o['memory_gib']} GiB | {o['max_pass_bytes_mib']} MiB | {o['users_per_pass']} | {o['shards']} |"
+            for o in plan["options"]
+        ],
         "",
         "Suggested for 10,000 users:",
         "",

@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             machine = common.machine()  # before: the source hashes of the code about to be measured
             result = SECTIONS[name].run(args.quick, log=say)
-            body = {"section": name, "quick": args.quick, "machine": machine,
-                    "duration_s": round(time.monotonic() - t, 1), **result}
+            body = {
+                "section": name,
+                "quick": args.quick,
+                "machine": machine,
+                "duration_s": round(time.monotonic() - t, 1),
+                **result,
+            }
             say(f"   -> {common.write_result(name, body).relative_to(common.ROOT)} ({body['duration_s']} s)")
         say(f"== all sections in {time.monotonic() - started:.0f} s")
     docs = common.RESULTS if args.quick else common.ROOT / "docs"

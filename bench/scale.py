@@ -41,29 +41,49 @@ def _end_to_end(em: Emulators, users: int, passes: int, log, shards: int = 1) ->
         for pool in pools:
             pool.shutdown()
     flushed_by = Counter()
-    for i, r in enumerate(results):
+    for _i, r in enumerate(results):
         for uid in set(r["flushed"]):
             flushed_by[uid] += 1
     assembled = sum(r["out"]["assembled"] for r in results)
     wall = max(r["wall_s"] for r in results)
     row = {
-        "users": users, "passes": passes, "shards": shards, "chunks": 60 * users, "publish_s": publish_s,
-        "wall_s": wall, "cpu_s": round(sum(r["cpu_s"] for r in results), 3),
-        "assembled": assembled, "finished": assembled == 60 * users,
+        "users": users,
+        "passes": passes,
+        "shards": shards,
+        "chunks": 60 * users,
+        "publish_s": publish_s,
+        "wall_s": wall,
+        "cpu_s": round(sum(r["cpu_s"] for r in results), 3),
+        "assembled": assembled,
+        "finished": assembled == 60 * users,
         "flushes": sum(len(r["flushed"]) for r in results),
         "retried": sum(r["out"]["retried"] for r in results),
         "chunks_per_s": round(assembled / wall, 1),
         "cpu_ms_per_user_minute": round(sum(r["cpu_s"] for r in results) * 1000 / users, 2),
-        "per_pass": [{"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "assembled": r["out"]["assembled"],
-                      "uids_flushed": len(set(r["flushed"])), "flushes": len(r["flushed"]),
-                      "pulls": len(r["pulls"]), "peak_rss_mib": r["peak_rss_mib"], "rss_before_mib": r["rss_before_mib"],
-                      "collects": r["collects"], "empty_collects": r["empty_collects"]} for r in results],
+        "per_pass": [
+            {
+                "wall_s": r["wall_s"],
+                "cpu_s": r["cpu_s"],
+                "assembled": r["out"]["assembled"],
+                "uids_flushed": len(set(r["flushed"])),
+                "flushes": len(r["flushed"]),
+                "pulls": len(r["pulls"]),
+                "peak_rss_mib": r["peak_rss_mib"],
+                "rss_before_mib": r["rss_before_mib"],
+                "collects": r["collects"],
+                "empty_collects": r["empty_collects"],
+            }
+            for r in results
+        ],
         "uids_flushed_by_more_than_one_pass": sum(1 for n in flushed_by.values() if n > 1),
         "uids_flushed": len(flushed_by),
     }
-    log(f"  scale end-to-end {users:4d} users x {passes} pass(es), {shards} shard(s): {wall} s wall, {row['cpu_s']} CPU-s, "
+    log(
+        f"  scale end-to-end {users:4d} users x {passes} pass(es), {shards} shard(s): {wall} s wall, "
+        f"{row['cpu_s']} CPU-s, "
         f"{assembled}/{60 * users} chunks, {row['flushes']} flushes, "
-        f"{row['uids_flushed_by_more_than_one_pass']} uids in >1 pass")
+        f"{row['uids_flushed_by_more_than_one_pass']} uids in >1 pass"
+    )
     return row
 
 
@@ -74,12 +94,21 @@ def _flush_stage(em: Emulators, users: int, log) -> dict:
     with worker.pool(em.env, config) as pool:
         first = pool.submit(worker.flush_round, uids, 60, 16000, start, config.flush_workers).result()
         m = pool.submit(worker.flush_round, uids, 60, 16000, start + MINUTE_US, config.flush_workers).result()
-    row = {"users": users, "workers": config.flush_workers, "wall_s": m["wall_s"], "cpu_s": m["cpu_s"],
-           "first_round_wall_s": first["wall_s"], "ops": m["ops"],
-           "cpu_ms_per_user_minute": round(m["cpu_s"] * 1000 / users, 2),
-           "wall_ms_per_user": round(m["wall_s"] * 1000 / users, 2), "peak_rss_mib": m["peak_rss_mib"]}
-    log(f"  scale flush stage {users:4d} users: {m['wall_s']} s wall, {m['cpu_s']} CPU-s "
-        f"({row['cpu_ms_per_user_minute']} CPU-ms per user-minute)")
+    row = {
+        "users": users,
+        "workers": config.flush_workers,
+        "wall_s": m["wall_s"],
+        "cpu_s": m["cpu_s"],
+        "first_round_wall_s": first["wall_s"],
+        "ops": m["ops"],
+        "cpu_ms_per_user_minute": round(m["cpu_s"] * 1000 / users, 2),
+        "wall_ms_per_user": round(m["wall_s"] * 1000 / users, 2),
+        "peak_rss_mib": m["peak_rss_mib"],
+    }
+    log(
+        f"  scale flush stage {users:4d} users: {m['wall_s']} s wall, {m['cpu_s']} CPU-s "
+        f"({row['cpu_ms_per_user_minute']} CPU-ms per user-minute)"
+    )
     return row
 
 
@@ -121,8 +150,11 @@ def summarize(one, side, stage) -> dict:
     out["rss_mib_per_audio_mib"] = round((big["peak_rss_mib"] - big["rss_before_mib"]) / held_mib, 2)
     for name in ("two_passes_one_subscription", "two_shards"):
         r = side[name]
-        out[name] = {"throughput_ratio": round(r["chunks_per_s"] / base["chunks_per_s"], 2),
-                     "wall_ratio": round(r["wall_s"] / base["wall_s"], 2),
-                     "uids_in_both": r["uids_flushed_by_more_than_one_pass"], "retried": r["retried"],
-                     "split_ok": r["uids_flushed_by_more_than_one_pass"] == 0 and r["finished"]}
+        out[name] = {
+            "throughput_ratio": round(r["chunks_per_s"] / base["chunks_per_s"], 2),
+            "wall_ratio": round(r["wall_s"] / base["wall_s"], 2),
+            "uids_in_both": r["uids_flushed_by_more_than_one_pass"],
+            "retried": r["retried"],
+            "split_ok": r["uids_flushed_by_more_than_one_pass"] == 0 and r["finished"],
+        }
     return out

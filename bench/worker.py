@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import multiprocessing
 import os
 import resource
@@ -21,7 +22,7 @@ from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.config import Config
 from omi_receiver.runtime.contract import Chunk, now_us
 
-_asm: "Instrumented | None" = None
+_asm: Instrumented | None = None
 _now_us: int | None = None  # a virtual clock, set per call; None: real time
 
 
@@ -49,6 +50,7 @@ class Instrumented(Assembler):
             finally:
                 with self._lock:
                     self.waits[name] = self.waits.get(name, 0.0) + time.monotonic() - started
+
         return timed
 
     def flush_user(self, uid, chunks):
@@ -59,12 +61,14 @@ class Instrumented(Assembler):
 
     def _counted(self, collect):
         """Counts the collecting rounds, and those that brought nothing."""
+
         def counted(rounds):
             by_uid, stopped = collect(rounds)
             with self._lock:
                 self.collects += 1
                 self.empty_collects += not by_uid
             return by_uid, stopped
+
         return counted
 
     def _recorded(self, pull):
@@ -73,13 +77,15 @@ class Instrumented(Assembler):
             received = pull(subscription)
             self.pulls.append((len(received), round(time.monotonic() - started, 3)))
             return received
+
         return recorded
 
 
 def pool(env: dict, config: Config) -> concurrent.futures.ProcessPoolExecutor:
     """A fresh process (spawn: no gRPC state inherited) holding one assembler."""
     return concurrent.futures.ProcessPoolExecutor(
-        1, mp_context=multiprocessing.get_context("spawn"), initializer=_setup, initargs=(env, config))
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=_setup, initargs=(env, config)
+    )
 
 
 def _setup(env: dict, config: Config) -> None:
@@ -118,11 +124,19 @@ def _measure(fn) -> dict:
     out = fn()
     cpu, wall = _cpu() - cpu, time.monotonic() - wall
     ops = {k: v - ops_before[k] for k, v in dataclasses.asdict(_asm.store.ops).items()}
-    return {"out": out, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "ops": ops,
-            "flushed": list(_asm.flushed), "pulls": list(_asm.pulls), "waits_s": {k: round(v, 4) for k, v in _asm.waits.items()},
-            "collects": _asm.collects, "empty_collects": _asm.empty_collects,
-            "rss_before_mib": round(rss_before, 1),
-            "peak_rss_mib": round(_status_mib("VmHWM"), 1)}
+    return {
+        "out": out,
+        "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3),
+        "ops": ops,
+        "flushed": list(_asm.flushed),
+        "pulls": list(_asm.pulls),
+        "waits_s": {k: round(v, 4) for k, v in _asm.waits.items()},
+        "collects": _asm.collects,
+        "empty_collects": _asm.empty_collects,
+        "rss_before_mib": round(rss_before, 1),
+        "peak_rss_mib": round(_status_mib("VmHWM"), 1),
+    }
 
 
 def run_pass(at_us: int | None = None, shard: int = 0) -> dict:
@@ -143,9 +157,13 @@ def flush_series(uid: str, flushes: int, chunks_per_flush: int, rate: int, start
             t += 1_000_000
             chunks.append(Chunk(uid, rate, t, os.urandom(8).hex(), body))
         _now_us = t + 15_000_000
-        m = _measure(lambda: dataclasses.asdict(_asm.flush_user(uid, chunks)))
+        m = _measure(functools.partial(_flush_as_dict, uid, chunks))
         out.append({k: m[k] for k in ("cpu_s", "wall_s", "waits_s", "ops")})
     return out
+
+
+def _flush_as_dict(uid: str, chunks: list) -> dict:
+    return dataclasses.asdict(_asm.flush_user(uid, chunks))
 
 
 def flush_round(uids: list[str], chunks_per_flush: int, rate: int, start_us: int, workers: int) -> dict:
@@ -153,11 +171,16 @@ def flush_round(uids: list[str], chunks_per_flush: int, rate: int, start_us: int
     (every user's minute in one batch), without Pub/Sub."""
     global _now_us
     body = os.urandom(rate * 2)
-    batches = {uid: [Chunk(uid, rate, start_us + (i + 1) * 1_000_000, os.urandom(8).hex(), body)
-                     for i in range(chunks_per_flush)] for uid in uids}
+    batches = {
+        uid: [
+            Chunk(uid, rate, start_us + (i + 1) * 1_000_000, os.urandom(8).hex(), body) for i in range(chunks_per_flush)
+        ]
+        for uid in uids
+    }
     _now_us = start_us + (chunks_per_flush + 15) * 1_000_000
 
     def flush_all():
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             return sum(1 for _ in pool.map(lambda uid: _asm.flush_user(uid, batches[uid]), uids))
+
     return _measure(flush_all)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import types
 import uuid
 import wave
@@ -12,8 +11,8 @@ import numpy as np
 import soundfile
 
 from omi_receiver.runtime import clients
-from omi_receiver.runtime.contract import Chunk, now_us
 from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
+from omi_receiver.runtime.contract import Chunk, now_us
 
 
 class Killed(BaseException):
@@ -52,8 +51,16 @@ def pcm(n_bytes: int, seed: int) -> bytes:
     return rng.integers(-20000, 20000, n_bytes // 2, dtype=np.int16).tobytes()
 
 
-def stream(uid: str, n: int, *, rate: int = 16000, seconds: float = 1.0, start_us: int,
-           step_s: float | None = None, seed: int = 0) -> list[Chunk]:
+def stream(
+    uid: str,
+    n: int,
+    *,
+    rate: int = 16000,
+    seconds: float = 1.0,
+    start_us: int,
+    step_s: float | None = None,
+    seed: int = 0,
+) -> list[Chunk]:
     """n chunks of `seconds` audio each, received `step_s` apart (default: real time)."""
     step = seconds if step_s is None else step_s
     size = int(rate * seconds) * 2
@@ -126,7 +133,8 @@ class PullSpy:
 
     def expire(self, subscription: str) -> None:
         self._subscriber.modify_ack_deadline(
-            request={"subscription": subscription, "ack_ids": self.ack_ids, "ack_deadline_seconds": 0})
+            request={"subscription": subscription, "ack_ids": self.ack_ids, "ack_deadline_seconds": 0}
+        )
 
 
 class NothingWaiting:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from omi_receiver.runtime import clients
 from omi_receiver.devtools import emulators, resources
 from omi_receiver.devtools.functions import FunctionServer
+from omi_receiver.runtime import clients
 from omi_receiver.runtime.config import Config
 
 PROJECT = "omi-test"
@@ -117,9 +117,13 @@ def serve_ingest(stack_config, tmp_path):
 
     def start(**settings: str) -> tuple[str, Path]:
         port = emulators.free_port()
-        env = {**os.environ, "GOOGLE_CLOUD_PROJECT": stack_config.google_cloud_project,
-               "CHUNKS_TOPIC": stack_config.chunks_topic, "INGEST_TOKENS": stack_config.ingest_tokens,
-               **settings}
+        env = {
+            **os.environ,
+            "GOOGLE_CLOUD_PROJECT": stack_config.google_cloud_project,
+            "CHUNKS_TOPIC": stack_config.chunks_topic,
+            "INGEST_TOKENS": stack_config.ingest_tokens,
+            **settings,
+        }
         server = FunctionServer("receive_chunk", ROOT / "main.py", port, tmp_path / f"ingest-{port}.log", env)
         servers.append(server)
         server.start(timeout=30)

@@ -82,8 +82,10 @@ def allow_list(data_name: str) -> tuple[str, Path, list[str]]:
     assert m, f"unexpected for_each {source['for_each']!r}: tests/source_zips.py reads one shape only"
     name = m["local"]
     [content] = source["content"]
-    assert content == {"filename": "${source.value}",
-                       "content": f'${{file("${{local.{name}.dir}}/${{source.value}}")}}'}, content
+    assert content == {
+        "filename": "${source.value}",
+        "content": f'${{file("${{local.{name}.dir}}/${{source.value}}")}}',
+    }, content
     _, local = _infra()
     spec = local[name]
     assert set(spec) == {"dir", "files"}, spec

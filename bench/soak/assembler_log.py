@@ -63,8 +63,18 @@ class LogReader:
     def pass_summary(self) -> dict:
         passes = self.passes
         seconds = sorted(p.get("seconds", 0.0) for p in passes)
-        keys = ("pulled", "chunks", "assembled", "duplicates", "late", "held", "poison", "retried",
-                "flushes", "finalized")
+        keys = (
+            "pulled",
+            "chunks",
+            "assembled",
+            "duplicates",
+            "late",
+            "held",
+            "poison",
+            "retried",
+            "flushes",
+            "finalized",
+        )
         return {
             "completed_passes": len(passes),
             **{f"total_{k}": sum(p.get(k, 0) for p in passes) for k in keys},

@@ -10,8 +10,8 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bench.soak.settings import PROJECT, Settings
 from omi_receiver.devtools import emulators
@@ -38,8 +38,9 @@ class Hosts:
     gcs: str  # http://host:port
 
 
-def start_emulators(given: tuple[str | None, str | None], workdir: Path,
-                    on_cleanup: Callable[[Callable[[], None]], None]) -> Hosts:
+def start_emulators(
+    given: tuple[str | None, str | None], workdir: Path, on_cleanup: Callable[[Callable[[], None]], None]
+) -> Hosts:
     """The emulators given, else new ones on free ports (stopped at clean-up)."""
     pubsub_host, gcs_url = given
     if pubsub_host is None:
@@ -56,8 +57,9 @@ def start_emulators(given: tuple[str | None, str | None], workdir: Path,
 def point_clients(hosts: Hosts | None) -> None:
     """This process's clients to `hosts` (None: forget the cached clients only)."""
     if hosts is not None:
-        os.environ.update(PUBSUB_EMULATOR_HOST=hosts.pubsub, STORAGE_EMULATOR_HOST=hosts.gcs,
-                          GOOGLE_CLOUD_PROJECT=PROJECT)
+        os.environ.update(
+            PUBSUB_EMULATOR_HOST=hosts.pubsub, STORAGE_EMULATOR_HOST=hosts.gcs, GOOGLE_CLOUD_PROJECT=PROJECT
+        )
     clients.set_publisher(None)
     clients.set_subscriber(None)
     clients.set_storage(None)
@@ -88,13 +90,20 @@ def function_env(s: Settings, config: Config, pubsub_host: str) -> dict[str, str
     base = {k: v for k, v in os.environ.items() if k not in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST")}
     return {
         **base,
-        "GOOGLE_CLOUD_PROJECT": PROJECT, "PUBSUB_EMULATOR_HOST": pubsub_host,
-        "CHUNKS_TOPIC": config.chunks_topic, "CHUNKS_SUBSCRIPTION": config.chunks_subscription,
-        "DEAD_LETTER_TOPIC": config.dead_letter_topic, "RECORDINGS_TOPIC": config.recordings_topic,
-        "RECORDINGS_BUCKET": config.recordings_bucket, "INGEST_TOKENS": config.ingest_tokens,
-        "SESSION_GAP_SECONDS": str(s.session_gap), "MAX_RECORDING_SECONDS": str(s.max_recording),
-        "SETTLE_SECONDS": str(s.settle), "PASS_SECONDS": str(s.pass_seconds),
-        "LEASE_SECONDS": str(s.lease_seconds), "ACK_DEADLINE_SECONDS": str(s.ack_deadline),
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "PUBSUB_EMULATOR_HOST": pubsub_host,
+        "CHUNKS_TOPIC": config.chunks_topic,
+        "CHUNKS_SUBSCRIPTION": config.chunks_subscription,
+        "DEAD_LETTER_TOPIC": config.dead_letter_topic,
+        "RECORDINGS_TOPIC": config.recordings_topic,
+        "RECORDINGS_BUCKET": config.recordings_bucket,
+        "INGEST_TOKENS": config.ingest_tokens,
+        "SESSION_GAP_SECONDS": str(s.session_gap),
+        "MAX_RECORDING_SECONDS": str(s.max_recording),
+        "SETTLE_SECONDS": str(s.settle),
+        "PASS_SECONDS": str(s.pass_seconds),
+        "LEASE_SECONDS": str(s.lease_seconds),
+        "ACK_DEADLINE_SECONDS": str(s.ack_deadline),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -102,8 +111,13 @@ def function_env(s: Settings, config: Config, pubsub_host: str) -> dict[str, str
 def provision(s: Settings, env: dict[str, str], gcs_url: str) -> None:
     """Topics, subscriptions and bucket, created by the code under test (its resources.py),
     with the soak's own, shorter ack deadline."""
-    subprocess.run([sys.executable, "-c", PROVISION, str(s.ack_deadline)], cwd=s.code, check=True,
-                   timeout=120, env={**env, "STORAGE_EMULATOR_HOST": gcs_url})
+    subprocess.run(
+        [sys.executable, "-c", PROVISION, str(s.ack_deadline)],
+        cwd=s.code,
+        check=True,
+        timeout=120,
+        env={**env, "STORAGE_EMULATOR_HOST": gcs_url},
+    )
 
 
 def bucket(gcs_url: str, name: str):
@@ -111,8 +125,9 @@ def bucket(gcs_url: str, name: str):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    client = storage.Client(project=PROJECT, credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": gcs_url})
+    client = storage.Client(
+        project=PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_url}
+    )
     return client.bucket(name)
 
 
@@ -133,13 +148,15 @@ def drain_subscription(subscriber, path: str, limit: int = 100_000, timeout: flo
     deadline = time.monotonic() + 120
     while len(messages) < limit and time.monotonic() < deadline:
         try:
-            response = subscriber.pull(request={"subscription": path, "max_messages": 1000},
-                                       timeout=timeout, retry=None)
+            response = subscriber.pull(
+                request={"subscription": path, "max_messages": 1000}, timeout=timeout, retry=None
+            )
         except (api_exceptions.DeadlineExceeded, api_exceptions.ServiceUnavailable):
             break
         if not response.received_messages:
             break
         messages += [m.message for m in response.received_messages]
-        subscriber.acknowledge(request={"subscription": path,
-                                        "ack_ids": [m.ack_id for m in response.received_messages]})
+        subscriber.acknowledge(
+            request={"subscription": path, "ack_ids": [m.ack_id for m in response.received_messages]}
+        )
     return messages

@@ -15,9 +15,13 @@ from bench.soak.settings import RESULT_FILE, ROOT, Settings
 
 def build_parser() -> argparse.ArgumentParser:
     d = Settings()
-    p = argparse.ArgumentParser(prog="python -m bench.soak", description=(
-        "Fault-injection soak: many simulated Omi devices against ingest and the assembler while "
-        "the assembler is SIGKILLed, Cloud Storage fails requests and senders repeat POSTs."))
+    p = argparse.ArgumentParser(
+        prog="python -m bench.soak",
+        description=(
+            "Fault-injection soak: many simulated Omi devices against ingest and the assembler while "
+            "the assembler is SIGKILLed, Cloud Storage fails requests and senders repeat POSTs."
+        ),
+    )
     p.add_argument("--devices", type=int, default=d.devices)
     p.add_argument("--minutes", type=float, default=d.minutes, help="wall-clock streaming time")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -30,29 +34,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ack-deadline", type=int, default=d.ack_deadline, help="the chunk subscription's")
     p.add_argument("--tick", type=float, default=d.tick_seconds, help="seconds between tick starts")
     p.add_argument("--error-rate", type=float, default=d.error_rate, help="share of storage requests failed")
-    p.add_argument("--kill-every", type=float, nargs=2, default=d.kill_spacing, metavar=("MIN", "MAX"),
-                   help="seconds between assembler kills, uniform in [MIN, MAX]")
+    p.add_argument(
+        "--kill-every",
+        type=float,
+        nargs=2,
+        default=d.kill_spacing,
+        metavar=("MIN", "MAX"),
+        help="seconds between assembler kills, uniform in [MIN, MAX]",
+    )
     p.add_argument("--duplicate-rate", type=float, default=d.duplicate_rate)
-    p.add_argument("--cut-rate", type=float, default=d.cut_rate,
-                   help="share of current senders' POSTs first sent cut part-way, then retried")
+    p.add_argument(
+        "--cut-rate",
+        type=float,
+        default=d.cut_rate,
+        help="share of current senders' POSTs first sent cut part-way, then retried",
+    )
     p.add_argument("--pause-for", type=float, default=None, help="wall seconds (default 1.5 x gap)")
     p.add_argument("--out", type=Path, default=RESULT_FILE, help="result JSON (default: %(default)s)")
     p.add_argument("--no-out", action="store_true", help="do not write the result file")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, ledgers)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--code", type=Path, default=ROOT,
-                   help="tree with main.py and omi_receiver/ for the two functions (default: this one)")
+    p.add_argument(
+        "--code",
+        type=Path,
+        default=ROOT,
+        help="tree with main.py and omi_receiver/ for the two functions (default: this one)",
+    )
     return p
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings(devices=args.devices, minutes=args.minutes, seed=args.seed, speed=args.speed,
-                    session_gap=args.session_gap, max_recording=args.max_recording, settle=args.settle,
-                    pass_seconds=args.pass_seconds, lease_seconds=args.lease_seconds,
-                    ack_deadline=args.ack_deadline, tick_seconds=args.tick, error_rate=args.error_rate,
-                    kill_spacing=tuple(args.kill_every), duplicate_rate=args.duplicate_rate,
-                    cut_rate=args.cut_rate, pause_for=args.pause_for, keep_workdir=args.keep,
-                    quiet=args.quiet, code=args.code.resolve())
+    return Settings(
+        devices=args.devices,
+        minutes=args.minutes,
+        seed=args.seed,
+        speed=args.speed,
+        session_gap=args.session_gap,
+        max_recording=args.max_recording,
+        settle=args.settle,
+        pass_seconds=args.pass_seconds,
+        lease_seconds=args.lease_seconds,
+        ack_deadline=args.ack_deadline,
+        tick_seconds=args.tick,
+        error_rate=args.error_rate,
+        kill_spacing=tuple(args.kill_every),
+        duplicate_rate=args.duplicate_rate,
+        cut_rate=args.cut_rate,
+        pause_for=args.pause_for,
+        keep_workdir=args.keep,
+        quiet=args.quiet,
+        code=args.code.resolve(),
+    )
 
 
 def _exit_on_signals() -> None:

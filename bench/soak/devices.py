@@ -44,16 +44,20 @@ class Device:
 
     def kind(self) -> str:
         rates = "->".join(str(p.rate // 1000) + "k" for p in self.phases)
-        extra = (" pause" if self.pauses else "")
+        extra = " pause" if self.pauses else ""
         return f"{self.mode} {rates} every {self.interval:g}s{extra}"
 
     def options(self, number: int, s: Settings) -> simulate.Options:
         """How the device sends its `number`-th phase."""
         phase = self.phases[number]
         return simulate.Options(
-            mode=self.mode, interval=self.interval, speed=s.speed,
-            duplicate_rate=self.duplicate_rate, cut_rate=self.cut_rate,
-            pause_after=phase.pause_after, pause_for=s.pause_seconds if phase.pause_after else 0.0,
+            mode=self.mode,
+            interval=self.interval,
+            speed=s.speed,
+            duplicate_rate=self.duplicate_rate,
+            cut_rate=self.cut_rate,
+            pause_after=phase.pause_after,
+            pause_for=s.pause_seconds if phase.pause_after else 0.0,
             seed=s.seed * 7919 + self.index * 31 + number,
         )
 
@@ -84,9 +88,16 @@ def _plan_device(i: int, s: Settings, rng: random.Random) -> Device:
         phases = [Phase(rate, seconds, seed_base, pause_after=pause_after)]
     current = mode is Mode.CURRENT
     return Device(
-        index=i, uid=f"soak{s.seed}-d{i:03d}-{'cur' if current else 'leg'}", mode=mode, interval=interval,
-        phases=phases, duplicate_rate=s.duplicate_rate if current else 0.0,
-        cut_rate=s.cut_rate if current else 0.0, start_delay=start_delay, pauses=pauses, switches_rate=switches,
+        index=i,
+        uid=f"soak{s.seed}-d{i:03d}-{'cur' if current else 'leg'}",
+        mode=mode,
+        interval=interval,
+        phases=phases,
+        duplicate_rate=s.duplicate_rate if current else 0.0,
+        cut_rate=s.cut_rate if current else 0.0,
+        start_delay=start_delay,
+        pauses=pauses,
+        switches_rate=switches,
     )
 
 
@@ -112,8 +123,9 @@ def run_device(device: Device, s: Settings, url: str, stop: threading.Event) -> 
         if stop.is_set():
             return
         try:
-            phase.summary = simulate.stream(phase.pcm, phase.rate, url, device.uid, device.options(number, s),
-                                            ledger=phase.ledger, stop=stop)
+            phase.summary = simulate.stream(
+                phase.pcm, phase.rate, url, device.uid, device.options(number, s), ledger=phase.ledger, stop=stop
+            )
         except Exception as exc:  # noqa: BLE001 - reported, fails the run
             phase.error = repr(exc)
             return
@@ -125,8 +137,9 @@ class Fleet:
     def __init__(self, devices: list[Device], s: Settings, url: str):
         self.devices = devices
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=run_device, args=(d, s, url, self.stop), daemon=True, name=d.uid)
-                        for d in devices]
+        self.threads = [
+            threading.Thread(target=run_device, args=(d, s, url, self.stop), daemon=True, name=d.uid) for d in devices
+        ]
 
     def start(self) -> None:
         for thread in self.threads:

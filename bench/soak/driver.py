@@ -24,8 +24,14 @@ def functions(s: Settings, env: dict[str, str], storage_url: str, workdir: Path)
     is `storage_url` (the fault proxy). Not started."""
     main = s.code / "main.py"
     ingest = FunctionServer("receive_chunk", main, emulators.free_port(), workdir / "ingest.log", env)
-    assembler = FunctionServer("assemble_recordings", main, emulators.free_port(), workdir / "assembler.log",
-                               {**env, "STORAGE_EMULATOR_HOST": storage_url}, Signature.CLOUDEVENT)
+    assembler = FunctionServer(
+        "assemble_recordings",
+        main,
+        emulators.free_port(),
+        workdir / "assembler.log",
+        {**env, "STORAGE_EMULATOR_HOST": storage_url},
+        Signature.CLOUDEVENT,
+    )
     return ingest, assembler
 
 
@@ -75,9 +81,13 @@ class AssemblerDriver:
         since = self.in_flight_since
         self.fn.kill()
         killed_at = self.last_kill_at = time.monotonic()
-        record = {"at_s": self.console.at(killed_at), "wall_us": now_us(), "why": why,
-                  "mid_pass": since is not None,
-                  "into_pass_s": round(killed_at - since, 2) if since is not None else None}
+        record = {
+            "at_s": self.console.at(killed_at),
+            "wall_us": now_us(),
+            "why": why,
+            "mid_pass": since is not None,
+            "into_pass_s": round(killed_at - since, 2) if since is not None else None,
+        }
         if self.stop.is_set():
             return record  # shutting down: no new process
         try:
@@ -135,9 +145,11 @@ class AssemblerDriver:
         spy = shutil.which("py-spy")
         if not spy or self.fn.pid is None:
             return
-        pids = subprocess.run(["pgrep", "-g", str(self.fn.pid)], capture_output=True, text=True,
-                              timeout=10).stdout.split()
+        pids = subprocess.run(
+            ["pgrep", "-g", str(self.fn.pid)], capture_output=True, text=True, timeout=10
+        ).stdout.split()
         with open(self.workdir / "hung-pass-stacks.txt", "a") as out:
             for pid in pids:
-                out.write(subprocess.run([spy, "dump", "--pid", pid], capture_output=True, text=True,
-                                         timeout=30).stdout)
+                out.write(
+                    subprocess.run([spy, "dump", "--pid", pid], capture_output=True, text=True, timeout=30).stdout
+                )

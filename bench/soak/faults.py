@@ -27,8 +27,7 @@ def storage_proxy(gcs_url: str, s: Settings) -> FaultProxy:
 class Faults:
     """Switches every fault on and off together; the kills and stalls done, for the report."""
 
-    def __init__(self, driver: AssemblerDriver, proxy: FaultProxy, s: Settings, rng: random.Random,
-                 console: Console):
+    def __init__(self, driver: AssemblerDriver, proxy: FaultProxy, s: Settings, rng: random.Random, console: Console):
         self.driver, self.proxy, self.s, self.rng, self.console = driver, proxy, s, rng, console
         self.enabled = threading.Event()
         self.kills: list[dict] = []
@@ -78,18 +77,24 @@ class Faults:
         with self.driver.lock:
             record = self.driver.restart("fault")
         self.kills.append(record)
-        self.console.say(f"killed the assembler ({'mid-pass' if record['mid_pass'] else 'between passes'}), "
-                         f"restarted in {record.get('restart_s', '?')} s")
+        self.console.say(
+            f"killed the assembler ({'mid-pass' if record['mid_pass'] else 'between passes'}), "
+            f"restarted in {record.get('restart_s', '?')} s"
+        )
 
     def _stall(self) -> None:
         """SIGSTOP the assembler past the ack deadline, then SIGCONT: its messages are
         redelivered and its leases run out while it sleeps, as in a long GC pause or a
         starved instance; the pass then carries on with stale ack ids and leases."""
         since = self.driver.in_flight_since
-        record = {"at_s": self.console.at(time.monotonic()), "wall_us": now_us(), "why": "stall",
-                  "mid_pass": since is not None,
-                  "into_pass_s": round(time.monotonic() - since, 2) if since is not None else None,
-                  "stopped_s": self.s.ack_deadline + 3}
+        record = {
+            "at_s": self.console.at(time.monotonic()),
+            "wall_us": now_us(),
+            "why": "stall",
+            "mid_pass": since is not None,
+            "into_pass_s": round(time.monotonic() - since, 2) if since is not None else None,
+            "stopped_s": self.s.ack_deadline + 3,
+        }
         pid = self.driver.fn.pid
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGSTOP)
@@ -99,8 +104,10 @@ class Faults:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGCONT)
         self.stalls.append(record)
-        self.console.say(f"stopped the assembler ({'mid-pass' if record['mid_pass'] else 'between passes'}) "
-                         f"for {record['stopped_s']} s")
+        self.console.say(
+            f"stopped the assembler ({'mid-pass' if record['mid_pass'] else 'between passes'}) "
+            f"for {record['stopped_s']} s"
+        )
 
     @property
     def assembler_events(self) -> list[dict]:

@@ -75,16 +75,21 @@ def _sources_digest(code: Path) -> str:
 
 def provenance(code: Path) -> dict:
     """Which code the functions ran: commit, uncommitted changes, a hash of the sources."""
+
     def git(*args: str) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=code, capture_output=True, text=True,
-                                  timeout=20).stdout.strip()
+            return subprocess.run(["git", *args], cwd=code, capture_output=True, text=True, timeout=20).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
+
     label = code / ".soak-commit"  # an exported tree (git archive) names its commit here
     if label.exists():
-        return {"commit": label.read_text().strip(), "uncommitted": [], "tree": f"export at {code}",
-                "sources_sha256": _sources_digest(code)}
+        return {
+            "commit": label.read_text().strip(),
+            "uncommitted": [],
+            "tree": f"export at {code}",
+            "sources_sha256": _sources_digest(code),
+        }
     return {
         "commit": git("rev-parse", "--short", "HEAD") or None,
         "uncommitted": git("status", "--porcelain", "--", "main.py", "omi_receiver").splitlines(),
@@ -128,8 +133,10 @@ def fault_summary(record: Record, faults, log) -> dict:
 def check_summary(record: Record, hung: list[dict], log) -> dict:
     totals = record.verification["totals"]
     return {
-        **{name: totals.get(name, 0) for name in ("lost", "duplicated", "out_of_order", "late_files",
-                                                   "missing_splits", "unexpected_splits")},
+        **{
+            name: totals.get(name, 0)
+            for name in ("lost", "duplicated", "out_of_order", "late_files", "missing_splits", "unexpected_splits")
+        },
         "dead_lettered": record.dead_lettered,
         "undelivered_chunks_left": record.undelivered,
         "open_recordings_left": record.open_recordings,
@@ -148,15 +155,22 @@ def problems_of(record: Record, checks: dict, faults: dict, s: Settings) -> list
         want = 1 if d["pauses"] else 0
         if d["identical"] and d["splits"].get("gap", 0) != want:
             problems.append(f"{d['uid']}: {d['splits'].get('gap', 0)} splits at pauses, expected {want}")
-    for name in ("dead_lettered", "undelivered_chunks_left", "open_recordings_left", "devices_stuck",
-                 "poison_messages", "hung_passes"):
+    for name in (
+        "dead_lettered",
+        "undelivered_chunks_left",
+        "open_recordings_left",
+        "devices_stuck",
+        "poison_messages",
+        "hung_passes",
+    ):
         if checks[name]:
             problems.append(f"{name}: {checks[name]}")
     if not record.drained:
         problems.append("the assembler did not drain within the drain timeout")
     if checks["work_objects_left"]:
-        problems.append(f"{len(record.work_left)} temporary objects left under {WORK_PREFIX}: "
-                        f"{', '.join(record.work_left[:5])}")
+        problems.append(
+            f"{len(record.work_left)} temporary objects left under {WORK_PREFIX}: {', '.join(record.work_left[:5])}"
+        )
     if faults["assembler_kills"] == 0 and s.wall_seconds > s.kill_spacing[1] + 5:
         problems.append("no kill happened")
     return problems
@@ -174,18 +188,24 @@ def build(s: Settings, record: Record, console: Console, log, driver, faults) ->
         "started_at": record.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "code": record.code,
         "settings": s.reported(),
-        "machine": {"nproc": os.cpu_count(), "loadavg_1m_max": max(record.load, default=None),
-                    "loadavg_1m_mean": round(statistics.mean(record.load), 2) if record.load else None},
-        "timing": {"streaming_s": round(record.streaming_s, 1), "drain_s": round(record.drain_s, 1),
-                   "total_s": console.at(time.monotonic()),
-                   "assembler_restart_s_max": round(max(driver.restart_seconds), 2)
-                   if driver.restart_seconds else None},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "loadavg_1m_max": max(record.load, default=None),
+            "loadavg_1m_mean": round(statistics.mean(record.load), 2) if record.load else None,
+        },
+        "timing": {
+            "streaming_s": round(record.streaming_s, 1),
+            "drain_s": round(record.drain_s, 1),
+            "total_s": console.at(time.monotonic()),
+            "assembler_restart_s_max": round(max(driver.restart_seconds), 2) if driver.restart_seconds else None,
+        },
         "chunks": _chunks(totals, checks),
         "recordings": {
             "total": totals.get("recordings", 0),
             **split_summary(record.verification["devices"]),
             "ambiguous_boundaries": totals.get("ambiguous_boundaries", 0),
-            "events_published": record.events_published, "distinct_event_names": len(record.events),
+            "events_published": record.events_published,
+            "distinct_event_names": len(record.events),
         },
         "faults": fault_counts,
         "checks": checks,
@@ -210,10 +230,15 @@ def _chunks(totals: dict, checks: dict) -> dict:
 
 
 def _assembler(log, driver) -> dict:
-    return {**log.pass_summary(), "ticks": dict(driver.ticks), "hung": driver.hung,
-            "tick_seconds_max": max((d for _, d, _ in driver.tick_log), default=None),
-            "slowest_ticks": sorted(driver.tick_log, key=lambda x: -x[1])[:5],
-            "log_events": dict(log.events), "errors_sample": log.errors[:10]}
+    return {
+        **log.pass_summary(),
+        "ticks": dict(driver.ticks),
+        "hung": driver.hung,
+        "tick_seconds_max": max((d for _, d, _ in driver.tick_log), default=None),
+        "slowest_ticks": sorted(driver.tick_log, key=lambda x: -x[1])[:5],
+        "log_events": dict(log.events),
+        "errors_sample": log.errors[:10],
+    }
 
 
 def print_table(r: dict, s: Settings) -> None:
@@ -232,37 +257,63 @@ def print_table(r: dict, s: Settings) -> None:
 def _table_rows(r: dict, s: Settings) -> list[tuple[str, object]]:
     c, f, k, rec = r["chunks"], r["faults"], r["checks"], r["recordings"]
     return [
-        ("devices", f"{s.devices} ({f['pausing_devices']} pausing, {f['rate_switching_devices']} "
-                    f"switching rate) for {s.minutes:g} min at {s.speed:g}x"),
+        (
+            "devices",
+            f"{s.devices} ({f['pausing_devices']} pausing, {f['rate_switching_devices']} "
+            f"switching rate) for {s.minutes:g} min at {s.speed:g}x",
+        ),
         ("chunks scheduled / POSTs", f"{c['scheduled']} / {c['posts']}"),
         ("acknowledged", c["acknowledged"]),
         ("assembled", c["assembled"]),
         ("LOST", c["lost"]),
         ("DUPLICATED", c["duplicated"]),
         ("sender failed / dropped", f"{c['sender_failed']} / {c['sender_dropped']}"),
-        ("recordings", f"{rec['total']}; on the {rec['split_checked_devices']} byte-identical devices: per "
-                       f"plain device {rec['per_plain_device']}, per pausing device {rec['per_pausing_device']}"),
-        ("splits by reason", f"{rec['splits_by_reason']}; at a pause: plain devices "
-                             f"{rec['gap_splits_per_plain_device']}, pausing {rec['gap_splits_per_pausing_device']}"),
-        ("assembler kills / stalls", f"{f['assembler_kills']} ({f['kills_mid_pass']} mid-pass) / "
-                                     f"{f['assembler_stalls']} (SIGSTOP past the ack deadline)"),
-        ("storage errors", f"{f['storage_errors']} of {f['storage_requests']} requests "
-                           f"{f['storage_errors_by_status']} {f['storage_errors_before_after']}"),
+        (
+            "recordings",
+            f"{rec['total']}; on the {rec['split_checked_devices']} byte-identical devices: per "
+            f"plain device {rec['per_plain_device']}, per pausing device {rec['per_pausing_device']}",
+        ),
+        (
+            "splits by reason",
+            f"{rec['splits_by_reason']}; at a pause: plain devices "
+            f"{rec['gap_splits_per_plain_device']}, pausing {rec['gap_splits_per_pausing_device']}",
+        ),
+        (
+            "assembler kills / stalls",
+            f"{f['assembler_kills']} ({f['kills_mid_pass']} mid-pass) / "
+            f"{f['assembler_stalls']} (SIGSTOP past the ack deadline)",
+        ),
+        (
+            "storage errors",
+            f"{f['storage_errors']} of {f['storage_requests']} requests "
+            f"{f['storage_errors_by_status']} {f['storage_errors_before_after']}",
+        ),
         ("storage errors by request", f["storage_errors_by_request"]),
         ("duplicate POSTs", f["duplicate_posts"]),
         ("cut uploads (then retried)", f["cut_uploads"]),
-        ("duplicates dropped", f"{f['duplicates_dropped_by_assembler']} (of which redelivered after "
-                               f"commit {f['redelivered_after_commit']})"),
+        (
+            "duplicates dropped",
+            f"{f['duplicates_dropped_by_assembler']} (of which redelivered after "
+            f"commit {f['redelivered_after_commit']})",
+        ),
         ("deferred (lease busy etc.)", f["flushes_deferred_chunks"]),
         ("dead-lettered", k["dead_lettered"]),
-        ("late files / splits missing / unexpected",
-         f"{k['late_files']} / {k['missing_splits']} / {k['unexpected_splits']}"),
+        (
+            "late files / splits missing / unexpected",
+            f"{k['late_files']} / {k['missing_splits']} / {k['unexpected_splits']}",
+        ),
         ("open recordings / work objects left", f"{k['open_recordings_left']} / {k['work_objects_left']}"),
         ("hung passes (killed by watchdog)", k["hung_passes"]),
-        ("passes", f"{r['assembler']['completed_passes']} completed, p50 "
-                   f"{r['assembler']['pass_seconds_p50']} s, max {r['assembler']['pass_seconds_max']} s"),
-        ("time", f"streaming {r['timing']['streaming_s']} s, drain {r['timing']['drain_s']} s, total "
-                 f"{r['timing']['total_s']} s; load avg max {r['machine']['loadavg_1m_max']}"),
+        (
+            "passes",
+            f"{r['assembler']['completed_passes']} completed, p50 "
+            f"{r['assembler']['pass_seconds_p50']} s, max {r['assembler']['pass_seconds_max']} s",
+        ),
+        (
+            "time",
+            f"streaming {r['timing']['streaming_s']} s, drain {r['timing']['drain_s']} s, total "
+            f"{r['timing']['total_s']} s; load avg max {r['machine']['loadavg_1m_max']}",
+        ),
         ("RESULT", "PASS" if r["passed"] else "FAIL"),
     ]
 

@@ -14,8 +14,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bench.soak import backends, devices, faults, report, verify
 from bench.soak.assembler_log import LogReader
@@ -67,7 +67,7 @@ class Soak:
                 self.say(f"logs and ledgers kept in {workdir}")
 
     def _run(self, workdir: Path) -> dict:
-        record = Record(started_at=dt.datetime.now(dt.timezone.utc), code=report.provenance(self.s.code))
+        record = Record(started_at=dt.datetime.now(dt.UTC), code=report.provenance(self.s.code))
         config, env, gcs_url = self._backends(workdir)
         proxy = self._storage_proxy(gcs_url)
         ingest, assembler = self._functions(env, proxy.url, workdir)
@@ -132,8 +132,7 @@ class Soak:
 
         threading.Thread(target=sample, daemon=True, name="load").start()
 
-    def _stream(self, record: Record, url: str, driver: AssemblerDriver, fault: faults.Faults,
-                log: LogReader) -> None:
+    def _stream(self, record: Record, url: str, driver: AssemblerDriver, fault: faults.Faults, log: LogReader) -> None:
         """Every device streams its audio while the assembler ticks and the faults strike;
         then the faults stop."""
         s = self.s
@@ -143,19 +142,24 @@ class Soak:
         driver.start()
         started = time.monotonic()
         fleet.start()
-        self.say(f"{len(fleet.devices)} devices streaming for {s.wall_seconds:.0f} s at {s.speed:g}x; "
-                 f"faults: kills every {s.kill_spacing[0]:.0f}-{s.kill_spacing[1]:.0f} s, storage errors "
-                 f"{s.error_rate:.0%}, duplicate POSTs {s.duplicate_rate:.0%}, cut uploads {s.cut_rate:.1%}, "
-                 f"pauses {s.pause_seconds:.0f} s (gap {s.session_gap} s)")
+        self.say(
+            f"{len(fleet.devices)} devices streaming for {s.wall_seconds:.0f} s at {s.speed:g}x; "
+            f"faults: kills every {s.kill_spacing[0]:.0f}-{s.kill_spacing[1]:.0f} s, storage errors "
+            f"{s.error_rate:.0%}, duplicate POSTs {s.duplicate_rate:.0%}, cut uploads {s.cut_rate:.1%}, "
+            f"pauses {s.pause_seconds:.0f} s (gap {s.session_gap} s)"
+        )
         self._watch(fleet, started + s.wall_seconds + 120, driver, fault, log)
         record.stuck = fleet.finish()
         record.streaming_s = time.monotonic() - started
-        self.say(f"devices done after {record.streaming_s:.0f} s"
-                 + (f"; still running: {record.stuck}" if record.stuck else ""))
+        self.say(
+            f"devices done after {record.streaming_s:.0f} s"
+            + (f"; still running: {record.stuck}" if record.stuck else "")
+        )
         record.storage_requests, record.injected = fault.stop()
 
-    def _watch(self, fleet: devices.Fleet, deadline: float, driver: AssemblerDriver, fault: faults.Faults,
-               log: LogReader) -> None:
+    def _watch(
+        self, fleet: devices.Fleet, deadline: float, driver: AssemblerDriver, fault: faults.Faults, log: LogReader
+    ) -> None:
         """Until the devices are done (or `deadline`): follow the log, say how it goes."""
         next_report = time.monotonic() + PROGRESS_EVERY_S
         while fleet.alive() and time.monotonic() < deadline:
@@ -163,8 +167,10 @@ class Soak:
             log.poll()
             if time.monotonic() >= next_report:
                 next_report += PROGRESS_EVERY_S
-                self.say(f"{fleet.alive()} devices streaming; passes {len(log.passes)}, kills {len(fault.kills)}, "
-                         f"storage errors {sum(fault.proxy.injected.values())}, events {dict(log.events)}")
+                self.say(
+                    f"{fleet.alive()} devices streaming; passes {len(log.passes)}, kills {len(fault.kills)}, "
+                    f"storage errors {sum(fault.proxy.injected.values())}, events {dict(log.events)}"
+                )
 
     def _drain(self, record: Record, bucket, driver: AssemblerDriver, log: LogReader) -> None:
         """Ticks go on, without faults, until the assembler is idle: no pass pulled anything
@@ -191,14 +197,17 @@ class Soak:
         """What is left on the subscriptions and in the bucket, and every device's recordings
         against its ledgers."""
         subscriber = clients.subscriber()
-        record.dead_lettered = len(backends.drain_subscription(
-            subscriber, config.subscription_path(config.dead_letter_hold_subscription)))
+        record.dead_lettered = len(
+            backends.drain_subscription(subscriber, config.subscription_path(config.dead_letter_hold_subscription))
+        )
         events = backends.drain_subscription(
-            subscriber, config.subscription_path(resources.recordings_subscription(config)))
+            subscriber, config.subscription_path(resources.recordings_subscription(config))
+        )
         record.events_published = len(events)
         record.events = collections.Counter(json.loads(m.data).get("name") for m in events)
-        record.undelivered = len(backends.drain_subscription(
-            subscriber, config.subscription_path(config.chunks_subscription), timeout=2.0))
+        record.undelivered = len(
+            backends.drain_subscription(subscriber, config.subscription_path(config.chunks_subscription), timeout=2.0)
+        )
         record.open_recordings = backends.open_states(bucket)[1]
         record.work_left = [blob.name for blob in bucket.list_blobs(prefix=report.WORK_PREFIX)]
         record.verification = verify.verify(record.devices, bucket, self.s, fault.assembler_events, record.events)

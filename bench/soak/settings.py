@@ -71,13 +71,17 @@ class Settings:
             (self.devices < 1, "--devices must be at least 1"),
             (not 0 < self.speed <= 20, "--speed must be in (0, 20]"),
             (self.lease_seconds <= self.pass_seconds, "LEASE_SECONDS must exceed PASS_SECONDS"),
-            (self.lease_seconds <= self.ack_deadline,
-             "LEASE_SECONDS must exceed the ack deadline (a crashed pass's batch is "
-             "redelivered before its lease runs out)"),
+            (
+                self.lease_seconds <= self.ack_deadline,
+                "LEASE_SECONDS must exceed the ack deadline (a crashed pass's batch is "
+                "redelivered before its lease runs out)",
+            ),
             (self.ack_deadline < 10, "--ack-deadline must be at least 10 s (Pub/Sub's minimum)"),
             (self.pause_seconds <= self.session_gap + 5, "the pause must exceed the session gap by more than 5 s"),
-            (max(CURRENT_INTERVALS + LEGACY_INTERVALS) >= self.session_gap - 5,
-             "the session gap must exceed every sender interval by more than 5 s"),
+            (
+                max(CURRENT_INTERVALS + LEGACY_INTERVALS) >= self.session_gap - 5,
+                "the session gap must exceed every sender interval by more than 5 s",
+            ),
             (self.wall_seconds <= self.pause_seconds + 10, "--minutes too short for the pause (need pause + 10 s)"),
             (not rates_ok, "rates must be in [0, 1)"),
         ]
@@ -85,6 +89,7 @@ class Settings:
     def reported(self) -> dict:
         """The settings as soak.json records them."""
         hidden = ("workdir", "keep_workdir", "quiet", "code")
-        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
-                  if k not in hidden}
+        values = {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items() if k not in hidden
+        }
         return {**values, "pause_seconds": self.pause_seconds}

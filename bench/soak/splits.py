@@ -52,15 +52,24 @@ def check_splits(recs: list, expected: list, s: Settings, kills: list[dict]) -> 
         if required and not is_start:
             missing.append({"chunk": j, "acked_at_us": e.acked_us})
         if is_start and not allowed:
-            unexpected.append({"chunk": j, "idle_s": round((e.acked_us - current.last) / US, 1),
-                               "nearest_kill_s": _nearest_kill_s(kills, e.acked_us)})
+            unexpected.append(
+                {
+                    "chunk": j,
+                    "idle_s": round((e.acked_us - current.last) / US, 1),
+                    "nearest_kill_s": _nearest_kill_s(kills, e.acked_us),
+                }
+            )
         if is_start:
             current = _Open(e.rate, 0, audio_start, e.acked_us)
         current.size += len(e.data)
         current.expected_end = max(current.expected_end, audio_start) + d
         current.last = e.acked_us
-    return {"missing_splits": missing, "unexpected_splits": unexpected, "ambiguous": ambiguous,
-            "reasons": dict(reasons)}
+    return {
+        "missing_splits": missing,
+        "unexpected_splits": unexpected,
+        "ambiguous": ambiguous,
+        "reasons": dict(reasons),
+    }
 
 
 def _verdict(e, d: int, current: _Open, s: Settings) -> tuple[bool, bool, str]:

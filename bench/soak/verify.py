@@ -49,10 +49,11 @@ def expected_chunks(device: Device, problems: list[str]) -> list[Expected]:
     for number, phase in enumerate(device.phases):
         if phase.ledger is None or not phase.ledger.exists():
             continue
-        pieces = {piece.seq: piece
-                  for batch in simulate.plan(len(phase.pcm), phase.rate, device.mode, device.interval,
-                                             phase.pause_after)
-                  for piece in batch.pieces}
+        pieces = {
+            piece.seq: piece
+            for batch in simulate.plan(len(phase.pcm), phase.rate, device.mode, device.interval, phase.pause_after)
+            for piece in batch.pieces
+        }
         view = memoryview(phase.pcm)
         last_seq = -1
         for entry in simulate.read_ledger(phase.ledger):
@@ -60,14 +61,13 @@ def expected_chunks(device: Device, problems: list[str]) -> list[Expected]:
             if piece is None:
                 problems.append(f"{device.uid}: ledger seq {entry.seq} not in the schedule")
                 continue
-            data = view[piece.start:piece.end]
+            data = view[piece.start : piece.end]
             if entry.bytes != len(data) or hashlib.sha256(data).hexdigest() != entry.sha256:
                 problems.append(f"{device.uid}: ledger entry seq {entry.seq} does not match the PCM sent")
             if entry.seq <= last_seq:
                 problems.append(f"{device.uid}: ledger seq {entry.seq} out of order")
             last_seq = entry.seq
-            out.append(Expected(number, entry.seq, data, entry.sample_rate, parse_time(entry.acked_at),
-                                entry.chunk_id))
+            out.append(Expected(number, entry.seq, data, entry.sample_rate, parse_time(entry.acked_at), entry.chunk_id))
     return out
 
 
@@ -78,8 +78,9 @@ def check_wav(name: str, blob: bytes, problems: list[str]) -> tuple[int, bytes] 
     try:
         rate, data_bytes = wavfmt.parse_header(blob)
         if data_bytes != len(blob) - wavfmt.HEADER_BYTES:
-            problems.append(f"{name}: header says {data_bytes} data bytes, object has "
-                            f"{len(blob) - wavfmt.HEADER_BYTES}")
+            problems.append(
+                f"{name}: header says {data_bytes} data bytes, object has {len(blob) - wavfmt.HEADER_BYTES}"
+            )
             return None
         with wave.open(io.BytesIO(blob)) as w:
             if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, BYTES_PER_SAMPLE, rate):
@@ -90,7 +91,7 @@ def check_wav(name: str, blob: bytes, problems: list[str]) -> tuple[int, bytes] 
         if sf_rate != rate or samples.tobytes() != frames:
             problems.append(f"{name}: soundfile reads something else than wave")
             return None
-        if frames != blob[wavfmt.HEADER_BYTES:]:
+        if frames != blob[wavfmt.HEADER_BYTES :]:
             problems.append(f"{name}: wave's frames differ from the data chunk")
             return None
         return rate, frames
@@ -110,7 +111,7 @@ def match_chunks(recs: list[RecordingFile], expected: list[Expected]) -> dict:
         data = memoryview(rec.data)
         p = 0
         while p < len(data):
-            if k < len(expected) and data[p:p + len(expected[k].data)] == expected[k].data:
+            if k < len(expected) and data[p : p + len(expected[k].data)] == expected[k].data:
                 found = k
             else:
                 found = _find_by_content(data[p:], by_hash, sizes, expected)
@@ -118,7 +119,7 @@ def match_chunks(recs: list[RecordingFile], expected: list[Expected]) -> dict:
                 # Bytes that are no acknowledged chunk (such as a cut upload's partial body kept
                 # in place of its chunk): resync on the first of the next few chunks after them.
                 unknown += 1
-                p += _resync(data[p:], expected[k:k + 3])
+                p += _resync(data[p:], expected[k : k + 3])
                 continue
             occurrences[found] += 1
             rec.chunks.append(found)
@@ -143,8 +144,9 @@ def _resync(data: memoryview, following: list[Expected]) -> int:
     return min(starts, default=len(rest))
 
 
-def _recordings(device: Device, blobs: list, events: dict[str, int],
-                problems: list[str]) -> tuple[list[RecordingFile], int]:
+def _recordings(
+    device: Device, blobs: list, events: dict[str, int], problems: list[str]
+) -> tuple[list[RecordingFile], int]:
     """The device's valid recordings in name order, and how many were `-late-` files."""
     recs, late_files = [], 0
     for blob in sorted(blobs, key=lambda b: b.name):
@@ -182,8 +184,9 @@ def _sender_counts(device: Device, expected: list[Expected], problems: list[str]
     return sender
 
 
-def verify_device(device: Device, blobs: list, s: Settings, kills: list[dict],
-                  events: dict[str, int]) -> tuple[dict, collections.Counter, list[str]]:
+def verify_device(
+    device: Device, blobs: list, s: Settings, kills: list[dict], events: dict[str, int]
+) -> tuple[dict, collections.Counter, list[str]]:
     """(the device's row in soak.json, its counts for the totals, its problems)."""
     problems: list[str] = []
     expected = expected_chunks(device, problems)
@@ -192,8 +195,10 @@ def verify_device(device: Device, blobs: list, s: Settings, kills: list[dict],
     occ = matched["occurrences"]
     lost = sum(1 for n in occ if n == 0)
     duplicated = sum(n - 1 for n in occ if n > 1) + matched["unknown_segments"]
-    identical = (hashlib.sha256(b"".join(r.data for r in recs)).digest()
-                 == hashlib.sha256(b"".join(bytes(e.data) for e in expected)).digest())
+    identical = (
+        hashlib.sha256(b"".join(r.data for r in recs)).digest()
+        == hashlib.sha256(b"".join(bytes(e.data) for e in expected)).digest()
+    )
     for rec in recs:
         if any(expected[k].rate != rec.rate for k in rec.chunks):
             problems.append(f"{rec.name}: holds chunks of another sample rate")
@@ -201,26 +206,49 @@ def verify_device(device: Device, blobs: list, s: Settings, kills: list[dict],
             problems.append(f"{rec.name}: metadata chunks {rec.metadata.get('chunks')} != {len(rec.chunks)} found")
     splits = check_splits(recs, expected, s, kills) if identical and expected else no_splits()
     if not identical:
-        problems.append(f"audio differs from the acknowledged chunks (lost {lost}, duplicated "
-                        f"{duplicated}, out of order {matched['out_of_order']})")
+        problems.append(
+            f"audio differs from the acknowledged chunks (lost {lost}, duplicated "
+            f"{duplicated}, out of order {matched['out_of_order']})"
+        )
     problems += [f"missing split before chunk {m['chunk']}" for m in splits["missing_splits"]]
-    problems += [f"unexpected split before chunk {u['chunk']} (idle {u['idle_s']} s, nearest kill "
-                 f"{u['nearest_kill_s']} s away)" for u in splits["unexpected_splits"]]
+    problems += [
+        f"unexpected split before chunk {u['chunk']} (idle {u['idle_s']} s, nearest kill {u['nearest_kill_s']} s away)"
+        for u in splits["unexpected_splits"]
+    ]
     sender = _sender_counts(device, expected, problems)
     assembled = sum(1 for n in occ if n > 0)
     counts = collections.Counter(sender)
-    counts.update({
-        "ledger_acked": len(expected), "assembled": assembled, "lost": lost, "duplicated": duplicated,
-        "out_of_order": matched["out_of_order"], "recordings": len(recs), "late_files": late_files,
-        "missing_splits": len(splits["missing_splits"]), "unexpected_splits": len(splits["unexpected_splits"]),
-        "ambiguous_boundaries": splits["ambiguous"],
-        "audio_seconds": sum(len(e.data) / (BYTES_PER_SAMPLE * e.rate) for e in expected),
-    })
+    counts.update(
+        {
+            "ledger_acked": len(expected),
+            "assembled": assembled,
+            "lost": lost,
+            "duplicated": duplicated,
+            "out_of_order": matched["out_of_order"],
+            "recordings": len(recs),
+            "late_files": late_files,
+            "missing_splits": len(splits["missing_splits"]),
+            "unexpected_splits": len(splits["unexpected_splits"]),
+            "ambiguous_boundaries": splits["ambiguous"],
+            "audio_seconds": sum(len(e.data) / (BYTES_PER_SAMPLE * e.rate) for e in expected),
+        }
+    )
     row = {
-        "uid": device.uid, "kind": device.kind(), "pauses": device.pauses, "switches_rate": device.switches_rate,
-        "acked": len(expected), "assembled": assembled, "lost": lost, "duplicated": duplicated,
-        "duplicate_posts": sender["duplicates"], "cut_uploads": sender["cuts"], "retried": sender["retried"],
-        "recordings": len(recs), "identical": identical, "splits": splits["reasons"], "problems": problems[:20],
+        "uid": device.uid,
+        "kind": device.kind(),
+        "pauses": device.pauses,
+        "switches_rate": device.switches_rate,
+        "acked": len(expected),
+        "assembled": assembled,
+        "lost": lost,
+        "duplicated": duplicated,
+        "duplicate_posts": sender["duplicates"],
+        "cut_uploads": sender["cuts"],
+        "retried": sender["retried"],
+        "recordings": len(recs),
+        "identical": identical,
+        "splits": splits["reasons"],
+        "problems": problems[:20],
     }
     return row, counts, problems
 
@@ -233,7 +261,7 @@ def verify(devices: list[Device], recordings, s: Settings, kills: list[dict], ev
     per_device = []
     blobs_by_uid = collections.defaultdict(list)
     for blob in recordings.list_blobs(prefix=RECORDINGS_PREFIX):
-        blobs_by_uid[blob.name[len(RECORDINGS_PREFIX):].split("/", 1)[0]].append(blob)
+        blobs_by_uid[blob.name[len(RECORDINGS_PREFIX) :].split("/", 1)[0]].append(blob)
     for uid in set(blobs_by_uid) - {d.uid for d in devices}:
         problems.append(f"recordings for an unknown uid {uid}")
     for device in devices:

@@ -99,8 +99,9 @@ def storage_client() -> storage.Client:
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "local",
-                              credentials=AnonymousCredentials())
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "local", credentials=AnonymousCredentials()
+        )
     return storage.Client()
 
 
@@ -117,8 +118,9 @@ def parse_header(blob: bytes) -> tuple[int, int]:
     """(sample_rate, data_bytes) of a canonical PCM16 mono WAV header; raises ValueError."""
     if len(blob) < HEADER_BYTES:
         raise ValueError("short WAV header")
-    (riff, riff_size, wave, fmt, fmt_size, fmt_tag, channels, rate, _byte_rate, _align,
-     bits, data, data_size) = struct.unpack("<4sI4s4sIHHIIHH4sI", blob[:HEADER_BYTES])
+    (riff, riff_size, wave, fmt, fmt_size, fmt_tag, channels, rate, _byte_rate, _align, bits, data, data_size) = (
+        struct.unpack("<4sI4s4sIHHIIHH4sI", blob[:HEADER_BYTES])
+    )
     if (riff, wave, fmt, data) != (b"RIFF", b"WAVE", b"fmt ", b"data"):
         raise ValueError("not a canonical PCM WAV header")
     if (fmt_size, fmt_tag, channels, bits) != (16, 1, 1, 16) or riff_size != 36 + data_size:
@@ -145,7 +147,7 @@ def frames(stream: BinaryIO, frame_bytes: int, limit: int) -> Iterator[memoryvie
         data = memoryview(rest + block if rest else block)
         whole = len(data) - len(data) % frame_bytes
         for offset in range(0, whole, frame_bytes):
-            yield data[offset:offset + frame_bytes]
+            yield data[offset : offset + frame_bytes]
         rest = bytes(data[whole:])
 
 
@@ -208,8 +210,13 @@ def decode(cloud_event) -> tuple[str, str]:
         bucket, name = event["bucket"], event["name"]
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise BadEvent(f"not a finished-recording event: {exc!r}") from None
-    if not (isinstance(bucket, str) and bucket and isinstance(name, str)
-            and name.startswith(RECORDINGS_PREFIX) and name.endswith(".wav")):
+    if not (
+        isinstance(bucket, str)
+        and bucket
+        and isinstance(name, str)
+        and name.startswith(RECORDINGS_PREFIX)
+        and name.endswith(".wav")
+    ):
         raise BadEvent(f"not a recording: bucket={bucket!r} name={name!r}")
     return bucket, name
 
@@ -248,14 +255,21 @@ def process(bucket_name: str, name: str, settings: Settings) -> dict | None:
     except exceptions.NotFound:
         return _gone_or_changed(bucket, name, generation)
 
-    body = {"recording": name, "bucket": bucket_name, "generation": generation, **result,
-            "analyzed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "version": VERSION}
+    body = {
+        "recording": name,
+        "bucket": bucket_name,
+        "generation": generation,
+        **result,
+        "analyzed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "version": VERSION,
+    }
     written = bucket.blob(sidecar_name(name))
     written.metadata = {"wav_generation": generation, "vad_version": str(VERSION)}
     try:
         # Only over the sidecar we saw (0: none): two deliveries racing write it once.
-        written.upload_from_string(json.dumps(body), content_type="application/json",
-                                   if_generation_match=sidecar.generation if sidecar else 0)
+        written.upload_from_string(
+            json.dumps(body), content_type="application/json", if_generation_match=sidecar.generation if sidecar else 0
+        )
     except exceptions.PreconditionFailed:
         if _describes(bucket.get_blob(sidecar_name(name)), generation):
             log("INFO", "vad_already_done", name=name, generation=generation)
@@ -273,9 +287,16 @@ def process(bucket_name: str, name: str, settings: Settings) -> dict | None:
     if "skipped" in body:
         log("WARNING", "vad_skipped", name=name, reason=body["skipped"])
     else:
-        log("INFO", "vad_analyzed", name=name, generation=generation, duration_seconds=body["duration_seconds"],
-                  speech_ratio=body["speech_ratio"], segments=len(body["segments"]),
-                  latency_ms=round((time.monotonic() - started) * 1000))
+        log(
+            "INFO",
+            "vad_analyzed",
+            name=name,
+            generation=generation,
+            duration_seconds=body["duration_seconds"],
+            speech_ratio=body["speech_ratio"],
+            segments=len(body["segments"]),
+            latency_ms=round((time.monotonic() - started) * 1000),
+        )
     return body
 
 
@@ -315,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         if host:
             os.environ["STORAGE_EMULATOR_HOST"] = host
     for uri in uris:
-        bucket, _, name = uri[len("gs://"):].partition("/")
+        bucket, _, name = uri[len("gs://") :].partition("/")
         body = process(bucket, name, instance_settings())
         print(json.dumps(body, indent=1) if body else f"{uri}: nothing written (see the log line above)")
     return 0

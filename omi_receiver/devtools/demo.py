@@ -66,14 +66,18 @@ def _stack() -> dict[str, str]:
     return values
 
 
-def _stream(values: dict[str, str], uid: str, options: simulate.Options, pcm: bytes, rate: int,
-            out: Path) -> int | None:
+def _stream(
+    values: dict[str, str], uid: str, options: simulate.Options, pcm: bytes, rate: int, out: Path
+) -> int | None:
     """Send the sample as one device; the number of chunks, or None if any was not acknowledged."""
-    print(f"\n[{uid}] streaming {SAMPLE.name} ({len(pcm) / (BYTES_PER_SAMPLE * rate):.1f} s at {rate} Hz) "
-          f"as a {options.mode} sender, every {options.interval:.0f} s of audio, {options.speed:g}x real time")
+    print(
+        f"\n[{uid}] streaming {SAMPLE.name} ({len(pcm) / (BYTES_PER_SAMPLE * rate):.1f} s at {rate} Hz) "
+        f"as a {options.mode} sender, every {options.interval:.0f} s of audio, {options.speed:g}x real time"
+    )
     ledger = out / f"{uid}.ledger.jsonl"
-    summary = simulate.stream(pcm, rate, values["INGEST_URL"], uid, options, ledger=ledger,
-                              progress=sys.stderr.isatty())
+    summary = simulate.stream(
+        pcm, rate, values["INGEST_URL"], uid, options, ledger=ledger, progress=sys.stderr.isatty()
+    )
     print(f"[{uid}] {summary.line()}")
     entries = simulate.read_ledger(ledger)
     if summary.failed or summary.dropped or sum(e.bytes for e in entries) != len(pcm):
@@ -82,8 +86,7 @@ def _stream(values: dict[str, str], uid: str, options: simulate.Options, pcm: by
     return len(entries)
 
 
-def _check_recordings(values: dict[str, str], uid: str, pcm: bytes, chunks: int, timeout: float,
-                      out: Path) -> bool:
+def _check_recordings(values: dict[str, str], uid: str, pcm: bytes, chunks: int, timeout: float, out: Path) -> bool:
     """Wait for the device's recordings, copy them to `out`; whether they hold exactly `pcm`."""
     print(f"[{uid}] waiting for the assembler (tick every {values['TICK_SECONDS']} s)...")
     audio = b""
@@ -93,13 +96,16 @@ def _check_recordings(values: dict[str, str], uid: str, pcm: bytes, chunks: int,
         local = out / Path(name).name.replace(".wav", f"-{uid}.wav")
         local.write_bytes(blob)
         print(f"[{uid}] recording gs://{values['RECORDINGS_BUCKET']}/{name}")
-        print(f"[{uid}]   {len(data) / (BYTES_PER_SAMPLE * got_rate):.2f} s at {got_rate} Hz, "
-              f"copy at {stack.show(local)}")
+        print(
+            f"[{uid}]   {len(data) / (BYTES_PER_SAMPLE * got_rate):.2f} s at {got_rate} Hz, copy at {stack.show(local)}"
+        )
     if audio == pcm:
         print(f"[{uid}] OK: byte-identical to the {len(pcm):,} bytes sent ({chunks} chunks)")
         return True
-    print(f"[{uid}] FAILED: the recording holds {len(audio):,} bytes, {len(pcm):,} were sent"
-          f"{' (same length, different bytes)' if len(audio) == len(pcm) else ''}")
+    print(
+        f"[{uid}] FAILED: the recording holds {len(audio):,} bytes, {len(pcm):,} were sent"
+        f"{' (same length, different bytes)' if len(audio) == len(pcm) else ''}"
+    )
     return False
 
 
@@ -116,8 +122,9 @@ def run(speed: float, timeout: float) -> int:
         chunks = _stream(values, uid, options, pcm, rate, out)
         if chunks is None or not _check_recordings(values, uid, pcm, chunks, timeout, out):
             failures += 1
-    print(f"\nthe stack is still running: INGEST_URL is in {stack.show(stack.settings().env_file)}; "
-          "`make down` stops it")
+    print(
+        f"\nthe stack is still running: INGEST_URL is in {stack.show(stack.settings().env_file)}; `make down` stops it"
+    )
     return 1 if failures else 0
 
 

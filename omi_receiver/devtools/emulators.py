@@ -166,9 +166,19 @@ def start_pubsub(port: int, project: str, log_path: Path) -> Emulator:
     ensure_port_free(port, "the Pub/Sub emulator")
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        [_gcloud(), "beta", "emulators", "pubsub", "start",
-         f"--host-port=127.0.0.1:{port}", f"--project={project}", "--quiet"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            _gcloud(),
+            "beta",
+            "emulators",
+            "pubsub",
+            "start",
+            f"--host-port=127.0.0.1:{port}",
+            f"--project={project}",
+            "--quiet",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
@@ -194,10 +204,24 @@ def start_gcs(port: int, log_path: Path) -> Emulator:
     ensure_port_free(port, "fake-gcs-server")
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        [str(fake_gcs_binary()), "-scheme", "http", "-backend", "memory",
-         "-host", "127.0.0.1", "-port", str(port), "-public-host", f"127.0.0.1:{port}",
-         "-log-level", "warn"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            str(fake_gcs_binary()),
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-log-level",
+            "warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:

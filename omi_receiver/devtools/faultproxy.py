@@ -20,8 +20,16 @@ import random
 import threading
 import urllib.parse
 
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-               "proxy-authorization", "proxy-authenticate"}
+HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+}
 
 
 def classify(method: str, path: str, query: str) -> str:
@@ -44,8 +52,15 @@ def classify(method: str, path: str, query: str) -> str:
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, port: int = 0, error_rate: float = 0.0, mode: str = "mixed",
-                 seed: int | None = None, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        upstream: str,
+        port: int = 0,
+        error_rate: float = 0.0,
+        mode: str = "mixed",
+        seed: int | None = None,
+        host: str = "127.0.0.1",
+    ):
         parsed = urllib.parse.urlsplit(upstream)
         self.upstream = (parsed.hostname, parsed.port or 80)
         self.error_rate = error_rate
@@ -64,7 +79,7 @@ class FaultProxy:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
         return self

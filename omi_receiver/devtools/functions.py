@@ -27,8 +27,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from omi_receiver.devtools.emulators import alive, group_members, wait_for_port, wait_group_gone
 
@@ -71,15 +71,32 @@ class FunctionServer:
         return self.proc.pid if self.proc is not None else None
 
     def argv(self) -> list[str]:
-        return [str(FUNCTIONS_FRAMEWORK), "--source", str(self.source), "--target", self.target,
-                "--signature-type", str(self.signature), "--host", HOST, "--port", str(self.port)]
+        return [
+            str(FUNCTIONS_FRAMEWORK),
+            "--source",
+            str(self.source),
+            "--target",
+            self.target,
+            "--signature-type",
+            str(self.signature),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+        ]
 
     def spawn(self) -> subprocess.Popen:
         """Start the process and return at once (see `wait_listening`)."""
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv(), cwd=Path(self.source).parent, env=dict(self.env),
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.argv(),
+                cwd=Path(self.source).parent,
+                env=dict(self.env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.starts += 1
         return self.proc
 
@@ -88,7 +105,7 @@ class FunctionServer:
         EmulatorError if the process exits first or the time runs out."""
         wait_for_port(self.port, self.proc, f"the {self.target} function", timeout=timeout)
 
-    def start(self, timeout: float = 60.0) -> "FunctionServer":
+    def start(self, timeout: float = 60.0) -> FunctionServer:
         self.spawn()
         self.wait_listening(timeout)
         return self

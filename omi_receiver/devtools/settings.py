@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from omi_receiver.runtime.config import ConfigError, env_values
 
@@ -59,8 +59,9 @@ class LocalSettings:
     @property
     def ports(self) -> dict[str, int]:
         """Variable name -> port."""
-        return {name.upper(): getattr(self, name) for name in
-                ("pubsub_port", "gcs_port", "ingest_port", "assembler_port")}
+        return {
+            name.upper(): getattr(self, name) for name in ("pubsub_port", "gcs_port", "ingest_port", "assembler_port")
+        }
 
     @property
     def local_dir(self) -> Path:

@@ -86,10 +86,15 @@ class _Starter:
     def functions(self, env: dict[str, str]) -> None:
         main, logs = ROOT / "main.py", self.local.logs_dir
         servers = {
-            "ingest": functions.FunctionServer("receive_chunk", main, self.local.ingest_port,
-                                               logs / "ingest.log", env),
-            "assembler": functions.FunctionServer("assemble_recordings", main, self.local.assembler_port,
-                                                  logs / "assembler.log", env, functions.Signature.CLOUDEVENT),
+            "ingest": functions.FunctionServer("receive_chunk", main, self.local.ingest_port, logs / "ingest.log", env),
+            "assembler": functions.FunctionServer(
+                "assemble_recordings",
+                main,
+                self.local.assembler_port,
+                logs / "assembler.log",
+                env,
+                functions.Signature.CLOUDEVENT,
+            ),
         }
         for name, server in servers.items():
             server.spawn()
@@ -99,11 +104,24 @@ class _Starter:
     def ticker(self, env: dict[str, str], shards: int) -> None:
         with open(self.local.logs_dir / "ticker.log", "ab") as log:
             ticker = subprocess.Popen(
-                [sys.executable, "-m", "omi_receiver.devtools.ticker",
-                 "--url", f"http://127.0.0.1:{self.local.assembler_port}",
-                 "--interval", f"{self.local.tick_seconds:g}", "--shards", str(shards)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "omi_receiver.devtools.ticker",
+                    "--url",
+                    f"http://127.0.0.1:{self.local.assembler_port}",
+                    "--interval",
+                    f"{self.local.tick_seconds:g}",
+                    "--shards",
+                    str(shards),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                start_new_session=True,
+            )
         self.record("ticker", ticker.pid)
 
 

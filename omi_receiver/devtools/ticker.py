@@ -40,9 +40,14 @@ def tick_event(topic: str, shard: int = 0, shards: int = 1) -> tuple[dict[str, s
         "Content-Type": "application/json",
     }
     data = json.dumps({"shard": shard, "shards": shards}).encode()
-    body = {"message": {"data": base64.b64encode(data).decode(), "messageId": headers["ce-id"],
-                        "publishTime": headers["ce-time"]},
-            "subscription": "local-ticker"}
+    body = {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "messageId": headers["ce-id"],
+            "publishTime": headers["ce-time"],
+        },
+        "subscription": "local-ticker",
+    }
     return headers, json.dumps(body).encode()
 
 

@@ -12,8 +12,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import google_crc32c
 from google.api_core import exceptions
@@ -21,8 +21,8 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from omi_receiver.runtime import wav
-from omi_receiver.runtime.contract import BYTES_PER_SAMPLE, InvalidChunk, parse_time
 from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX, WORK_PREFIX, state_name, user_prefixes
+from omi_receiver.runtime.contract import BYTES_PER_SAMPLE, InvalidChunk, parse_time
 
 WAV_SUFFIX = ".wav"
 _BLOCK = 1 << 20
@@ -59,18 +59,18 @@ def recording_info(blob: storage.Blob) -> RecordingInfo | None:
     """A WAV object of the assembler's, or None for anything else (sidecars, strangers)."""
     if not blob.name.startswith(RECORDINGS_PREFIX) or not blob.name.endswith(WAV_SUFFIX):
         return None
-    uid = blob.name[len(RECORDINGS_PREFIX):].split("/", 1)[0]
+    uid = blob.name[len(RECORDINGS_PREFIX) :].split("/", 1)[0]
     meta = blob.metadata or {}
     size = blob.size or 0
     try:
         sample_rate = int(meta["sample_rate"])
-        start = dt.datetime.fromtimestamp(parse_time(meta["start"]) / 1e6, tz=dt.timezone.utc)
+        start = dt.datetime.fromtimestamp(parse_time(meta["start"]) / 1e6, tz=dt.UTC)
     except (KeyError, ValueError, InvalidChunk):  # not written by the assembler: skip it
         return None
     duration = max(0, size - wav.HEADER_BYTES) / (BYTES_PER_SAMPLE * sample_rate)
     return RecordingInfo(
         uid=uid,
-        id=blob.name.rsplit("/", 1)[1][:-len(WAV_SUFFIX)],
+        id=blob.name.rsplit("/", 1)[1][: -len(WAV_SUFFIX)],
         name=blob.name,
         start=start,
         duration_seconds=round(duration, 3),
@@ -87,8 +87,9 @@ class Catalog:
     """`retry` and `timeout` go with every request (the client's defaults unless given:
     a 120 s retry deadline, 60 s per request; the CLI passes shorter ones)."""
 
-    def __init__(self, client: storage.Client, bucket: str, retry=DEFAULT_RETRY,
-                 timeout: float | tuple[float, float] = 60):
+    def __init__(
+        self, client: storage.Client, bucket: str, retry=DEFAULT_RETRY, timeout: float | tuple[float, float] = 60
+    ):
         self.bucket = client.bucket(bucket)
         self.bucket_name = bucket
         self.retry = retry
@@ -118,9 +119,15 @@ class Catalog:
             size += info.bytes
             open_count += info.status == "open"
         temporary = sum(blob.size or 0 for blob in self._list(WORK_PREFIX))
-        return {"bucket": self.bucket_name, "users": len(users), "recordings": recordings,
-                "hours": round(seconds / 3600, 3), "bytes": size, "open_recordings": open_count,
-                "temporary_bytes": temporary}
+        return {
+            "bucket": self.bucket_name,
+            "users": len(users),
+            "recordings": recordings,
+            "hours": round(seconds / 3600, 3),
+            "bytes": size,
+            "open_recordings": open_count,
+            "temporary_bytes": temporary,
+        }
 
     def user_objects(self, uid: str) -> list[storage.Blob]:
         """Every object of the user: recordings and what sits beside them, temporaries,
@@ -129,8 +136,9 @@ class Catalog:
         blobs += [b for b in self._list(state_name(uid)) if b.name == state_name(uid)]
         return blobs
 
-    def download(self, info: RecordingInfo, directory: Path,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[Path, RecordingInfo]:
+    def download(
+        self, info: RecordingInfo, directory: Path, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[Path, RecordingInfo]:
         """Download to `directory`/<id>.wav, checking size and CRC32C (composed objects carry
         no MD5). An open recording is taken at the generation listed; if a flush replaces
         it meanwhile, the newest is taken instead. Returns (path, what was downloaded)."""
@@ -155,8 +163,10 @@ class Catalog:
             current = recording_info(newest) or info
             if (current.generation, current.bytes, current.crc32c) == (info.generation, info.bytes, info.crc32c):
                 # The object is as listed, the bytes were not: a corrupt transfer.
-                raise CatalogError(f"{info.name}: the downloaded size or CRC32C does not match the object's "
-                                   f"({info.bytes} bytes, CRC32C {info.crc32c}); the file was not kept")
+                raise CatalogError(
+                    f"{info.name}: the downloaded size or CRC32C does not match the object's "
+                    f"({info.bytes} bytes, CRC32C {info.crc32c}); the file was not kept"
+                )
             info = current  # a flush replaced it meanwhile: take the newest
         raise CatalogError(f"{info.name} kept changing while downloading; try again")
 
@@ -168,8 +178,10 @@ class Catalog:
         # _writing wraps this machine's file calls only: requests' errors are OSErrors too.
         with _writing(path.parent):
             out = open(path, "wb")
-        with out, blob.open("rb", chunk_size=_BLOCK, raw_download=True, retry=self.retry,
-                            timeout=self.timeout) as source:
+        with (
+            out,
+            blob.open("rb", chunk_size=_BLOCK, raw_download=True, retry=self.retry, timeout=self.timeout) as source,
+        ):
             while block := source.read(_BLOCK):
                 with _writing(path.parent):
                     out.write(block)
@@ -186,15 +198,23 @@ class Catalog:
         try:
             return list(self.bucket.list_blobs(prefix=prefix, retry=self.retry, timeout=self.timeout))
         except exceptions.NotFound:
-            raise CatalogError(f"bucket {self.bucket_name} does not exist (RECORDINGS_BUCKET; "
-                               "`terraform output` in infra/, or .local/stack.env for the local stack)") from None
+            raise CatalogError(
+                f"bucket {self.bucket_name} does not exist (RECORDINGS_BUCKET; "
+                "`terraform output` in infra/, or .local/stack.env for the local stack)"
+            ) from None
 
     def _explain_nothing_for(self, uid: str) -> None:
         if self._get_blob(state_name(uid)) is not None:
-            raise CatalogError(f"uid {uid!r} has no recordings in gs://{self.bucket_name} "
-                               "(none finished a flush yet, or they were erased)")
-        if not any(True for _ in self.bucket.list_blobs(prefix=RECORDINGS_PREFIX, max_results=1, retry=self.retry,
-                                                         timeout=self.timeout)):
+            raise CatalogError(
+                f"uid {uid!r} has no recordings in gs://{self.bucket_name} "
+                "(none finished a flush yet, or they were erased)"
+            )
+        if not any(
+            True
+            for _ in self.bucket.list_blobs(
+                prefix=RECORDINGS_PREFIX, max_results=1, retry=self.retry, timeout=self.timeout
+            )
+        ):
             raise CatalogError(f"gs://{self.bucket_name} holds no recordings yet")
         raise CatalogError(f"unknown uid {uid!r}: no recordings in gs://{self.bucket_name}")
 
@@ -203,6 +223,7 @@ class Catalog:
 
 
 # --- this machine's side of a download -------------------------------------------------------
+
 
 def _ready_to_write(directory: Path, target: Path, partial: Path) -> None:
     """Fail in one line, before anything is fetched, where the file cannot be written."""
@@ -244,4 +265,4 @@ def parse_since(text: str) -> dt.datetime:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise CatalogError(f"--since {text!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -29,12 +29,12 @@ from google.api_core import exceptions
 from google.auth.exceptions import DefaultCredentialsError, RefreshError
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from omi_receiver.runtime import clients, logs
 from omi_receiver.ops import deadletter, explain
 from omi_receiver.ops.catalog import Catalog, CatalogError, parse_since, recording_info
+from omi_receiver.runtime import clients, logs
+from omi_receiver.runtime.assembler.recording import state_name
 from omi_receiver.runtime.config import Config, ConfigError
 from omi_receiver.runtime.contract import UID_PATTERN, InvalidChunk, check_uid
-from omi_receiver.runtime.assembler.recording import state_name
 
 # Someone waits at the terminal: give Cloud Storage ~10 s of retries, each request 3 s to
 # connect and 5 s between bytes (the client's defaults: 120 s of retries, 60 s per request),
@@ -48,6 +48,7 @@ class CommandError(Exception):
 
 
 # --- recordings -----------------------------------------------------------------------------
+
 
 def _config(*required: str) -> Config:
     config = Config.from_env()
@@ -67,8 +68,9 @@ def _check_emulator_hosts(*names: str) -> None:
     if "STORAGE_EMULATOR_HOST" in names and storage and not storage.startswith(("http://", "https://")):
         raise CommandError(f"STORAGE_EMULATOR_HOST={storage!r} is not a URL: give its scheme, e.g. http://{storage}")
     if "PUBSUB_EMULATOR_HOST" in names and pubsub and "://" in pubsub:
-        raise CommandError(f"PUBSUB_EMULATOR_HOST={pubsub!r} is host:port, without a scheme: "
-                           f"{pubsub.split('://', 1)[1]}")
+        raise CommandError(
+            f"PUBSUB_EMULATOR_HOST={pubsub!r} is host:port, without a scheme: {pubsub.split('://', 1)[1]}"
+        )
 
 
 def cmd_list(args) -> int:
@@ -78,9 +80,17 @@ def cmd_list(args) -> int:
         print(json.dumps([info.to_json() for info in found], indent=1))
         return 0
     rows = [("START (UTC)", "DURATION", "SIZE", "RATE", "STATUS", "ID")]
-    rows += [(info.start.strftime("%Y-%m-%d %H:%M:%S"), _duration(info.duration_seconds), _size(info.bytes),
-              f"{info.sample_rate} Hz", info.status + (" (late)" if info.late else ""), info.id)
-             for info in found]
+    rows += [
+        (
+            info.start.strftime("%Y-%m-%d %H:%M:%S"),
+            _duration(info.duration_seconds),
+            _size(info.bytes),
+            f"{info.sample_rate} Hz",
+            info.status + (" (late)" if info.late else ""),
+            info.id,
+        )
+        for info in found
+    ]
     _table(rows)
     if not found:
         print(f"no recordings of {args.uid} since {args.since}")
@@ -95,17 +105,16 @@ def cmd_download(args) -> int:
         wanted = args.id.rsplit("/", 1)[-1].removesuffix(".wav")
         found = [info for info in found if info.id == wanted]
         if not found:
-            raise CommandError(f"{args.uid} has no recording with id {args.id!r} "
-                               f"(`recordings list --uid {args.uid}` shows the ids)")
+            raise CommandError(
+                f"{args.uid} has no recording with id {args.id!r} (`recordings list --uid {args.uid}` shows the ids)"
+            )
     if not found:
         raise CommandError(f"no recordings of {args.uid} since {args.since}")
     directory = Path(args.output)
     total = sum(info.bytes for info in found)
     with _progress(total, f"{len(found)} recording(s)", args.quiet) as bar:
         for info in found:
-            done_before = bar.n
-            path, got = catalog.download(info, directory,
-                                         lambda done, size: bar.update(done_before + done - bar.n))
+            path, got = catalog.download(info, directory, _advance(bar))
             bar.write(f"{path}  {_size(got.bytes)}  {got.status}  crc32c {got.crc32c} verified")
     return 0
 
@@ -126,8 +135,10 @@ def cmd_erase(args) -> int:
     for info in sorted(recordings, key=lambda i: i.name):
         print(f"  {info.name}  {_duration(info.duration_seconds)}  {_size(info.bytes)}  {info.status}")
     if others:
-        print(f"  and {len(others)} other object(s) ({_size(sum(b.size or 0 for b in others))}): "
-              "temporary audio and files next to the recordings")
+        print(
+            f"  and {len(others)} other object(s) ({_size(sum(b.size or 0 for b in others))}): "
+            "temporary audio and files next to the recordings"
+        )
     print("  (chunks still in flight from before the erase are dropped when they arrive)")
     if not args.yes:
         if not sys.stdin.isatty():
@@ -147,12 +158,15 @@ def cmd_erase(args) -> int:
         except LeaseBusy:
             # An assembler pass is writing this user's audio; its lease ends within LEASE_SECONDS.
             if time.monotonic() > deadline:
-                raise CommandError(f"an assembler pass kept {args.uid} busy for {config.lease_seconds} s; "
-                                   "try again") from None
+                raise CommandError(
+                    f"an assembler pass kept {args.uid} busy for {config.lease_seconds} s; try again"
+                ) from None
             print("waiting for the assembler to finish with this user...", file=sys.stderr)
             time.sleep(2)
-    print(f"erased {len(erased.deleted)} object(s) of {args.uid}; {state_name(args.uid)} is kept as the erase "
-          "marker (no audio)")
+    print(
+        f"erased {len(erased.deleted)} object(s) of {args.uid}; {state_name(args.uid)} is kept as the erase "
+        "marker (no audio)"
+    )
     if erased.failed:
         raise CommandError(f"{len(erased.failed)} object(s) could not be deleted: run the erase again")
     return 0
@@ -166,13 +180,22 @@ def cmd_stats(args) -> int:
         return 0
     if not stats["recordings"]:
         print(f"gs://{stats['bucket']} holds no recordings yet")
-    _table([("bucket", f"gs://{stats['bucket']}"), ("users", stats["users"]), ("recordings", stats["recordings"]),
-            ("open recordings", stats["open_recordings"]), ("hours", f"{stats['hours']:.2f}"),
-            ("stored", _size(stats["bytes"])), ("temporary", _size(stats["temporary_bytes"]))])
+    _table(
+        [
+            ("bucket", f"gs://{stats['bucket']}"),
+            ("users", stats["users"]),
+            ("recordings", stats["recordings"]),
+            ("open recordings", stats["open_recordings"]),
+            ("hours", f"{stats['hours']:.2f}"),
+            ("stored", _size(stats["bytes"])),
+            ("temporary", _size(stats["temporary_bytes"])),
+        ]
+    )
     return 0
 
 
 # --- dead letters ---------------------------------------------------------------------------
+
 
 def cmd_dlq_inspect(args) -> int:
     config = _config("google_cloud_project")
@@ -185,8 +208,18 @@ def cmd_dlq_inspect(args) -> int:
         print(f"no dead letters waiting in {config.dead_letter_hold_subscription}")
         return 0
     rows = [("PUBLISHED (UTC)", "UID", "CHUNK ID", "RECEIVED AT", "BYTES", "ATTEMPTS", "REPLAYABLE")]
-    rows += [(d.publish_time.strftime("%Y-%m-%d %H:%M:%S"), d.uid or "-", d.chunk_id or "-", d.received_at or "-",
-              d.bytes, d.delivery_attempts or "-", "yes" if d.replayable else f"no: {d.reason}") for d in letters]
+    rows += [
+        (
+            d.publish_time.strftime("%Y-%m-%d %H:%M:%S"),
+            d.uid or "-",
+            d.chunk_id or "-",
+            d.received_at or "-",
+            d.bytes,
+            d.delivery_attempts or "-",
+            "yes" if d.replayable else f"no: {d.reason}",
+        )
+        for d in letters
+    ]
     _table(rows)
     print(f"{len(letters)} message(s) waiting in {config.dead_letter_hold_subscription}")
     return 0
@@ -196,11 +229,14 @@ def cmd_dlq_replay(args) -> int:
     config = _config("google_cloud_project")
     _check_emulator_hosts("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")  # replay reads the users' states
     with _progress(args.limit, "replayed", args.quiet, unit="msg") as bar:
-        report = deadletter.replay(config, args.limit, progress=lambda done, total: bar.update(done - bar.n),
-                                   storage_retry=STORAGE_RETRY)
-    print(f"replayed {len(report.replayed)}, already assembled (acked, not replayed) "
-          f"{len(report.already_assembled)}, left as poison {len(report.skipped_poison)}, "
-          f"still waiting {report.remaining}")
+        report = deadletter.replay(
+            config, args.limit, progress=lambda done, total: bar.update(done - bar.n), storage_retry=STORAGE_RETRY
+        )
+    print(
+        f"replayed {len(report.replayed)}, already assembled (acked, not replayed) "
+        f"{len(report.already_assembled)}, left as poison {len(report.skipped_poison)}, "
+        f"still waiting {report.remaining}"
+    )
     for letter in report.skipped_poison:
         print(f"  poison {letter.message_id} uid={letter.uid} chunk_id={letter.chunk_id}: {letter.reason}")
     return 0
@@ -208,9 +244,13 @@ def cmd_dlq_replay(args) -> int:
 
 # --- plumbing -------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omi-receiver", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="omi-receiver",
+        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="{recordings,dlq}")
 
     recordings = groups.add_parser("recordings", help="list, download, erase recordings; bucket stats")
@@ -301,6 +341,12 @@ def _answer(prompt: str) -> str:
         return ""
 
 
+def _advance(bar):
+    """A download's progress callback: moves the bar from where it stands now."""
+    before = bar.n
+    return lambda done, size: bar.update(before + done - bar.n)
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 1
@@ -320,14 +366,22 @@ def _positive(text: str) -> int:
 def _progress(total, desc: str, quiet: bool, unit: str = "B"):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B", unit_divisor=1024,
-                disable=quiet or None, file=sys.stderr, leave=False)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit == "B",
+        unit_divisor=1024,
+        disable=quiet or None,
+        file=sys.stderr,
+        leave=False,
+    )
 
 
 def _table(rows) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _duration(seconds: float) -> str:

@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 from google.api_core import exceptions, retry
@@ -29,11 +29,11 @@ from google.auth.exceptions import DefaultCredentialsError
 
 from omi_receiver.ops import explain
 from omi_receiver.runtime import clients
-from omi_receiver.runtime.config import Config, ConfigError
-from omi_receiver.runtime.contract import ATTR_SHARD, REQUIRED_ATTRIBUTES, Chunk, InvalidChunk, shard_of
 from omi_receiver.runtime.assembler.recording import UserState, late_recording
 from omi_receiver.runtime.assembler.store import Store
 from omi_receiver.runtime.assembler.subscription import Subscription
+from omi_receiver.runtime.config import Config, ConfigError
+from omi_receiver.runtime.contract import ATTR_SHARD, REQUIRED_ATTRIBUTES, Chunk, InvalidChunk, shard_of
 
 # Attributes Pub/Sub adds when it forwards a message to a dead-letter topic.
 ATTR_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
@@ -50,9 +50,12 @@ EMPTY_PULLS = 2
 CONNECT_SECONDS = 3.0
 # Acks and releases: retried this long at most, each try bounded, so a Pub/Sub that goes
 # away mid-replay ends the command in seconds (the client's defaults allow a minute).
-RPC_RETRY = retry.Retry(predicate=retry.if_exception_type(exceptions.ServiceUnavailable,
-                                                          exceptions.DeadlineExceeded),
-                        initial=0.25, maximum=2.0, timeout=10.0)
+RPC_RETRY = retry.Retry(
+    predicate=retry.if_exception_type(exceptions.ServiceUnavailable, exceptions.DeadlineExceeded),
+    initial=0.25,
+    maximum=2.0,
+    timeout=10.0,
+)
 RPC_TIMEOUT_SECONDS = 5.0
 
 
@@ -60,7 +63,7 @@ class DeadLetterError(Exception):
     """Inspecting or replaying cannot go on; the message says why and what to do.
     `report`: what a replay had done before it stopped (None for inspect)."""
 
-    def __init__(self, message: str, report: "ReplayReport | None" = None):
+    def __init__(self, message: str, report: ReplayReport | None = None):
         super().__init__(message)
         self.report = report
 
@@ -105,12 +108,18 @@ def inspect(config: Config, limit: int | None = None) -> list[DeadLetter]:
     _require(config, "google_cloud_project")
     path = _hold_subscription(config)
     with _explained(*_hold_context(path)):
-        return sorted((describe(m) for m in _peek(_bounded(clients.subscriber(), path), limit)),
-                      key=lambda d: (d.publish_time, d.message_id))
+        return sorted(
+            (describe(m) for m in _peek(_bounded(clients.subscriber(), path), limit)),
+            key=lambda d: (d.publish_time, d.message_id),
+        )
 
 
-def replay(config: Config, limit: int | None = None,
-           progress: Callable[[int, int | None], None] | None = None, storage_retry=None) -> ReplayReport:
+def replay(
+    config: Config,
+    limit: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    storage_retry=None,
+) -> ReplayReport:
     """Republish the valid chunks waiting in the hold subscription; take at most `limit`
     off it (replayed or already assembled; poison does not count, it stays).
 
@@ -192,6 +201,7 @@ def describe(received) -> DeadLetter:
 
 # --- what replay does with one chunk -----------------------------------------------------
 
+
 def _already_assembled(store: Store, states: dict[str, UserState | None], chunk: Chunk) -> bool:
     """Whether the user's committed state (read once per user per replay) holds the chunk."""
     if chunk.uid not in states:
@@ -219,13 +229,16 @@ def _republish(publisher, config: Config, data: bytes, attributes: dict[str, str
     topic = config.topic_path(config.shard_topic(shard))
     clean = {name: attributes[name] for name in REQUIRED_ATTRIBUTES}
     clean[ATTR_SHARD] = str(shard)
-    with _explained(f"chunk topic {topic}", "; `terraform apply` in infra/ creates it (locally, `make up`)",
-                    "roles/pubsub.publisher on it"):
-        publisher.publish(topic, data, attributes=clean,
-                          timeout=config.publish_timeout_seconds)
+    with _explained(
+        f"chunk topic {topic}",
+        "; `terraform apply` in infra/ creates it (locally, `make up`)",
+        "roles/pubsub.publisher on it",
+    ):
+        publisher.publish(topic, data, attributes=clean, timeout=config.publish_timeout_seconds)
 
 
 # --- pulling without consuming -----------------------------------------------------------
+
 
 def _bounded(subscriber, path: str) -> Subscription:
     """The subscription at `path`, its acks and releases bounded for someone waiting."""
@@ -293,14 +306,17 @@ def _connected(subscriber) -> bool:
 
 # --- errors ------------------------------------------------------------------------------
 
+
 def _hold_subscription(config: Config) -> str:
     return config.subscription_path(config.dead_letter_hold_subscription)
 
 
 def _hold_context(subscription: str) -> tuple[str, str, str]:
-    return (f"dead-letter hold subscription {subscription}",
-            "; `terraform apply` in infra/ creates it (locally, `make up`)",
-            "roles/pubsub.subscriber on it")
+    return (
+        f"dead-letter hold subscription {subscription}",
+        "; `terraform apply` in infra/ creates it (locally, `make up`)",
+        "roles/pubsub.subscriber on it",
+    )
 
 
 def _bucket_context(bucket: str) -> tuple[str, str, str, str]:
@@ -323,8 +339,9 @@ def _explained(what: str, create_hint: str, role: str, service: str = "Pub/Sub")
     except DefaultCredentialsError as exc:
         raise DeadLetterError(explain.NO_CREDENTIALS) from exc
     except exceptions.Unauthenticated as exc:
-        raise DeadLetterError(f"credentials rejected on {what} ({exc.message}); "
-                              "run `gcloud auth application-default login`") from exc
+        raise DeadLetterError(
+            f"credentials rejected on {what} ({exc.message}); run `gcloud auth application-default login`"
+        ) from exc
     except exceptions.NotFound as exc:
         raise DeadLetterError(f"{what} does not exist{create_hint}") from exc
     except (exceptions.PermissionDenied, exceptions.Forbidden) as exc:

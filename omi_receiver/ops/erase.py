@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from omi_receiver.runtime import logs
 from omi_receiver.runtime.assembler import Assembler
@@ -46,8 +46,13 @@ def erase_user(assembler: Assembler, uid: str, progress: Callable[[str], None] |
     late_sidecars = _sidecars_written_since(store, uid, names)
     failed += store.delete_each(late_sidecars, progress)
     names += late_sidecars
-    logs.info("user_erased", uid=uid, objects=len(names) - len(failed), failed=len(failed),
-              erased_before=format_time(erased_at))
+    logs.info(
+        "user_erased",
+        uid=uid,
+        objects=len(names) - len(failed),
+        failed=len(failed),
+        erased_before=format_time(erased_at),
+    )
     return Erased(uid, erased_at, [n for n in names if n not in failed], failed)
 
 
@@ -58,8 +63,12 @@ def _mark_erased(held: Held, store: Store, leases: UserLeases) -> tuple[list[str
     # The erase instant in Cloud Storage's clock (our lease write), not this machine's:
     # ingest stamps received_at with Google's clocks too.
     erased_at = store.updated_us(state_name(uid))
-    marker = UserState(uid=uid, watermark_us=max(held.state.watermark_us, erased_at),
-                       erased_before_us=erased_at, write_id=uuid.uuid4().hex)
+    marker = UserState(
+        uid=uid,
+        watermark_us=max(held.state.watermark_us, erased_at),
+        erased_before_us=erased_at,
+        write_id=uuid.uuid4().hex,
+    )
     leases.commit(held, marker)
     return names, erased_at
 
@@ -70,5 +79,8 @@ def _sidecars_written_since(store: Store, uid: str, names: list[str]) -> list[st
     stems = tuple(name.removesuffix(".wav") + "." for name in names if name.endswith(".wav"))
     if not stems:
         return []
-    return [blob.name for blob in store.list_objects(user_prefixes(uid)[0])
-            if blob.name.startswith(stems) and blob.name not in names]
+    return [
+        blob.name
+        for blob in store.list_objects(user_prefixes(uid)[0])
+        if blob.name.startswith(stems) and blob.name not in names
+    ]

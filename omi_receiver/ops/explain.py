@@ -11,8 +11,10 @@ from google.api_core import exceptions
 from google.auth.exceptions import TransportError
 
 # What to tell a person when google.auth finds no credentials (the CLI's commands).
-NO_CREDENTIALS = ("no Google Cloud credentials found: run `gcloud auth application-default login`, "
-                  "or for the local stack export .local/stack.env (`set -a; . .local/stack.env; set +a`)")
+NO_CREDENTIALS = (
+    "no Google Cloud credentials found: run `gcloud auth application-default login`, "
+    "or for the local stack export .local/stack.env (`set -a; . .local/stack.env; set +a`)"
+)
 
 # Which variable points each service at an emulator (its value is named in errors).
 EMULATOR_VARS = {"Cloud Storage": "STORAGE_EMULATOR_HOST", "Pub/Sub": "PUBSUB_EMULATOR_HOST"}

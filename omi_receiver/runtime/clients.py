@@ -45,8 +45,9 @@ def _make_storage() -> storage.Client:
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "local",
-                              credentials=AnonymousCredentials())
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "local", credentials=AnonymousCredentials()
+        )
     return storage.Client()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from .contract import UID_PATTERN
 
@@ -81,7 +81,7 @@ class Config:
     flush_workers: int = 16
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         environ = os.environ if environ is None else environ
         config = cls(**env_values(cls, environ))
         config._validate()
@@ -89,17 +89,17 @@ class Config:
 
     def _validate(self) -> None:
         if not 0 < self.max_chunk_bytes <= PUBSUB_MESSAGE_LIMIT:
-            raise ConfigError(
-                f"MAX_CHUNK_BYTES must be between 1 and {PUBSUB_MESSAGE_LIMIT}"
-            )
+            raise ConfigError(f"MAX_CHUNK_BYTES must be between 1 and {PUBSUB_MESSAGE_LIMIT}")
         if self.max_chunk_bytes % 2:
             raise ConfigError("MAX_CHUNK_BYTES must be even (PCM16 samples)")
         if not 0 < self.body_read_seconds <= 60:
             raise ConfigError("BODY_READ_SECONDS must be in (0, 60]")
         bad = [uid for uid in _csv(self.allowed_uids) if not UID_PATTERN.fullmatch(uid)]
         if bad:
-            raise ConfigError(f"ALLOWED_UIDS holds {len(bad)} value(s) that are not uids "
-                              f"(^[A-Za-z0-9_-]{{1,128}}$), e.g. {bad[0][:40]!r}")
+            raise ConfigError(
+                f"ALLOWED_UIDS holds {len(bad)} value(s) that are not uids "
+                f"(^[A-Za-z0-9_-]{{1,128}}$), e.g. {bad[0][:40]!r}"
+            )
         if not 0 < self.publish_timeout_seconds < 15:
             raise ConfigError("PUBLISH_TIMEOUT_SECONDS must be in (0, 15): the sender gives up at 15 s")
         if self.session_gap_seconds <= 0 or self.max_recording_seconds <= 0:

@@ -52,8 +52,9 @@ def check_sample_rate(raw: str | None) -> int:
     # Canonical decimal only, as the senders write it: "016000" or "+16000" could be read
     # more than one way by whoever parses it next.
     if not re.fullmatch(r"[1-9][0-9]{0,5}", raw):
-        raise InvalidChunk("invalid_sample_rate",
-                           "sample_rate must be a whole number in plain decimal (no sign, no leading zero)")
+        raise InvalidChunk(
+            "invalid_sample_rate", "sample_rate must be a whole number in plain decimal (no sign, no leading zero)"
+        )
     rate = int(raw)
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise InvalidChunk(
@@ -67,9 +68,7 @@ def check_pcm(data: bytes) -> None:
     if not data:
         raise InvalidChunk("empty_body", "the body must hold PCM16 audio; it was empty")
     if len(data) % BYTES_PER_SAMPLE:
-        raise InvalidChunk(
-            "odd_length", f"PCM16 needs an even number of bytes; got {len(data)}"
-        )
+        raise InvalidChunk("odd_length", f"PCM16 needs an even number of bytes; got {len(data)}")
 
 
 def check_chunk_id(chunk_id: str) -> str:
@@ -90,6 +89,7 @@ def duration_us(n_bytes: int, sample_rate: int) -> int:
 
 # --- time: received_at travels as RFC 3339 UTC with microseconds ---------------------
 
+
 def format_time(micros: int) -> str:
     # time.strftime on a gmtime tuple: a third of datetime's cost, on every request.
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(micros // 1_000_000)) + f".{micros % 1_000_000:06d}Z"
@@ -105,7 +105,7 @@ def parse_time(text: str) -> int:
         raise InvalidChunk("invalid_received_at", f"received_at {text!r} is not RFC 3339") from exc
     if moment.tzinfo is None:
         raise InvalidChunk("invalid_received_at", "received_at needs a UTC offset")
-    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -136,7 +136,7 @@ class Chunk:
         }
 
     @classmethod
-    def from_message(cls, data: bytes, attributes: dict[str, str]) -> "Chunk":
+    def from_message(cls, data: bytes, attributes: dict[str, str]) -> Chunk:
         """Decode and check a Pub/Sub message; raises InvalidChunk for poison."""
         missing = [a for a in REQUIRED_ATTRIBUTES if not attributes.get(a)]
         if missing:

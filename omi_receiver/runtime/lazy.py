@@ -7,7 +7,8 @@ Importing a module then needs no credentials or settings, one instance reuses on
 from __future__ import annotations
 
 import threading
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

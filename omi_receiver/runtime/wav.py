@@ -16,9 +16,19 @@ def header(sample_rate: int, data_bytes: int) -> bytes:
     block_align = channels * bits // 8
     return struct.pack(
         "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", 36 + data_bytes, b"WAVE",
-        b"fmt ", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, bits,
-        b"data", data_bytes,
+        b"RIFF",
+        36 + data_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        channels,
+        sample_rate,
+        sample_rate * block_align,
+        block_align,
+        bits,
+        b"data",
+        data_bytes,
     )
 
 
@@ -26,8 +36,9 @@ def parse_header(blob: bytes) -> tuple[int, int]:
     """(sample_rate, data_bytes) of a header written by `header`; raises ValueError."""
     if len(blob) < HEADER_BYTES:
         raise ValueError("short WAV header")
-    (riff, riff_size, wave, fmt, fmt_size, fmt_tag, channels, rate, byte_rate, align,
-     bits, data, data_size) = struct.unpack("<4sI4s4sIHHIIHH4sI", blob[:HEADER_BYTES])
+    (riff, riff_size, wave, fmt, fmt_size, fmt_tag, channels, rate, byte_rate, align, bits, data, data_size) = (
+        struct.unpack("<4sI4s4sIHHIIHH4sI", blob[:HEADER_BYTES])
+    )
     if (riff, wave, fmt, data) != (b"RIFF", b"WAVE", b"fmt ", b"data"):
         raise ValueError("not a canonical PCM WAV header")
     if (fmt_size, fmt_tag, channels, bits) != (16, 1, 1, 16) or riff_size != 36 + data_size:

@@ -27,10 +27,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import tf_config
 import yaml
 from google.protobuf import json_format
-
-import tf_config
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME = REPO / "omi_receiver" / "runtime"
@@ -61,20 +60,25 @@ BUILTIN_METRICS = {
     # "Number of requests reaching the revision." DELTA, INT64, 1; labels response_code,
     # response_code_class, route_type.
     "run.googleapis.com/request_count": BuiltinMetric(
-        "DELTA", "INT64", "cloud_run_revision", frozenset({"response_code", "response_code_class", "route_type"})),
+        "DELTA", "INT64", "cloud_run_revision", frozenset({"response_code", "response_code_class", "route_type"})
+    ),
     # "Distribution of request latency in milliseconds reaching the revision." DELTA,
     # DISTRIBUTION, ms; same labels.
     "run.googleapis.com/request_latencies": BuiltinMetric(
-        "DELTA", "DISTRIBUTION", "cloud_run_revision", frozenset({"response_code", "response_code_class", "route_type"})),
+        "DELTA", "DISTRIBUTION", "cloud_run_revision", frozenset({"response_code", "response_code_class", "route_type"})
+    ),
     # "Number of container instances that exist, broken down by state." GAUGE, INT64.
     "run.googleapis.com/container/instance_count": BuiltinMetric(
-        "GAUGE", "INT64", "cloud_run_revision", frozenset({"state"})),
+        "GAUGE", "INT64", "cloud_run_revision", frozenset({"state"})
+    ),
     # "Number of unacknowledged messages (a.k.a. backlog messages) in a subscription." GAUGE, INT64.
     "pubsub.googleapis.com/subscription/num_undelivered_messages": BuiltinMetric(
-        "GAUGE", "INT64", "pubsub_subscription", frozenset()),
+        "GAUGE", "INT64", "pubsub_subscription", frozenset()
+    ),
     # "Age (in seconds) of the oldest unacknowledged message in a subscription." GAUGE, INT64, s.
     "pubsub.googleapis.com/subscription/oldest_unacked_message_age": BuiltinMetric(
-        "GAUGE", "INT64", "pubsub_subscription", frozenset()),
+        "GAUGE", "INT64", "pubsub_subscription", frozenset()
+    ),
 }
 
 # Labels of the monitored resources (https://cloud.google.com/monitoring/api/resources).
@@ -101,7 +105,7 @@ DISTRIBUTION_SUFFIXES = ("_sum", "_count", "_bucket")
 # -- what the Aggregation enums' documentation says each aligner and reducer accepts ----
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def aggregation_rules() -> dict[str, tuple[frozenset, frozenset, str | None]]:
     """ALIGN_x / REDUCE_x -> (metric kinds, value types, result value type or None for
     "same as the input"), read from the docstrings of the Aligner and Reducer enums of
@@ -114,7 +118,9 @@ def aggregation_rules() -> dict[str, tuple[frozenset, frozenset, str | None]]:
     rules = {}
     for enum in (Aggregation.Aligner, Aggregation.Reducer):
         doc = re.sub(r"\[(\w+)\]\[[\w.]+\]", r"\1", enum.__doc__ or "")
-        for m in re.finditer(r"\n\s+((?:ALIGN|REDUCE)_\w+) \(\d+\):\n(.*?)(?=\n\s+(?:ALIGN|REDUCE)_\w+ \(\d+\):|\Z)", doc, re.S):
+        for m in re.finditer(
+            r"\n\s+((?:ALIGN|REDUCE)_\w+) \(\d+\):\n(.*?)(?=\n\s+(?:ALIGN|REDUCE)_\w+ \(\d+\):|\Z)", doc, re.S
+        ):
             name, body = m.group(1), " ".join(m.group(2).split()).replace("``", "")
             valid = re.search(r"(?:aligner|alignment|reducer|reduction) is valid for (.*?)(?:\.|$)", body, re.I)
             if not valid:
@@ -271,10 +277,20 @@ def queries(config: tf_config.Config, overrides: dict | None = None) -> list[Que
     out: list[Query] = []
     for address, dash in dashboards(config, overrides).items():
         for path, d in walk_dicts(dash):
-            if isinstance(d.get("filter"), str) and ("timeSeriesFilter" in path.rsplit(".", 1)[-1] or path.endswith("timeSeriesFilter")):
+            if isinstance(d.get("filter"), str) and (
+                "timeSeriesFilter" in path.rsplit(".", 1)[-1] or path.endswith("timeSeriesFilter")
+            ):
                 agg = d.get("aggregation", {})
-                out.append(Query(f"{address}: {path}.filter", "filter", d["filter"], agg.get("perSeriesAligner"),
-                                 agg.get("crossSeriesReducer"), tuple(agg.get("groupByFields", ()))))
+                out.append(
+                    Query(
+                        f"{address}: {path}.filter",
+                        "filter",
+                        d["filter"],
+                        agg.get("perSeriesAligner"),
+                        agg.get("crossSeriesReducer"),
+                        tuple(agg.get("groupByFields", ())),
+                    )
+                )
             if isinstance(d.get("prometheusQuery"), str):
                 out.append(Query(f"{address}: {path}.prometheusQuery", "promql", d["prometheusQuery"]))
             if isinstance(d.get("timeSeriesQueryLanguage"), str):
@@ -294,19 +310,45 @@ def queries(config: tf_config.Config, overrides: dict | None = None) -> list[Que
                         if "group_by_fields" in agg.attributes:
                             group_by = tuple(resolver.evaluate(agg.attributes["group_by_fields"]))
                     if "filter" in ct.attributes:
-                        out.append(Query(f"{address}: conditions.{ct.type}.filter", "filter",
-                                         _str(resolver.evaluate(ct.attributes["filter"])), aligner, reducer, group_by))
+                        out.append(
+                            Query(
+                                f"{address}: conditions.{ct.type}.filter",
+                                "filter",
+                                _str(resolver.evaluate(ct.attributes["filter"])),
+                                aligner,
+                                reducer,
+                                group_by,
+                            )
+                        )
                 for pq in cond.blocks_named("condition_prometheus_query_language"):
-                    out.append(Query(f"{address}: conditions.condition_prometheus_query_language.query", "promql",
-                                     _str(resolver.evaluate(pq.attributes["query"]))))
+                    out.append(
+                        Query(
+                            f"{address}: conditions.condition_prometheus_query_language.query",
+                            "promql",
+                            _str(resolver.evaluate(pq.attributes["query"])),
+                        )
+                    )
                 for ml in cond.blocks_named("condition_matched_log"):
-                    out.append(Query(f"{address}: conditions.condition_matched_log.filter", "log",
-                                     _str(resolver.evaluate(ml.attributes["filter"]))))
+                    out.append(
+                        Query(
+                            f"{address}: conditions.condition_matched_log.filter",
+                            "log",
+                            _str(resolver.evaluate(ml.attributes["filter"])),
+                        )
+                    )
             for doc in block.blocks_named("documentation"):
                 if "content" in doc.attributes:
-                    out.append(Query(f"{address}: documentation.content", "text",
-                                     _str(resolver.evaluate(doc.attributes["content"]))))
-        elif rtype in ("google_logging_metric", "google_logging_project_exclusion", "google_logging_project_sink") and "filter" in block.attributes:
+                    out.append(
+                        Query(
+                            f"{address}: documentation.content",
+                            "text",
+                            _str(resolver.evaluate(doc.attributes["content"])),
+                        )
+                    )
+        elif (
+            rtype in ("google_logging_metric", "google_logging_project_exclusion", "google_logging_project_sink")
+            and "filter" in block.attributes
+        ):
             out.append(Query(f"{address}: filter", "log", _str(resolver.evaluate(block.attributes["filter"]))))
     return out
 
@@ -370,7 +412,11 @@ def log_calls(root: Path = RUNTIME) -> list[LogCall]:
         trees[path] = tree
         consts = {}
         for node in tree.body:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
                 for target in node.targets:
                     if isinstance(target, ast.Name):
                         consts[target.id] = node.value.value

@@ -26,8 +26,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 class HclSyntaxError(ValueError):
@@ -443,9 +444,9 @@ class _Parser:
         self.pos = end.end()
         if strip:
             lines = body.split("\n")
-            indents = [len(l) - len(l.lstrip(" \t")) for l in lines if l.strip()]
+            indents = [len(line) - len(line.lstrip(" \t")) for line in lines if line.strip()]
             cut = min(indents) if indents else 0
-            body = "\n".join(l[cut:] for l in lines)
+            body = "\n".join(line[cut:] for line in lines)
         sub = _Parser(body)
         return sub.template(quoted=False)
 
@@ -767,7 +768,7 @@ class Evaluator:
         self.resolver = resolver
         self.scope = dict(scope or {})
 
-    def with_scope(self, **names) -> "Evaluator":
+    def with_scope(self, **names) -> Evaluator:
         return Evaluator(self.resolver, {**self.scope, **names})
 
     # -- dispatch --------------------------------------------------------------------
@@ -1213,7 +1214,7 @@ FUNCTIONS: dict[str, Callable] = {
     "ceil": lambda x: math.ceil(to_number(x)),
     "coalesce": _coalesce,
     "compact": lambda xs: [x for x in xs if x not in (None, "")],
-    "concat": lambda *ls: [x for l in ls for x in l],
+    "concat": lambda *lists: [x for items in lists for x in items],
     "contains": lambda coll, v: v in coll,
     "distinct": lambda xs: [x for i, x in enumerate(xs) if x not in xs[:i]],
     "element": lambda xs, i: xs[int(to_number(i)) % len(xs)],
@@ -1248,9 +1249,26 @@ FUNCTIONS: dict[str, Callable] = {
     "trimsuffix": lambda s, p: to_string(s)[: -len(p)] if p and to_string(s).endswith(p) else to_string(s),
     "upper": lambda s: to_string(s).upper(),
     "values": lambda m: [m[k] for k in sorted(m)],
-    "zipmap": lambda ks, vs: dict(zip(ks, vs)),
+    "zipmap": lambda ks, vs: dict(zip(ks, vs, strict=True)),
 }
 
 # Functions that take unknown arguments and still produce a known shape.
-_UNKNOWN_AWARE = {"jsonencode", "merge", "concat", "join", "format", "coalesce", "distinct", "toset",
-                  "tolist", "tomap", "length", "compact", "flatten", "keys", "values", "lookup", "element"}
+_UNKNOWN_AWARE = {
+    "jsonencode",
+    "merge",
+    "concat",
+    "join",
+    "format",
+    "coalesce",
+    "distinct",
+    "toset",
+    "tolist",
+    "tomap",
+    "length",
+    "compact",
+    "flatten",
+    "keys",
+    "values",
+    "lookup",
+    "element",
+}

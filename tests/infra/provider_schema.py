@@ -139,7 +139,7 @@ class Assembly:
     def names(self, kind: str) -> list[str]:
         return sorted(t for k, t in self.classes if k == kind)
 
-    def class_schema(self, kind: str, tf_type: str) -> "ResourceSchema | None":
+    def class_schema(self, kind: str, tf_type: str) -> ResourceSchema | None:
         fqn = self.classes.get((kind, tf_type))
         if fqn is None:
             return None
@@ -208,8 +208,8 @@ class BlockSchema:
                     return coll["elementtype"]["fqn"]
         return None
 
-    @functools.lru_cache(maxsize=None)
-    def nested(self, name: str) -> "BlockSchema":
+    @functools.cache  # noqa: B019 - schemas live as long as the test session; the cache is the point
+    def nested(self, name: str) -> BlockSchema:
         return BlockSchema(self.asm, self.blocks[name].struct)
 
 
@@ -245,7 +245,7 @@ class ReadSchema:
     def names(self) -> list[str]:
         return sorted(camel_to_snake(g) for g, _ in self.attrs.values())
 
-    def child(self, t: dict) -> tuple["ReadSchema | None", bool]:
+    def child(self, t: dict) -> tuple[ReadSchema | None, bool]:
         """The schema behind an attribute's type: (schema, is a block or list of objects)."""
         fqn = t.get("fqn")
         if not fqn or fqn.startswith("cdktf."):
@@ -274,7 +274,7 @@ class ResourceSchema(BlockSchema):
         return ReadSchema(self.asm, self.class_fqn, self)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def assembly(source: str) -> Assembly | None:
     """The assembly for a provider source address, or None when no package is known/installed."""
     dist = PROVIDER_PACKAGES.get(source.lower().removeprefix("registry.terraform.io/"))
@@ -380,8 +380,13 @@ class _Checker:
             if block.type in ("resource", "data", "variable", "output", "module"):
                 key = (block.type, *block.labels)
                 if key in seen:
-                    self.add(block.file, block.line, " ".join([block.type, *block.labels]), "",
-                             f"declared twice (also at {seen[key].file}:{seen[key].line})")
+                    self.add(
+                        block.file,
+                        block.line,
+                        " ".join([block.type, *block.labels]),
+                        "",
+                        f"declared twice (also at {seen[key].file}:{seen[key].line})",
+                    )
                 seen[key] = block
         local_seen: dict[str, tf_config.Attribute] = {}
         for block in cfg.of_type("locals"):
@@ -399,26 +404,42 @@ class _Checker:
         local = self.provider_local(block)
         asm, schema = self.schema_for(kind, tf_type, local)
         if asm is None:
-            self.add(block.file, block.line, address, "",
-                     f"no schema for provider {self.source_of(local)!r}: add its cdktf-cdktf-provider-* "
-                     "package to requirements-dev.txt and to PROVIDER_PACKAGES")
+            self.add(
+                block.file,
+                block.line,
+                address,
+                "",
+                f"no schema for provider {self.source_of(local)!r}: add its cdktf-cdktf-provider-* "
+                "package to requirements-dev.txt and to PROVIDER_PACKAGES",
+            )
             return
         if schema is None:
             what = "resource type" if kind == "resource" else "data source"
-            self.add(block.file, block.line, address, "",
-                     f"unknown {what} {tf_type!r} in {asm.source} {asm.version}{_suggest(tf_type, asm.names(kind))}")
+            self.add(
+                block.file,
+                block.line,
+                address,
+                "",
+                f"unknown {what} {tf_type!r} in {asm.source} {asm.version}{_suggest(tf_type, asm.names(kind))}",
+            )
             return
         if "count" in block.attributes and "for_each" in block.attributes:
             self.add(block.file, block.line, address, "", "count and for_each are both set")
         if "provider" in block.attributes:
             if local not in self.required and local != tf_type.split("_", 1)[0]:
-                self.add(block.file, block.attributes["provider"].line, address, "provider",
-                         f"provider {local!r} is not in required_providers")
+                self.add(
+                    block.file,
+                    block.attributes["provider"].line,
+                    address,
+                    "provider",
+                    f"provider {local!r} is not in required_providers",
+                )
         meta_blocks = RESOURCE_META_BLOCKS if kind == "resource" else DATA_META_BLOCKS
         self.check_body(block, schema, address, "", block, frozenset(), top=(kind, meta_blocks, schema))
 
-    def check_body(self, block, schema: BlockSchema, address: str, path: str, owner, bound, top=None,
-                   require: bool = True) -> None:
+    def check_body(
+        self, block, schema: BlockSchema, address: str, path: str, owner, bound, top=None, require: bool = True
+    ) -> None:
         """Arguments and blocks of `block` against `schema`; `owner` is the resource block
         (for count/each), `bound` the iterator names of enclosing dynamic blocks."""
         prefix = path + "." if path else ""
@@ -437,11 +458,22 @@ class _Checker:
             if name in schema.arguments:
                 self.check_refs(attr, address, where, owner, bound)
             elif name in schema.blocks:
-                self.add(attr.file, attr.line, address, where, f"{name!r} is a block: write `{name} {{ ... }}`, not `{name} = ...`")
+                self.add(
+                    attr.file,
+                    attr.line,
+                    address,
+                    where,
+                    f"{name!r} is a block: write `{name} {{ ... }}`, not `{name} = ...`",
+                )
             else:
                 self.check_refs(attr, address, where, owner, bound)
-                self.add(attr.file, attr.line, address, where,
-                         f"unknown argument {name!r}{_suggest(name, list(schema.arguments) + list(schema.blocks))}")
+                self.add(
+                    attr.file,
+                    attr.line,
+                    address,
+                    where,
+                    f"unknown argument {name!r}{_suggest(name, list(schema.arguments) + list(schema.blocks))}",
+                )
         static: dict[str, list] = {}
         dynamic: dict[str, list] = {}
         for sub in block.blocks:
@@ -455,15 +487,32 @@ class _Checker:
                 if label not in schema.blocks:
                     self.check_refs_within(sub, address, where, owner, bound | {label})
                     if label in schema.arguments:
-                        self.add(sub.file, sub.line, address, where, f"{label!r} is an argument, not a block: dynamic blocks make blocks only")
+                        self.add(
+                            sub.file,
+                            sub.line,
+                            address,
+                            where,
+                            f"{label!r} is an argument, not a block: dynamic blocks make blocks only",
+                        )
                     else:
-                        self.add(sub.file, sub.line, address, where,
-                                 f"unknown block {label!r}{_suggest(label, schema.blocks)}")
+                        self.add(
+                            sub.file,
+                            sub.line,
+                            address,
+                            where,
+                            f"unknown block {label!r}{_suggest(label, schema.blocks)}",
+                        )
                     continue
                 iterator = label
                 for aname, attr in sub.attributes.items():
                     if aname not in DYNAMIC_ATTRS:
-                        self.add(attr.file, attr.line, address, f"{where}.{aname}", f"unknown argument {aname!r} in a dynamic block")
+                        self.add(
+                            attr.file,
+                            attr.line,
+                            address,
+                            f"{where}.{aname}",
+                            f"unknown argument {aname!r} in a dynamic block",
+                        )
                     elif aname == "iterator":
                         refs = hcl_eval.references(attr.expr)
                         iterator = refs[0].root if refs else label
@@ -477,9 +526,21 @@ class _Checker:
                 contents = sub.blocks_named("content")
                 for other in sub.blocks:
                     if other.type != "content":
-                        self.add(other.file, other.line, address, f"{where}.{other.type}", f"unknown block {other.type!r} in a dynamic block")
+                        self.add(
+                            other.file,
+                            other.line,
+                            address,
+                            f"{where}.{other.type}",
+                            f"unknown block {other.type!r} in a dynamic block",
+                        )
                 if len(contents) != 1:
-                    self.add(sub.file, sub.line, address, where, f"a dynamic block needs exactly one content block, has {len(contents)}")
+                    self.add(
+                        sub.file,
+                        sub.line,
+                        address,
+                        where,
+                        f"a dynamic block needs exactly one content block, has {len(contents)}",
+                    )
                 for content in contents:
                     self.check_body(content, schema.nested(label), address, f"{where}.content", owner, frozenset(inner))
                 continue
@@ -492,19 +553,42 @@ class _Checker:
                     self.add(sub.file, sub.line, address, where, f"block {sub.type!r} takes no labels")
                 self.check_body(sub, schema.nested(sub.type), address, where, owner, bound)
             elif sub.type in schema.arguments:
-                self.add(sub.file, sub.line, address, where, f"{sub.type!r} is an argument: write `{sub.type} = ...`, not a block")
+                self.add(
+                    sub.file,
+                    sub.line,
+                    address,
+                    where,
+                    f"{sub.type!r} is an argument: write `{sub.type} = ...`, not a block",
+                )
             else:
-                self.add(sub.file, sub.line, address, where,
-                         f"unknown block {sub.type!r}{_suggest(sub.type, list(schema.blocks) + list(schema.arguments))}")
+                self.add(
+                    sub.file,
+                    sub.line,
+                    address,
+                    where,
+                    f"unknown block {sub.type!r}{_suggest(sub.type, list(schema.blocks) + list(schema.arguments))}",
+                )
         for name, nb in schema.blocks.items():
             where = prefix + name
             n_static, n_dynamic = len(static.get(name, [])), len(dynamic.get(name, []))
             if nb.single and n_static > 1:
                 second = static[name][1]
-                self.add(second.file, second.line, address, where, f"block {name!r} may appear at most once; it appears {n_static} times")
+                self.add(
+                    second.file,
+                    second.line,
+                    address,
+                    where,
+                    f"block {name!r} may appear at most once; it appears {n_static} times",
+                )
             elif nb.single and n_static and n_dynamic:
                 d = dynamic[name][0]
-                self.add(d.file, d.line, address, where, f"block {name!r} may appear at most once: given both as a block and by a dynamic block")
+                self.add(
+                    d.file,
+                    d.line,
+                    address,
+                    where,
+                    f"block {name!r} may appear at most once: given both as a block and by a dynamic block",
+                )
             if nb.required and not n_static and not n_dynamic:
                 self.add(block.file, block.line, address, where, f"missing required block {name!r}")
         for name, arg in schema.arguments.items():
@@ -528,18 +612,28 @@ class _Checker:
         allowed = set() if is_data else LIFECYCLE_ATTRS
         for name, attr in sub.attributes.items():
             if name not in allowed:
-                self.add(attr.file, attr.line, address, f"lifecycle.{name}", f"unknown lifecycle argument {name!r}{_suggest(name, allowed)}")
+                self.add(
+                    attr.file,
+                    attr.line,
+                    address,
+                    f"lifecycle.{name}",
+                    f"unknown lifecycle argument {name!r}{_suggest(name, allowed)}",
+                )
             elif name == "ignore_changes":
                 self.check_ignore_changes(attr, address, schema)
             elif name == "replace_triggered_by":
                 self.check_refs(attr, address, "lifecycle.replace_triggered_by", owner)
         for cond in sub.blocks:
             if cond.type not in ("precondition", "postcondition"):
-                self.add(cond.file, cond.line, address, f"lifecycle.{cond.type}", f"unknown lifecycle block {cond.type!r}")
+                self.add(
+                    cond.file, cond.line, address, f"lifecycle.{cond.type}", f"unknown lifecycle block {cond.type!r}"
+                )
                 continue
             for name, attr in cond.attributes.items():
                 if name not in CONDITION_ATTRS:
-                    self.add(attr.file, attr.line, address, f"lifecycle.{cond.type}.{name}", f"unknown argument {name!r}")
+                    self.add(
+                        attr.file, attr.line, address, f"lifecycle.{cond.type}.{name}", f"unknown argument {name!r}"
+                    )
                 else:
                     bound = frozenset({"self"}) if cond.type == "postcondition" else frozenset()
                     self.check_refs(attr, address, f"lifecycle.{cond.type}.{name}", owner, bound)
@@ -551,7 +645,9 @@ class _Checker:
         if isinstance(expr, hcl_eval.Var) and expr.name == "all":
             return
         if not isinstance(expr, hcl_eval.TupleCons):
-            self.add(attr.file, attr.line, address, "lifecycle.ignore_changes", "must be a list of argument names or `all`")
+            self.add(
+                attr.file, attr.line, address, "lifecycle.ignore_changes", "must be a list of argument names or `all`"
+            )
             return
         for item in expr.items:
             refs = hcl_eval.references(item)
@@ -559,8 +655,13 @@ class _Checker:
                 continue
             root = refs[0].root
             if root not in schema.arguments and root not in schema.blocks:
-                self.add(attr.file, attr.line, address, "lifecycle.ignore_changes",
-                         f"{root!r} is not an argument of {schema.tf_type}{_suggest(root, schema.arguments)}")
+                self.add(
+                    attr.file,
+                    attr.line,
+                    address,
+                    "lifecycle.ignore_changes",
+                    f"{root!r} is not an argument of {schema.tf_type}{_suggest(root, schema.arguments)}",
+                )
 
     def check_depends_on(self, attr, address) -> None:
         expr = attr.expr
@@ -578,8 +679,13 @@ class _Checker:
             if ref.root == "module":
                 steps = ref.steps[1:]
             if any(s[0] == "attr" for s in steps):
-                self.add(attr.file, attr.line, address, "depends_on",
-                         f"{ref.text()}: depends_on takes whole resources, not attributes")
+                self.add(
+                    attr.file,
+                    attr.line,
+                    address,
+                    "depends_on",
+                    f"{ref.text()}: depends_on takes whole resources, not attributes",
+                )
 
     # -- provider blocks ---------------------------------------------------------------
     def check_provider(self, block) -> None:
@@ -593,7 +699,9 @@ class _Checker:
         if schema is None:
             return
         attrs = {k: v for k, v in block.attributes.items() if k not in ("alias", "version")}
-        shadow = tf_config.Block(block.type, block.labels, attrs, block.blocks, block.file, block.line, block.end_line, block.duplicates)
+        shadow = tf_config.Block(
+            block.type, block.labels, attrs, block.blocks, block.file, block.line, block.end_line, block.duplicates
+        )
         # A provider's required arguments may come from the environment: names only.
         self.check_body(shadow, schema, address, "", None, frozenset(), require=False)
 
@@ -619,31 +727,78 @@ class _Checker:
             declared = self.config.resources.get((tf_type, name))
             asm, schema = self.schema_for("resource", tf_type, self.provider_local(declared) if declared else None)
             if asm is not None and schema is None:
-                self.add(attr.file, attr.line, "moved", end, f"unknown resource type {tf_type!r}{_suggest(tf_type, asm.names('resource'))}")
+                self.add(
+                    attr.file,
+                    attr.line,
+                    "moved",
+                    end,
+                    f"unknown resource type {tf_type!r}{_suggest(tf_type, asm.names('resource'))}",
+                )
                 continue
             if end == "from":
                 still = self.config.resources.get((tf_type, name))
                 keyed = len(ref.steps) > 1 and ref.steps[1][0] == "index"
-                if still is not None and not keyed and not ("count" in still.attributes or "for_each" in still.attributes):
-                    self.add(attr.file, attr.line, "moved", end, f"{ref.text()}: moves from {tf_type}.{name}, which is still declared")
-                elif still is not None and keyed and "for_each" in still.attributes and isinstance(ref.steps[1][1], str):
+                if (
+                    still is not None
+                    and not keyed
+                    and not ("count" in still.attributes or "for_each" in still.attributes)
+                ):
+                    self.add(
+                        attr.file,
+                        attr.line,
+                        "moved",
+                        end,
+                        f"{ref.text()}: moves from {tf_type}.{name}, which is still declared",
+                    )
+                elif (
+                    still is not None and keyed and "for_each" in still.attributes and isinstance(ref.steps[1][1], str)
+                ):
                     keys = self.possible_keys(still)
                     if keys is not None and ref.steps[1][1] in keys:
-                        self.add(attr.file, attr.line, "moved", end,
-                                 f"{ref.text()}: moves from an instance that is still declared (a key of its for_each)")
+                        self.add(
+                            attr.file,
+                            attr.line,
+                            "moved",
+                            end,
+                            f"{ref.text()}: moves from an instance that is still declared (a key of its for_each)",
+                        )
             if end == "to":
                 target = self.config.resources.get((tf_type, name))
                 if target is None:
-                    self.add(attr.file, attr.line, "moved", end, f"{ref.text()}: moves to {tf_type}.{name}, which is not declared")
+                    self.add(
+                        attr.file,
+                        attr.line,
+                        "moved",
+                        end,
+                        f"{ref.text()}: moves to {tf_type}.{name}, which is not declared",
+                    )
                     continue
                 keyed = len(ref.steps) > 1 and ref.steps[1][0] == "index"
                 repeated = "count" in target.attributes or "for_each" in target.attributes
                 if keyed and not repeated:
-                    self.add(attr.file, attr.line, "moved", end, f"{ref.text()}: {tf_type}.{name} has no count or for_each, so no instance key")
+                    self.add(
+                        attr.file,
+                        attr.line,
+                        "moved",
+                        end,
+                        f"{ref.text()}: {tf_type}.{name} has no count or for_each, so no instance key",
+                    )
                 if "count" in target.attributes and keyed and not isinstance(ref.steps[1][1], int):
-                    self.add(attr.file, attr.line, "moved", end, f"{ref.text()}: {tf_type}.{name} uses count: its keys are numbers")
+                    self.add(
+                        attr.file,
+                        attr.line,
+                        "moved",
+                        end,
+                        f"{ref.text()}: {tf_type}.{name} uses count: its keys are numbers",
+                    )
                 if "for_each" in target.attributes and keyed and not isinstance(ref.steps[1][1], str):
-                    self.add(attr.file, attr.line, "moved", end, f"{ref.text()}: {tf_type}.{name} uses for_each: its keys are strings")
+                    self.add(
+                        attr.file,
+                        attr.line,
+                        "moved",
+                        end,
+                        f"{ref.text()}: {tf_type}.{name} uses for_each: its keys are strings",
+                    )
 
     # -- for_each keys ---------------------------------------------------------------
     def possible_keys(self, block) -> set[str] | None:
@@ -661,8 +816,13 @@ class _Checker:
         if isinstance(node, hcl_eval.Cond):
             a, b = self._possible(node.then, seen), self._possible(node.other, seen)
             return None if a is None or b is None else a | b
-        if (isinstance(node, hcl_eval.GetAttr) and isinstance(node.source, hcl_eval.Var)
-                and node.source.name == "local" and node.name in self.config.locals and node.name not in seen):
+        if (
+            isinstance(node, hcl_eval.GetAttr)
+            and isinstance(node.source, hcl_eval.Var)
+            and node.source.name == "local"
+            and node.name in self.config.locals
+            and node.name not in seen
+        ):
             return self._possible(self.config.locals[node.name].expr, seen | {node.name})
         if isinstance(node, hcl_eval.ObjectCons):
             keys = set()
@@ -671,7 +831,9 @@ class _Checker:
                     return None
                 keys.add(str(k.value))
             return keys
-        resolver = self.__dict__.get("_resolver") or self.__dict__.setdefault("_resolver", tf_config.ConfigResolver(self.config))
+        resolver = self.__dict__.get("_resolver") or self.__dict__.setdefault(
+            "_resolver", tf_config.ConfigResolver(self.config)
+        )
         try:
             value = resolver.evaluator().eval(node)
         except (hcl_eval.EvalError, KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, RecursionError):
@@ -770,9 +932,13 @@ class _Checker:
                     bad(f"{label} has no instance {key!r}: its for_each keys are {sorted(keys)}{_suggest(key, keys)}")
                     return
             rest = rest[1:]
-        elif rest and repeated and path not in ("depends_on",) and not path.startswith("lifecycle.replace_triggered_by"):
-            bad(f"{label} uses {'count' if 'count' in declared.attributes else 'for_each'}: "
-                "name an instance ([0], [\"key\"]) or all of them ([*]) before the attribute")
+        elif (
+            rest and repeated and path not in ("depends_on",) and not path.startswith("lifecycle.replace_triggered_by")
+        ):
+            bad(
+                f"{label} uses {'count' if 'count' in declared.attributes else 'for_each'}: "
+                'name an instance ([0], ["key"]) or all of them ([*]) before the attribute'
+            )
             return
         self.check_attr_path(rest, schema.read, label, bad)
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-from google.protobuf import json_format
-
 import api_types
 import hcl_eval
+import pytest
 import tf_config
+from google.protobuf import json_format
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -22,8 +21,11 @@ CLOUDBUILD = REPO / "cloudbuild.yaml"
 VARIANTS = {
     "defaults": {},
     "sharded": {"assembler_shards": 3},
-    "alert e-mail, retention, CMEK": {"alert_email": "ops@example.com", "recordings_retention_days": 30,
-                                      "kms_key_name": "projects/p/locations/l/keyRings/r/cryptoKeys/k"},
+    "alert e-mail, retention, CMEK": {
+        "alert_email": "ops@example.com",
+        "recordings_retention_days": 30,
+        "kms_key_name": "projects/p/locations/l/keyRings/r/cryptoKeys/k",
+    },
 }
 
 
@@ -61,7 +63,9 @@ def test_dashboards_parse_as_monitoring_dashboards(config, variant):
         cells: dict[tuple[int, int], int] = {}
         for i, tile in enumerate(layout.tiles):
             assert tile.width > 0 and tile.height > 0, f"{address}: tile {i} has no size"
-            assert tile.x_pos + tile.width <= layout.columns, f"{address}: tile {i} is wider than the {layout.columns} columns"
+            assert tile.x_pos + tile.width <= layout.columns, (
+                f"{address}: tile {i} is wider than the {layout.columns} columns"
+            )
             for x in range(tile.x_pos, tile.x_pos + tile.width):
                 for y in range(tile.y_pos, tile.y_pos + tile.height):
                     assert (x, y) not in cells, f"{address}: tiles {cells[(x, y)]} and {i} overlap at ({x}, {y})"
@@ -89,7 +93,9 @@ def test_unknown_fields_are_refused():
     from google.cloud.monitoring_dashboard_v1.types import Dashboard
 
     with pytest.raises(json_format.ParseError, match="xyCharts"):
-        api_types.parse_message(Dashboard, {"displayName": "x", "mosaicLayout": {"tiles": [{"widget": {"xyCharts": {}}}]}})
+        api_types.parse_message(
+            Dashboard, {"displayName": "x", "mosaicLayout": {"tiles": [{"widget": {"xyCharts": {}}}]}}
+        )
     with pytest.raises(json_format.ParseError):
         api_types.parse_message(Dashboard, {"mosaicLayout": {"columns": "twelve"}})
     with pytest.raises(json_format.ParseError, match="waitfor"):
@@ -117,20 +123,27 @@ def test_every_metric_named_exists(config, variant):
             for metric in api_types.METRIC_TYPE.findall(q.text):
                 if metric.startswith(api_types.LOG_METRIC_PREFIX):
                     if metric not in log_metrics:
-                        problems.append(f"{q.where}: {metric} is no declared google_logging_metric "
-                                        f"(declared: {sorted(log_metrics)})")
+                        problems.append(
+                            f"{q.where}: {metric} is no declared google_logging_metric "
+                            f"(declared: {sorted(log_metrics)})"
+                        )
                 elif metric not in api_types.BUILTIN_METRICS:
                     problems.append(f"{q.where}: {metric} is not a known built-in metric (api_types.BUILTIN_METRICS)")
         elif q.kind == "promql":
             for name in api_types.promql_metric_names(q.text):
                 if _promql_target(name, log_metrics) is None:
-                    problems.append(f"{q.where}: PromQL metric {name} is neither a built-in metric nor a declared google_logging_metric")
+                    problems.append(
+                        f"{q.where}: PromQL metric {name} is neither a built-in metric "
+                        "nor a declared google_logging_metric"
+                    )
     assert not problems, "\n".join(problems)
 
 
 def _promql_target(name: str, log_metrics: dict):
     """The metric a PromQL name stands for: (metric type, LogMetric or BuiltinMetric, suffix)."""
-    candidates = {api_types.promql_name(t): (t, m) for t, m in list(log_metrics.items()) + list(api_types.BUILTIN_METRICS.items())}
+    candidates = {
+        api_types.promql_name(t): (t, m) for t, m in list(log_metrics.items()) + list(api_types.BUILTIN_METRICS.items())
+    }
     if name in candidates:
         return (*candidates[name], "")
     for suffix in api_types.DISTRIBUTION_SUFFIXES:
@@ -155,13 +168,17 @@ def test_promql_names_map_back_to_declared_log_metrics(config, variant):
             seen.append((metric_type, suffix))
             value_type = metric.value_type
             if suffix:
-                assert value_type == "DISTRIBUTION", f"{q.where}: {name}: {suffix} needs a distribution, {metric_type} is {value_type}"
+                assert value_type == "DISTRIBUTION", (
+                    f"{q.where}: {name}: {suffix} needs a distribution, {metric_type} is {value_type}"
+                )
             resource = re.search(r'monitored_resource="([^"]+)"', q.text)
             resource_labels = api_types.RESOURCE_LABELS.get(resource.group(1), frozenset()) if resource else frozenset()
             labels = metric.labels | resource_labels | {"monitored_resource"}
             for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", q.text):
-                for label in (l.strip() for l in group.split(",") if l.strip()):
-                    assert label in labels, f"{q.where}: groups by {label!r}, not a label of {metric_type} ({sorted(labels)})"
+                for label in (part.strip() for part in group.split(",") if part.strip()):
+                    assert label in labels, (
+                        f"{q.where}: groups by {label!r}, not a label of {metric_type} ({sorted(labels)})"
+                    )
             for label in re.findall(r'(\w+)\s*=~?\s*"', re.sub(r"\[[^\]]*\]", "", q.text)):
                 assert label in labels, f"{q.where}: matches on {label!r}, not a label of {metric_type} or its resource"
     rejected = [m for m in log_metrics.values() if m.address == "google_logging_metric.chunk_rejected"]
@@ -179,7 +196,13 @@ def test_aggregations_suit_the_metric(config, variant):
             continue
         for metric in api_types.METRIC_TYPE.findall(q.text):
             m = api_types.BUILTIN_METRICS.get(metric)
-            kind, value_type = (m.kind, m.value_type) if m else ("DELTA", log_metrics[metric].value_type) if metric in log_metrics else (None, None)
+            kind, value_type = (
+                (m.kind, m.value_type)
+                if m
+                else ("DELTA", log_metrics[metric].value_type)
+                if metric in log_metrics
+                else (None, None)
+            )
             if kind is None:
                 continue  # reported by test_every_metric_named_exists
             if q.aligner and q.aligner in rules:
@@ -228,7 +251,8 @@ def test_log_metrics_label_extractors_match_their_descriptors(config):
     for metric in api_types.log_metrics(config).values():
         assert set(metric.label_extractors) == set(metric.labels), (
             f"{metric.address}: label_extractors {sorted(metric.label_extractors)} and metric_descriptor labels "
-            f"{sorted(metric.labels)} must name the same labels")
+            f"{sorted(metric.labels)} must name the same labels"
+        )
         if metric.value_type == "DISTRIBUTION":
             assert metric.value_extractor, f"{metric.address}: a DISTRIBUTION needs a value_extractor"
 
@@ -260,8 +284,10 @@ def test_log_events_filtered_on_are_written_by_the_code(config, calls):
             seen += 1
             if not any(c.matches(event) for c in calls):
                 known = sorted({c.event for c in calls if not c.is_pattern})
-                problems.append(f"{q.where}: filters on jsonPayload.event={event!r}, which omi_receiver/runtime never logs "
-                                f"(it logs {known})")
+                problems.append(
+                    f"{q.where}: filters on jsonPayload.event={event!r}, which omi_receiver/runtime never logs "
+                    f"(it logs {known})"
+                )
     assert seen, "no jsonPayload.event filter found in infra/"
     assert not problems, "\n".join(problems)
 
@@ -279,8 +305,10 @@ def test_fields_extracted_are_written_with_the_event(config, calls):
             for call in writers:
                 missing = fields - call.fields
                 if missing and not call.open_fields:
-                    problems.append(f"{metric.address} extracts {sorted(missing)} from {event!r} lines, "
-                                    f"but {call.file}:{call.line} writes none")
+                    problems.append(
+                        f"{metric.address} extracts {sorted(missing)} from {event!r} lines, "
+                        f"but {call.file}:{call.line} writes none"
+                    )
     assert not problems, "\n".join(problems)
 
 
@@ -289,22 +317,28 @@ def test_fields_extracted_are_written_with_the_event(config, calls):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("src, expected", [
-    ('"a${1 + 2}b"', "a3b"),
-    ('"$${x} %%{y}"', "${x} %{y}"),
-    ('"q\\"\\n"', 'q"\n'),
-    ("<<-EOT\n    one ${2 * 3}\n      two\n    EOT", "one 6\n  two\n"),
-    ('[for i, w in ["a", "b", "c"] : merge({n = w}, i % 2 == 1 ? {odd = true} : {}, i >= 2 ? {y = floor(i / 2) * 4} : {})]',
-     [{"n": "a"}, {"n": "b", "odd": True}, {"n": "c", "y": 4}]),
-    ('{for k, v in {a = 1, b = 2} : v => k}', {"1": "a", "2": "b"}),
-    ('format("x %s [%s]", "y", "5m")', "x y [5m]"),
-    ('replace("user/omi/chunk_rejected", "/[^a-zA-Z0-9_]/", "_")', "user_omi_chunk_rejected"),
-    ('replace("a.b+c", "/([.+])/", "[$1]")', "a[.]b[+]c"),
-    ('jsonencode({b = [1, "x"], a = null})', '{"a":null,"b":[1,"x"]}'),
-    ('[{n = 1}, {n = 2}][*].n', [1, 2]),
-    ('"%{if true}y%{else}n%{endif}%{for x in [1, 2]}${x}%{endfor}"', "y12"),
-    ("tonumber(regex(\"^[0-9]+\", \"512Mi\")) * (endswith(\"512Mi\", \"Gi\") ? 1073741824 : 1048576)", 536870912),
-])
+@pytest.mark.parametrize(
+    "src, expected",
+    [
+        ('"a${1 + 2}b"', "a3b"),
+        ('"$${x} %%{y}"', "${x} %{y}"),
+        ('"q\\"\\n"', 'q"\n'),
+        ("<<-EOT\n    one ${2 * 3}\n      two\n    EOT", "one 6\n  two\n"),
+        (
+            '[for i, w in ["a", "b", "c"] : '
+            "merge({n = w}, i % 2 == 1 ? {odd = true} : {}, i >= 2 ? {y = floor(i / 2) * 4} : {})]",
+            [{"n": "a"}, {"n": "b", "odd": True}, {"n": "c", "y": 4}],
+        ),
+        ("{for k, v in {a = 1, b = 2} : v => k}", {"1": "a", "2": "b"}),
+        ('format("x %s [%s]", "y", "5m")', "x y [5m]"),
+        ('replace("user/omi/chunk_rejected", "/[^a-zA-Z0-9_]/", "_")', "user_omi_chunk_rejected"),
+        ('replace("a.b+c", "/([.+])/", "[$1]")', "a[.]b[+]c"),
+        ('jsonencode({b = [1, "x"], a = null})', '{"a":null,"b":[1,"x"]}'),
+        ("[{n = 1}, {n = 2}][*].n", [1, 2]),
+        ('"%{if true}y%{else}n%{endif}%{for x in [1, 2]}${x}%{endfor}"', "y12"),
+        ('tonumber(regex("^[0-9]+", "512Mi")) * (endswith("512Mi", "Gi") ? 1073741824 : 1048576)', 536870912),
+    ],
+)
 def test_evaluator(src, expected):
     node = hcl_eval.parse_expression(src)
     assert hcl_eval.Evaluator(hcl_eval.Resolver()).eval(node) == expected
@@ -312,7 +346,8 @@ def test_evaluator(src, expected):
 
 def test_references_leave_out_bound_names():
     node = hcl_eval.parse_expression(
-        '{for k, sa in google_service_account.this : k => "serviceAccount:${sa.email}" if local.on[k]}')
-    assert [r.text() for r in hcl_eval.references(node)] == ["google_service_account.this", 'local.on[...]']
-    node = hcl_eval.parse_expression('google_pubsub_topic.chunks[count.index].name')
+        '{for k, sa in google_service_account.this : k => "serviceAccount:${sa.email}" if local.on[k]}'
+    )
+    assert [r.text() for r in hcl_eval.references(node)] == ["google_service_account.this", "local.on[...]"]
+    node = hcl_eval.parse_expression("google_pubsub_topic.chunks[count.index].name")
     assert [r.text() for r in hcl_eval.references(node)] == ["google_pubsub_topic.chunks[...].name", "count.index"]

@@ -17,9 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
-BUILD_HINT = (
-    "python3 -m venv .venv-checkov && .venv-checkov/bin/pip install -r requirements-checkov.txt"
-)
+BUILD_HINT = "python3 -m venv .venv-checkov && .venv-checkov/bin/pip install -r requirements-checkov.txt"
 
 
 def _pinned_version() -> str:
@@ -38,8 +36,15 @@ def report() -> dict:
     # (offline here; it only adds guideline links).
     proc = subprocess.run(
         [
-            str(CHECKOV), "-d", "infra", "--framework", "terraform",
-            "-o", "json", "--compact", "--skip-download",
+            str(CHECKOV),
+            "-d",
+            "infra",
+            "--framework",
+            "terraform",
+            "-o",
+            "json",
+            "--compact",
+            "--skip-download",
         ],
         cwd=REPO,
         capture_output=True,
@@ -55,6 +60,7 @@ def report() -> dict:
     return terraform[0]
 
 
+@pytest.mark.slow
 @pytest.mark.checkov
 def test_checkov_scanned_infra_with_the_pinned_version(report):
     summary = report["summary"]

@@ -104,3 +104,11 @@ def test_substitutions_have_defaults_and_are_used(build):
 def test_timeout_and_logging(build):
     assert re.fullmatch(r"\d+s", build["timeout"]) and int(build["timeout"][:-1]) >= 600
     assert build["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+
+
+def test_lint_runs_the_pinned_ruff_and_gates_apply(steps):
+    """Cloud Build lints and checks formatting as `make test` does, with the same ruff."""
+    script = _text(steps["lint"])
+    assert "requirements-dev.txt" in script and "ruff check ." in script and "ruff format --check ." in script
+    assert re.search(r"^ruff==[0-9.]+$", (REPO / "requirements-dev.txt").read_text(), re.M)
+    assert "lint" in steps["apply"]["waitFor"]

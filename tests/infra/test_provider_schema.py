@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import pytest
 
 import hcl_eval
 import provider_schema
+import pytest
 import tf_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,7 +101,12 @@ def _admits(text: str, version: tuple[int, ...]) -> bool:
     for op, bound in _constraint_parts(text):
         b = pad(bound)
         ok = {
-            ">=": v >= b, ">": v > b, "<=": v <= b, "<": v < b, "=": v == b, "!=": v != b,
+            ">=": v >= b,
+            ">": v > b,
+            "<=": v <= b,
+            "<": v < b,
+            "=": v == b,
+            "!=": v != b,
             "~>": v >= b and v[: len(bound) - 1] == b[: len(bound) - 1],
         }[op]
         if not ok:
@@ -120,7 +124,9 @@ def test_required_providers_admit_the_checked_versions(config):
         source = entry.get("source", f"hashicorp/{local}")
         assert source in CHECKED_VERSIONS, f"no schema checked for provider {source} (add its cdktf package)"
         checked = tuple(int(x) for x in CHECKED_VERSIONS[source].split("."))
-        assert _admits(entry["version"], checked), f"{local}: {entry['version']!r} excludes {CHECKED_VERSIONS[source]}, the schema checked"
+        assert _admits(entry["version"], checked), (
+            f"{local}: {entry['version']!r} excludes {CHECKED_VERSIONS[source]}, the schema checked"
+        )
 
 
 def test_required_providers_admit_only_checked_schemas(config):
@@ -132,8 +138,10 @@ def test_required_providers_admit_only_checked_schemas(config):
         source = entry.get("source", f"hashicorp/{local}")
         checked = tuple(int(x) for x in CHECKED_VERSIONS.get(source, "0").split("."))
         if _lowest_admitted(entry["version"]) < checked:
-            problems.append(f"{local} ({source}): version {entry['version']!r} admits versions below "
-                            f"{CHECKED_VERSIONS.get(source)}, the one whose schema is checked")
+            problems.append(
+                f"{local} ({source}): version {entry['version']!r} admits versions below "
+                f"{CHECKED_VERSIONS.get(source)}, the one whose schema is checked"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -147,7 +155,7 @@ def test_infra_matches_provider_schemas(findings):
 
 
 def test_every_resource_type_has_a_schema(config):
-    for (rtype, name), block in list(config.resources.items()) + list(config.data_sources.items()):
+    for (rtype, name), _block in list(config.resources.items()) + list(config.data_sources.items()):
         local = rtype.split("_", 1)[0]
         source = config.required_providers.get(local, {}).get("source", f"hashicorp/{local}")
         assert provider_schema.assembly(source) is not None, f"{rtype}.{name}: no schema package for {source}"
@@ -185,7 +193,9 @@ def _lines(config, file):
 
 def _resources(config):
     for (rtype, name), block in sorted(config.resources.items(), key=lambda kv: (kv[1].file, kv[1].line)):
-        schema = provider_schema.assembly(config.required_providers.get(rtype.split("_")[0], {}).get("source", "hashicorp/" + rtype.split("_")[0]))
+        schema = provider_schema.assembly(
+            config.required_providers.get(rtype.split("_")[0], {}).get("source", "hashicorp/" + rtype.split("_")[0])
+        )
         rs = schema.class_schema("resource", rtype) if schema else None
         if rs is not None:
             yield f"{rtype}.{name}", block, rs
@@ -205,9 +215,14 @@ def plant_nested_block_typo(config):
                     new = re.sub(rf"\b{re.escape(inner.type)}(\s*\{{)", typo + r"\1", lines[i], count=1)
                     assert new != lines[i]
                     lines[i] = new
-                    return Plant(inner.file, "\n".join(lines),
-                                 lambda f, a=address, p=f"{outer.type}.{typo}": f.address == a and f.path == p and "unknown block" in f.message,
-                                 f"{address}: block {outer.type}.{inner.type} renamed {typo}")
+                    return Plant(
+                        inner.file,
+                        "\n".join(lines),
+                        lambda f, a=address, p=f"{outer.type}.{typo}": (
+                            f.address == a and f.path == p and "unknown block" in f.message
+                        ),
+                        f"{address}: block {outer.type}.{inner.type} renamed {typo}",
+                    )
     pytest.fail("no nested block two levels down in infra/ to misspell")
 
 
@@ -218,9 +233,14 @@ def plant_missing_required(config):
             if arg.required and attr is not None and attr.line == attr.end_line:
                 lines = _lines(config, attr.file)
                 del lines[attr.line - 1]
-                return Plant(attr.file, "\n".join(lines),
-                             lambda f, a=address, n=name: f.address == a and f.path == n and f"missing required argument {n!r}" in f.message,
-                             f"{address}: required argument {name} removed")
+                return Plant(
+                    attr.file,
+                    "\n".join(lines),
+                    lambda f, a=address, n=name: (
+                        f.address == a and f.path == n and f"missing required argument {n!r}" in f.message
+                    ),
+                    f"{address}: required argument {name} removed",
+                )
     pytest.fail("no required argument written on one line in infra/")
 
 
@@ -232,15 +252,18 @@ def plant_single_block_repeated(config):
                 lines = _lines(config, sub.file)
                 copy = lines[sub.line - 1 : sub.end_line]
                 lines[sub.end_line : sub.end_line] = copy
-                return Plant(sub.file, "\n".join(lines),
-                             lambda f, a=address, n=sub.type: f.address == a and f.path == n and "at most once" in f.message,
-                             f"{address}: block {sub.type} given twice")
+                return Plant(
+                    sub.file,
+                    "\n".join(lines),
+                    lambda f, a=address, n=sub.type: f.address == a and f.path == n and "at most once" in f.message,
+                    f"{address}: block {sub.type} given twice",
+                )
     pytest.fail("no block that may appear only once in infra/")
 
 
 def plant_unknown_resource_type(config):
     asm = provider_schema.assembly("hashicorp/google")
-    for address, block, schema in _resources(config):
+    for address, block, _schema in _resources(config):
         rtype, name = block.labels
         if not rtype.startswith("google_"):
             continue
@@ -250,14 +273,18 @@ def plant_unknown_resource_type(config):
         new = lines[i].replace(f'"{rtype}"', f'"{typo}"', 1)
         assert new != lines[i]
         lines[i] = new
-        return Plant(block.file, "\n".join(lines),
-                     lambda f, a=f"{typo}.{name}": f.address == a and "unknown resource type" in f.message,
-                     f"{address}: type misspelt {typo}")
+        return Plant(
+            block.file,
+            "\n".join(lines),
+            lambda f, a=f"{typo}.{name}": f.address == a and "unknown resource type" in f.message,
+            f"{address}: type misspelt {typo}",
+        )
     pytest.fail("no google_ resource in infra/")
 
 
 def plant_unknown_argument_in_dynamic(config):
     for address, block, schema in _resources(config):
+
         def find(b, sch, path):
             for sub in b.blocks:
                 if sub.type == "dynamic" and sub.labels and sub.labels[0] in sch.blocks:
@@ -266,14 +293,20 @@ def plant_unknown_argument_in_dynamic(config):
                             yield sub, content, sch.nested(sub.labels[0]), f'{path}dynamic "{sub.labels[0]}".content'
                 elif sub.type in sch.blocks:
                     yield from find(sub, sch.nested(sub.type), f"{path}{sub.type}.")
-        for dyn, content, inner, path in find(block, schema, ""):
+
+        for _dyn, content, inner, path in find(block, schema, ""):
             args = sorted(inner.arguments) or ["name"]
             typo = _typo(args[0], set(inner.arguments) | set(inner.blocks))
             lines = _lines(config, content.file)
             lines.insert(content.line, f'      {typo} = "planted"')
-            return Plant(content.file, "\n".join(lines),
-                         lambda f, a=address, p=f"{path}.{typo}": f.address == a and f.path == p and "unknown argument" in f.message,
-                         f"{address}: argument {typo} added to {path}")
+            return Plant(
+                content.file,
+                "\n".join(lines),
+                lambda f, a=address, p=f"{path}.{typo}": (
+                    f.address == a and f.path == p and "unknown argument" in f.message
+                ),
+                f"{address}: argument {typo} added to {path}",
+            )
     # No dynamic block in infra/ (any more): add one to the first resource with a block
     # type it does not use, and misspell an argument in its content.
     for address, block, schema in _resources(config):
@@ -284,28 +317,43 @@ def plant_unknown_argument_in_dynamic(config):
             typo = _typo((sorted(inner.arguments) or ["name"])[0], set(inner.arguments) | set(inner.blocks))
             lines = _lines(config, block.file)
             lines[block.end_line - 1 : block.end_line - 1] = [
-                f'  dynamic "{bname}" {{', "    for_each = []", "    content {", f'      {typo} = "planted"', "    }", "  }"]
+                f'  dynamic "{bname}" {{',
+                "    for_each = []",
+                "    content {",
+                f'      {typo} = "planted"',
+                "    }",
+                "  }",
+            ]
             path = f'dynamic "{bname}".content.{typo}'
-            return Plant(block.file, "\n".join(lines),
-                         lambda f, a=address, p=path: f.address == a and f.path == p and "unknown argument" in f.message,
-                         f"{address}: {path} added")
+            return Plant(
+                block.file,
+                "\n".join(lines),
+                lambda f, a=address, p=path: f.address == a and f.path == p and "unknown argument" in f.message,
+                f"{address}: {path} added",
+            )
     pytest.fail("no resource in infra/ to hold a dynamic block")
 
 
 def _resource_refs(config):
     """(address, attribute, ref) for references to a declared resource's attribute, in
     attributes written on one line."""
+
     def attrs(b, path):
         for a in b.attributes.values():
             yield a, path + a.name
         for sub in b.blocks:
             yield from attrs(sub, path + sub.type + ".")
-    for address, block, schema in _resources(config):
+
+    for address, block, _schema in _resources(config):
         for attr, path in attrs(block, ""):
             if attr.line != attr.end_line or attr.name in ("depends_on", "for_each", "count"):
                 continue
             for ref in hcl_eval.references(attr.expr):
-                target = config.resources.get((ref.root, ref.steps[0][1])) if ref.steps and ref.steps[0][0] == "attr" else None
+                target = (
+                    config.resources.get((ref.root, ref.steps[0][1]))
+                    if ref.steps and ref.steps[0][0] == "attr"
+                    else None
+                )
                 if target is None:
                     continue
                 repeated = "count" in target.attributes or "for_each" in target.attributes
@@ -323,9 +371,14 @@ def plant_undeclared_resource_reference(config):
         new = re.sub(rf"\b{re.escape(ref.root)}\.{re.escape(name)}\b", f"{ref.root}.{typo}", lines[i], count=1)
         assert new != lines[i]
         lines[i] = new
-        return Plant(attr.file, "\n".join(lines),
-                     lambda f, a=address, p=path, r=f"{ref.root}.{typo}": f.address == a and f.path == p and f"{r} is not declared" in f.message,
-                     f"{address}: {path} refers to {ref.root}.{typo}")
+        return Plant(
+            attr.file,
+            "\n".join(lines),
+            lambda f, a=address, p=path, r=f"{ref.root}.{typo}": (
+                f.address == a and f.path == p and f"{r} is not declared" in f.message
+            ),
+            f"{address}: {path} refers to {ref.root}.{typo}",
+        )
     pytest.fail("no reference to a resource attribute in infra/")
 
 
@@ -342,9 +395,14 @@ def plant_unknown_attribute_reference(config):
         if new == lines[i]:
             continue
         lines[i] = new
-        return Plant(attr.file, "\n".join(lines),
-                     lambda f, a=address, p=path, t=typo: f.address == a and f.path == p and f"has no attribute {t!r}" in f.message,
-                     f"{address}: {path} reads {ref.root}.{name}.{typo}")
+        return Plant(
+            attr.file,
+            "\n".join(lines),
+            lambda f, a=address, p=path, t=typo: (
+                f.address == a and f.path == p and f"has no attribute {t!r}" in f.message
+            ),
+            f"{address}: {path} reads {ref.root}.{name}.{typo}",
+        )
     pytest.fail("no reference to a resource attribute in infra/")
 
 
@@ -396,7 +454,7 @@ def test_planted_error_is_caught(kind, tmp_path, config, findings):
 # Constructs infra/ is about to use: no false alarms on them
 # --------------------------------------------------------------------------------------
 
-PLANNED = '''
+PLANNED = """
 terraform {
   required_providers {
     google      = { source = "hashicorp/google", version = ">= 6.50, < 7.0" }
@@ -479,7 +537,7 @@ output "ingest_url" {
 output "agent" {
   value = google_project_service_identity.pubsub.email
 }
-'''
+"""
 
 
 def test_planned_constructs_pass(tmp_path):
@@ -494,9 +552,11 @@ def test_planned_constructs_pass(tmp_path):
     found = provider_schema.check(tf_config.load(root))
     assert not found, "\n".join(map(str, found))
     # ... and the mistakes one could make with them are caught
-    broken = (PLANNED.replace("provider = google-beta\n", "")
-              .replace('this["ingest"].service_config[0].uri', 'this["ingset"].service_config[0].uri')
-              .replace("default_labels", "default_label"))
+    broken = (
+        PLANNED.replace("provider = google-beta\n", "")
+        .replace('this["ingest"].service_config[0].uri', 'this["ingset"].service_config[0].uri')
+        .replace("default_labels", "default_label")
+    )
     (root / "main.tf").write_text(broken)
     messages = [f.message for f in provider_schema.check(tf_config.load(root))]
     assert any("unknown resource type 'google_project_service_identity'" in m for m in messages), messages

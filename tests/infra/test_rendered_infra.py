@@ -10,9 +10,8 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 import hcl_eval
+import pytest
 import tf_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +32,9 @@ def _resource_values(config, address: str, attr: str, overrides: dict) -> list:
 
 
 @pytest.mark.parametrize("shards", [1, 2, 3, 64])
-@pytest.mark.parametrize("topic_base, sub_base", [("audio-chunks", "audio-chunks-assembler"), ("chunks.v2", "chunks.v2-assembler")])
+@pytest.mark.parametrize(
+    "topic_base, sub_base", [("audio-chunks", "audio-chunks-assembler"), ("chunks.v2", "chunks.v2-assembler")]
+)
 def test_shard_names_are_the_ones_the_code_uses(config, shards, topic_base, sub_base):
     """Replaces test_shard_names_are_the_ones_the_code_uses / test_one_chunk_topic_and_one_
     subscription_per_shard's expression text: the names Terraform creates, evaluated, are
@@ -54,7 +55,9 @@ def test_shard_names_are_the_ones_the_code_uses(config, shards, topic_base, sub_
 def test_each_tick_names_its_shard(config, shards):
     """Replaces test_ticks_drive_the_assembler_without_retries' comparison of the data
     expression's text: job i publishes {"shard": i, "shards": N}."""
-    data = _resource_values(config, "google_cloud_scheduler_job.assembler_tick", "pubsub_target", {"assembler_shards": shards})
+    data = _resource_values(
+        config, "google_cloud_scheduler_job.assembler_tick", "pubsub_target", {"assembler_shards": shards}
+    )
     messages = [json.loads(base64.b64decode(hcl_eval.get_attr(t[0], "data"))) for t in data]
     assert messages == [{"shard": i, "shards": shards} for i in range(shards)]
 
@@ -92,11 +95,15 @@ def test_outputs_list_every_shard_topic_and_subscription(config):
     topics = resolver.evaluate(config.outputs["topics"].attributes["value"])
     subs = resolver.evaluate(config.outputs["subscriptions"].attributes["value"])
     assert topics["chunks"] == _resource_values(config, "google_pubsub_topic.chunks", "name", {"assembler_shards": 3})
-    assert subs["chunks"] == _resource_values(config, "google_pubsub_subscription.chunks", "name", {"assembler_shards": 3})
+    assert subs["chunks"] == _resource_values(
+        config, "google_pubsub_subscription.chunks", "name", {"assembler_shards": 3}
+    )
     assert len(topics["chunks"]) == len(subs["chunks"]) == 3
 
 
-@pytest.mark.parametrize("memory, expected", [("512Mi", 512 * 2**20), ("1Gi", 2**30), ("2Gi", 2 * 2**30), ("1536Mi", 1536 * 2**20)])
+@pytest.mark.parametrize(
+    "memory, expected", [("512Mi", 512 * 2**20), ("1Gi", 2**30), ("2Gi", 2 * 2**30), ("1536Mi", 1536 * 2**20)]
+)
 def test_assembler_memory_in_bytes(config, memory, expected):
     """Replaces test_assembler_preconditions' search for 1073741824 and 1048576 in the text."""
     resolver = tf_config.ConfigResolver(config, {"assembler_memory": memory})

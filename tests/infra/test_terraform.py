@@ -93,7 +93,7 @@ def _norm(obj):
     return _unquote(obj)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _documents() -> dict[str, list]:
     merged: dict[str, list] = {}
     for path in sorted(INFRA.glob("*.tf")):
@@ -203,8 +203,17 @@ def secret_env_of(function: dict) -> dict[str, dict]:
 def test_all_files_parse_and_the_expected_ones_exist():
     names = {p.name for p in INFRA.glob("*.tf")}
     expected = {
-        "versions.tf", "variables.tf", "main.tf", "storage.tf", "pubsub.tf", "functions.tf",
-        "iam.tf", "secrets.tf", "scheduler.tf", "monitoring.tf", "outputs.tf",
+        "versions.tf",
+        "variables.tf",
+        "main.tf",
+        "storage.tf",
+        "pubsub.tf",
+        "functions.tf",
+        "iam.tf",
+        "secrets.tf",
+        "scheduler.tf",
+        "monitoring.tf",
+        "outputs.tf",
     }
     assert expected <= names
     assert (INFRA / "terraform.tfvars.example").is_file()
@@ -242,9 +251,22 @@ def test_every_variable_has_description_and_type_and_no_empty_string_defaults():
 def test_region_and_sizes_are_validated():
     variables = named_blocks("variable")
     for name in (
-        "project_id", "region", "name_prefix", "labels", "ingest_memory", "assembler_memory",
-        "ingest_cpu", "assembler_cpu", "max_chunk_bytes", "pass_seconds", "assembler_schedule",
-        "assembler_shards", "max_pass_bytes", "lease_seconds", "ingest_token", "extra_ingest_tokens",
+        "project_id",
+        "region",
+        "name_prefix",
+        "labels",
+        "ingest_memory",
+        "assembler_memory",
+        "ingest_cpu",
+        "assembler_cpu",
+        "max_chunk_bytes",
+        "pass_seconds",
+        "assembler_schedule",
+        "assembler_shards",
+        "max_pass_bytes",
+        "lease_seconds",
+        "ingest_token",
+        "extra_ingest_tokens",
     ):
         assert variables[name].get("validation"), f"variable {name} needs a validation block"
     assert variables["ingest_token"].get("sensitive") is True
@@ -282,7 +304,9 @@ def test_labels_on_every_labelable_resource():
             f"{rtype} is new: add it to LABELLED (with its labels argument) or UNLABELLED in this test"
         )
         if rtype in LABELLED:
-            assert body.get(LABELLED[rtype]) == "${local.labels}", f"{rtype}.{name} lacks {LABELLED[rtype]} = local.labels"
+            assert body.get(LABELLED[rtype]) == "${local.labels}", (
+                f"{rtype}.{name} lacks {LABELLED[rtype]} = local.labels"
+            )
 
 
 def test_apis_enabled_without_disabling_on_destroy():
@@ -292,8 +316,18 @@ def test_apis_enabled_without_disabling_on_destroy():
     needed = {
         f"{s}.googleapis.com"
         for s in (
-            "cloudfunctions", "run", "cloudbuild", "artifactregistry", "eventarc", "pubsub", "storage",
-            "cloudscheduler", "secretmanager", "logging", "monitoring", "iam",
+            "cloudfunctions",
+            "run",
+            "cloudbuild",
+            "artifactregistry",
+            "eventarc",
+            "pubsub",
+            "storage",
+            "cloudscheduler",
+            "secretmanager",
+            "logging",
+            "monitoring",
+            "iam",
         )
     }
     assert needed <= listed, f"APIs not enabled: {needed - listed}"
@@ -350,12 +384,15 @@ def test_source_zip_is_main_requirements_and_the_runtime_package_and_nothing_els
     runtime = {p.relative_to(REPO).as_posix() for p in (REPO / "omi_receiver" / "runtime").rglob("*.py")}
     assert runtime and set(zipped) == {"main.py", "requirements.txt", "omi_receiver/__init__.py"} | runtime
     # The allow-list takes the runtime's modules only: a data file there would be left out.
-    others = [p for p in (REPO / "omi_receiver" / "runtime").rglob("*")
-              if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    others = [
+        p
+        for p in (REPO / "omi_receiver" / "runtime").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
     assert not others, f"{others}: add them to local.function_source.files in infra/storage.tf"
     assert all(path == REPO / name for name, path in zipped.items())  # the zip mirrors the repository
     assert source_zips.empty_globs("src") == []  # the archive's precondition
-    for name, path in zipped.items():
+    for _name, path in zipped.items():
         path.read_bytes().decode("utf-8")  # file() reads UTF-8 text only
     src = source_zips.archive("src")
     assert src["output_path"].startswith("${path.module}/.build/")
@@ -424,9 +461,7 @@ def test_chunks_subscriptions_are_unordered_and_dead_letter_after_10_attempts():
     assert retry["minimum_backoff"] and retry["maximum_backoff"]
 
 
-SHARD_NAME = re.compile(
-    r'\$\{var\.assembler_shards == 1 \? var\.(\w+) : "\$\{var\.(\w+)\}-\$\{count\.index\}"\}'
-)
+SHARD_NAME = re.compile(r'\$\{var\.assembler_shards == 1 \? var\.(\w+) : "\$\{var\.(\w+)\}-\$\{count\.index\}"\}')
 
 
 def render_shard_name(expr: str, base: str, shards: int, index: int) -> str:
@@ -454,10 +489,13 @@ def test_one_chunk_topic_and_one_subscription_per_shard():
 
 
 @pytest.mark.parametrize("shards, indexes", [(1, [0]), (2, [0, 1]), (3, [0, 2]), (64, [0, 9, 10, 63])])
-@pytest.mark.parametrize("topic_base, sub_base", [
-    (DEFAULTS["CHUNKS_TOPIC"], DEFAULTS["CHUNKS_SUBSCRIPTION"]),
-    ("chunks.v2", "chunks.v2-assembler"),
-])
+@pytest.mark.parametrize(
+    "topic_base, sub_base",
+    [
+        (DEFAULTS["CHUNKS_TOPIC"], DEFAULTS["CHUNKS_SUBSCRIPTION"]),
+        ("chunks.v2", "chunks.v2-assembler"),
+    ],
+)
 def test_shard_names_are_the_ones_the_code_uses(shards, indexes, topic_base, sub_base):
     """Ingest publishes to Config.shard_topic(i) and the assembler pulls from
     Config.shard_subscription(i): Terraform must create exactly those names."""
@@ -516,9 +554,7 @@ def test_outputs_list_every_shard_topic_and_subscription():
 def test_counted_resources_are_only_referenced_by_instance():
     """`google_x.y.attr` on a resource with count/for_each is an error Terraform would
     report; it cannot run here, so look for it in the text."""
-    counted = [
-        (rtype, name) for (rtype, name), body in resources_().items() if "count" in body or "for_each" in body
-    ]
+    counted = [(rtype, name) for (rtype, name), body in resources_().items() if "count" in body or "for_each" in body]
     assert ("google_pubsub_subscription", "chunks") in counted
     assert ("google_pubsub_topic", "chunks") in counted
     for path in INFRA.glob("*.tf"):
@@ -577,10 +613,13 @@ def test_pubsub_service_agent_can_dead_letter():
     assert agent_grant["member"] == agent
 
 
-@pytest.mark.parametrize("grant, member", [
-    ("assembler_pulls_chunks", '${local.members["assembler"]}'),
-    ("pubsub_agent_acks_chunks", "serviceAccount:${local.pubsub_service_agent}"),
-])
+@pytest.mark.parametrize(
+    "grant, member",
+    [
+        ("assembler_pulls_chunks", '${local.members["assembler"]}'),
+        ("pubsub_agent_acks_chunks", "serviceAccount:${local.pubsub_service_agent}"),
+    ],
+)
 def test_every_shard_subscription_gets_the_subscriber_grants(grant, member):
     body = resource("google_pubsub_subscription_iam_member", grant)
     assert body["count"] == resource("google_pubsub_subscription", "chunks")["count"] == "${var.assembler_shards}"
@@ -632,8 +671,10 @@ def test_ingress():
 
 def test_grants_are_for_each_maps():
     for rtype in (
-        "google_pubsub_topic_iam_member", "google_pubsub_subscription_iam_member",
-        "google_storage_bucket_iam_member", "google_project_iam_member",
+        "google_pubsub_topic_iam_member",
+        "google_pubsub_subscription_iam_member",
+        "google_storage_bucket_iam_member",
+        "google_project_iam_member",
     ):
         assert "for_each" in resource(rtype, "this"), f"{rtype}.this should grant with for_each over a map"
     bucket_grants = resource("google_storage_bucket_iam_member", "this")["for_each"]
@@ -704,8 +745,9 @@ def test_suggested_scaling_settings_pass_the_memory_precondition():
     from bench.common import read_result
 
     conditions = [p["condition"] for p in block(assembler_function(), "lifecycle")["precondition"]]
-    assert any(f"local.assembler_memory_bytes / {round(1 / cost.MAX_PASS_SHARE_OF_MEMORY)}" in c
-               for c in conditions), "bench/cost.py's share must be the one infra/functions.tf checks"
+    assert any(f"local.assembler_memory_bytes / {round(1 / cost.MAX_PASS_SHARE_OF_MEMORY)}" in c for c in conditions), (
+        "bench/cost.py's share must be the one infra/functions.tf checks"
+    )
     scale = read_result("scale")
     assert scale is not None, "bench/results/scale.json is committed"
     plan = cost.plan(10_000, read_result("assembler"), scale["summary"])
@@ -788,7 +830,10 @@ def test_ticks_drive_the_assembler_without_retries():
 def test_ingest_token_secret():
     password = resource("random_password", "ingest_token")
     assert password["length"] == 40 and password["special"] is False
-    assert "var.ingest_token" in locals_()["ingest_token"] and "random_password.ingest_token.result" in locals_()["ingest_token"]
+    assert (
+        "var.ingest_token" in locals_()["ingest_token"]
+        and "random_password.ingest_token.result" in locals_()["ingest_token"]
+    )
     assert "var.extra_ingest_tokens" in locals_()["ingest_tokens"]
     version = resource("google_secret_manager_secret_version", "ingest_token")
     assert version["secret_data"] == '${join(",", local.ingest_tokens)}'
@@ -819,7 +864,7 @@ def test_log_based_metrics_match_the_logged_events():
 def test_alert_policies():
     policies = {name: body for (rtype, name), body in resources_().items() if rtype == "google_monitoring_alert_policy"}
     assert set(policies) == {"dead_letters", "chunks_backlog", "chunks_rejected", "ingest_5xx"}
-    for name, body in policies.items():
+    for _name, body in policies.items():
         assert body["notification_channels"] == "${local.notification_channels}"
         assert block(body, "documentation")["content"]
     rejected = block(block(policies.pop("chunks_rejected"), "conditions"), "condition_prometheus_query_language")
@@ -850,7 +895,7 @@ def test_ingest_request_logs_are_not_stored_by_default():
     assert exclusion["count"] == "${var.keep_ingest_request_logs ? 0 : 1}"
     assert named_blocks("variable")["keep_ingest_request_logs"]["default"] is False
     assert "${local.ingest_logs}" in exclusion["filter"]
-    assert 'logs/run.googleapis.com%2Frequests' in exclusion["filter"]
+    assert "logs/run.googleapis.com%2Frequests" in exclusion["filter"]
     assert "run.googleapis.com/request_count" in locals_()["ingest_requests_filter"]
 
 
@@ -870,7 +915,7 @@ def test_monitoring_covers_every_shard_subscription():
         assert f"subscription/{metric}" in widgets
     assert widgets.count("local.chunks_subscription_filter") == 2
     text = (INFRA / "monitoring.tf").read_text()
-    assert "subscription_id=\\\"${google_pubsub_subscription.chunks" not in text
+    assert 'subscription_id=\\"${google_pubsub_subscription.chunks' not in text
 
 
 def test_chunks_subscription_regex_matches_exactly_the_shard_subscriptions():

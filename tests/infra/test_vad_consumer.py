@@ -35,8 +35,9 @@ ENABLED = "${var.vad_consumer_enabled ? 1 : 0}"
 def vad_file_blocks(kind: str = "resource") -> dict[tuple[str, str], dict]:
     with (INFRA / "vad.tf").open() as fh:
         doc = _norm(hcl2.load(fh))
-    return {(rtype, name): body for b in doc.get(kind, []) for rtype, named in b.items()
-            for name, body in named.items()}
+    return {
+        (rtype, name): body for b in doc.get(kind, []) for rtype, named in b.items() for name, body in named.items()
+    }
 
 
 def function() -> dict:
@@ -64,8 +65,12 @@ def test_off_by_default_and_every_resource_follows_the_switch():
     for path in INFRA.glob("*.tf"):
         if path.name not in ("vad.tf", "outputs.tf"):
             text = path.read_text()
-            for own_name in ("google_service_account.vad", "google_cloudfunctions2_function.vad",
-                             "google_storage_bucket_object.vad_source", "data.archive_file.vad"):
+            for own_name in (
+                "google_service_account.vad",
+                "google_cloudfunctions2_function.vad",
+                "google_storage_bucket_object.vad_source",
+                "data.archive_file.vad",
+            ):
                 assert own_name not in text, (path.name, own_name)
 
 
@@ -85,13 +90,18 @@ def test_triggered_by_the_recordings_topic_with_retries():
 def test_built_from_its_own_source_and_served_internally_as_its_own_account():
     build = block(function(), "build_config")
     assert build["entry_point"] == "analyze_recording"
-    assert re.search(r"^def analyze_recording\(cloud_event\):\n    vad_consumer\.handle_event\(cloud_event\)$",
-                     (EXAMPLE / "main.py").read_text(), re.M)
+    assert re.search(
+        r"^def analyze_recording\(cloud_event\):\n    vad_consumer\.handle_event\(cloud_event\)$",
+        (EXAMPLE / "main.py").read_text(),
+        re.M,
+    )
     assert build["runtime"] == "${local.runtime}"
     assert build["service_account"] == '${google_service_account.this["build"].id}'
     source = block(block(build, "source"), "storage_source")
-    assert source == {"bucket": "${google_storage_bucket.source.name}",
-                      "object": "${google_storage_bucket_object.vad_source[0].name}"}
+    assert source == {
+        "bucket": "${google_storage_bucket.source.name}",
+        "object": "${google_storage_bucket_object.vad_source[0].name}",
+    }
     service = block(function(), "service_config")
     assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
     assert service["service_account_email"] == "${google_service_account.vad[0].email}"
@@ -115,8 +125,9 @@ def test_its_source_object_is_named_by_the_hash_of_its_own_zip():
 def test_its_zip_is_the_example_folder_s_three_files():
     """The zip Terraform would build: main.py, vad_consumer.py and requirements.txt of
     examples/vad at the zip's root, where the Python runtime looks for them."""
-    assert source_zips.zip_files("vad") == {name: EXAMPLE / name
-                                            for name in ("main.py", "vad_consumer.py", "requirements.txt")}
+    assert source_zips.zip_files("vad") == {
+        name: EXAMPLE / name for name in ("main.py", "vad_consumer.py", "requirements.txt")
+    }
     assert source_zips.empty_globs("vad") == []
 
 
@@ -145,7 +156,8 @@ def test_its_requirements_are_its_own_exact_pins_at_the_repository_s_versions():
 
 def test_its_one_setting_comes_from_a_variable_with_the_code_default():
     assert block(function(), "service_config")["environment_variables"] == {
-        "VAD_AGGRESSIVENESS": "${tostring(var.vad_aggressiveness)}"}
+        "VAD_AGGRESSIVENESS": "${tostring(var.vad_aggressiveness)}"
+    }
     variable = named_blocks("variable")["vad_aggressiveness"]
     assert variable["default"] == vad.DEFAULT_AGGRESSIVENESS == vad.Settings().aggressiveness
     assert vad.VAD_AGGRESSIVENESS == "VAD_AGGRESSIVENESS"
@@ -171,7 +183,10 @@ def test_its_account_reads_recordings_and_writes_only_sidecars():
     grant = resource("google_storage_bucket_iam_member", "vad")
     assert grant["bucket"] == "${google_storage_bucket.recordings.name}"
     assert grant["member"] == "serviceAccount:${google_service_account.vad[0].email}"
-    assert (grant["role"], block(grant, "condition")["expression"]) == ("${each.value.role}", "${each.value.expression}")
+    assert (grant["role"], block(grant, "condition")["expression"]) == (
+        "${each.value.role}",
+        "${each.value.expression}",
+    )
     grants = locals_()["vad_grants"]
     assert {g["role"] for g in grants.values()} == {"roles/storage.objectViewer", "roles/storage.objectUser"}
     viewer = next(g["expression"] for g in grants.values() if g["role"] == "roles/storage.objectViewer")
@@ -207,6 +222,7 @@ def test_tfvars_example_shows_how_to_turn_it_on():
     assert re.search(r"^# vad_consumer_enabled = true$", text, re.M)
 
 
+@pytest.mark.slow
 @pytest.mark.checkov
 def test_checkov_passes_with_the_consumer_on(tmp_path):
     """The default run (test_checkov.py) sees the consumer's counted resources switched off;
@@ -215,9 +231,24 @@ def test_checkov_passes_with_the_consumer_on(tmp_path):
     var_file = tmp_path / "on.tfvars"
     var_file.write_text('project_id = "my-omi-project"\nvad_consumer_enabled = true\n')
     proc = subprocess.run(
-        [str(CHECKOV), "-d", "infra", "--framework", "terraform", "--var-file", str(var_file),
-         "-o", "json", "--compact", "--skip-download"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+        [
+            str(CHECKOV),
+            "-d",
+            "infra",
+            "--framework",
+            "terraform",
+            "--var-file",
+            str(var_file),
+            "-o",
+            "json",
+            "--compact",
+            "--skip-download",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
     )
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     data = json.loads(proc.stdout)

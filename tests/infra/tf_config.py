@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hcl2
-from lark import Token, Tree
-
 import hcl_eval
+from lark import Token, Tree
 
 
 @dataclass
@@ -33,14 +32,14 @@ class Block:
     type: str
     labels: list[str]
     attributes: dict[str, Attribute]
-    blocks: list["Block"]
+    blocks: list[Block]
     file: str
     line: int
     end_line: int
     # attribute names given more than once (HCL refuses that)
     duplicates: list[Attribute] = field(default_factory=list)
 
-    def blocks_named(self, name: str) -> list["Block"]:
+    def blocks_named(self, name: str) -> list[Block]:
         return [b for b in self.blocks if b.type == name]
 
 
@@ -243,8 +242,10 @@ class ConfigResolver(hcl_eval.Resolver):
             if isinstance(coll, hcl_eval.Unknown):
                 return coll
             items = coll.items() if isinstance(coll, dict) else ((v, v) for v in coll)
-            return {str(k): self._object(block, f"{label}[{json_key(k)}]", {"each": {"key": k, "value": v}})
-                    for k, v in items}
+            return {
+                str(k): self._object(block, f"{label}[{json_key(k)}]", {"each": {"key": k, "value": v}})
+                for k, v in items
+            }
         return self._object(block, label, {})
 
     def _object(self, block: Block, label: str, scope: dict):

@@ -12,14 +12,25 @@ import random
 import threading
 
 import pytest
+from assembly import (
+    Clock,
+    KillAt,
+    Killed,
+    NothingWaiting,
+    PullSpy,
+    audio_of,
+    drain,
+    joined,
+    publish,
+    recordings,
+    stream,
+)
 from google.api_core import exceptions
 
-from omi_receiver.runtime import clients
 from omi_receiver.devtools import resources
+from omi_receiver.runtime import clients
 from omi_receiver.runtime.assembler import Assembler, LeaseBusy
-from omi_receiver.runtime.contract import Chunk, now_us
-
-from assembly import Clock, KillAt, Killed, NothingWaiting, PullSpy, audio_of, drain, joined, publish, recordings, stream
+from omi_receiver.runtime.contract import Chunk
 
 HOUR_US = 3600 * 1_000_000
 
@@ -136,16 +147,20 @@ def test_gap_split_and_finalization_event(stack_config, clock):
         assert event["uri"] == f"gs://{stack_config.recordings_bucket}/{event['name']}"
         assert event["sample_rate"] == 16000 and event["bytes"] in (5 * 32000, 4 * 32000)
     # Nothing temporary is left once both are final.
-    leftovers = [b.name for b in clients.storage_client().list_blobs(stack_config.recordings_bucket, prefix="work/gap/")]
+    leftovers = [
+        b.name for b in clients.storage_client().list_blobs(stack_config.recordings_bucket, prefix="work/gap/")
+    ]
     assert leftovers == []
 
 
 def test_finalizing_clears_what_a_killed_clean_up_left(stack_config, clock):
     """A pass killed between a finalization's commit and its clean-up leaves the recording's
     work/ objects; nothing points at them any more. The user's next finalization takes them."""
+
     def work_objects():
-        return [b.name for b in clients.storage_client().list_blobs(stack_config.recordings_bucket,
-                                                                     prefix="work/tidy/")]
+        return [
+            b.name for b in clients.storage_client().list_blobs(stack_config.recordings_bucket, prefix="work/tidy/")
+        ]
 
     def kill_at_clean_up(step):
         if step == "delete_prefix":
@@ -190,7 +205,9 @@ def test_sample_rate_change_splits(stack_config, clock):
     drain(make(stack_config, clock))
     recs = recordings(stack_config, "rate")
     assert [(audio_of(blob, int(m["sample_rate"])), m["sample_rate"]) for _, blob, m in recs] == [
-        (joined(a), "16000"), (joined(b), "8000")]
+        (joined(a), "16000"),
+        (joined(b), "8000"),
+    ]
 
 
 def test_max_duration_splits(stack_config, clock):
@@ -204,9 +221,10 @@ def test_max_duration_splits(stack_config, clock):
 
 def test_many_users_at_once(stack_config, clock):
     start = clock.now - HOUR_US
-    streams = {f"user{i}": stream(f"user{i}", 8, rate=8000 if i % 2 else 16000, start_us=start, seed=i)
-               for i in range(12)}
-    mixed = [c for group in zip(*streams.values()) for c in group]
+    streams = {
+        f"user{i}": stream(f"user{i}", 8, rate=8000 if i % 2 else 16000, start_us=start, seed=i) for i in range(12)
+    }
+    mixed = [c for group in zip(*streams.values(), strict=True) for c in group]
     publish(stack_config, mixed)
     drain(make(stack_config, clock))
     for uid, chunks in streams.items():
@@ -219,7 +237,7 @@ def test_appending_composes_and_never_downloads_the_recording(stack_config, cloc
     chunks = stream("flat", 30, start_us=clock.now - 40 * 1_000_000)
     passes = []
     for i in range(0, 30, 10):
-        publish(stack_config, chunks[i:i + 10])
+        publish(stack_config, chunks[i : i + 10])
         passes += drain(assembler)
     flushes = sum(p.flushes for p in passes)
     assert flushes == 3
@@ -253,7 +271,8 @@ def test_poison_messages_are_dead_lettered_and_do_not_block(stack_config, clock)
 
 def test_two_concurrent_passes_on_one_user(stack_config, clock):
     """Two passes hold the same user's messages at once, as when one outlived its ack
-    deadline and the batch was redelivered to the other: both try the same batch. One wins, the other is deferred and later finds only duplicates."""
+    deadline and the batch was redelivered to the other: both try the same batch. One wins,
+    the other is deferred and later finds only duplicates."""
     chunks = stream("race", 10, start_us=clock.now - 30 * 1_000_000)
     make(stack_config, clock).flush_user("race", chunks[:4])
     batch = chunks[4:]
@@ -298,7 +317,7 @@ def test_finalize_racing_a_flush(stack_config, clock):
         barrier.wait()
         try:
             finalizer.finalize_idle()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the thread hands any failure to the test
             errors.append(exc)
 
     def flush():
@@ -337,6 +356,7 @@ def _crash_scenario(config, clock, uid: str, hook) -> tuple[list[Chunk], list[Ch
     return first + second, third, killed
 
 
+@pytest.mark.slow
 def test_kill_at_every_storage_step_then_retry(stack_config, clock):
     """The flush dies at its n-th storage request, for every n; after the lease expires
     the redelivered batch is flushed again. The recordings are exact every time."""
@@ -352,7 +372,8 @@ def test_kill_at_every_storage_step_then_retry(stack_config, clock):
         make(stack_config, clock).flush_user(uid, expected_first[4:] + expected_second)  # redelivery
         recs = recordings(stack_config, uid)
         assert [audio_of(b, 16000) for _, b, _ in recs] == [joined(expected_first), joined(expected_second)], (
-            f"killed at step {n} ({steps[n - 1]})")
+            f"killed at step {n} ({steps[n - 1]})"
+        )
         assert [m["chunks"] for _, _, m in recs] == ["7", "2"]
 
 
@@ -381,14 +402,16 @@ def pull_all(subscriber, subscription: str, expected: int, attempts: int = 10):
     got = []
     for _ in range(attempts):
         try:
-            response = subscriber.pull(request={"subscription": subscription, "max_messages": 100},
-                                       timeout=3, retry=None)
+            response = subscriber.pull(
+                request={"subscription": subscription, "max_messages": 100}, timeout=3, retry=None
+            )
         except exceptions.DeadlineExceeded:
             continue
         got.extend(response.received_messages)
         if response.received_messages:
-            subscriber.acknowledge(request={"subscription": subscription,
-                                            "ack_ids": [m.ack_id for m in response.received_messages]})
+            subscriber.acknowledge(
+                request={"subscription": subscription, "ack_ids": [m.ack_id for m in response.received_messages]}
+            )
         if len(got) >= expected:
             break
     return got
@@ -403,9 +426,12 @@ def test_shards_split_users_across_passes(stack_config, clock):
     """With N shards each user's chunks go to one topic; pass i drains only shard i."""
     from omi_receiver.runtime.contract import shard_of
 
-    config = dataclasses.replace(stack_config, assembler_shards=3,
-                                 chunks_topic=f"{stack_config.chunks_topic}-sh",
-                                 chunks_subscription=f"{stack_config.chunks_subscription}-sh")
+    config = dataclasses.replace(
+        stack_config,
+        assembler_shards=3,
+        chunks_topic=f"{stack_config.chunks_topic}-sh",
+        chunks_subscription=f"{stack_config.chunks_subscription}-sh",
+    )
     resources.provision(config)
     start = clock.now - 60 * 1_000_000
     streams = {f"sharded{i}": stream(f"sharded{i}", 4, start_us=start, seed=i) for i in range(9)}
@@ -440,7 +466,7 @@ def test_one_pass_flushes_each_waiting_user_once(stack_config, clock):
     100 per pull), a pass collects first and then flushes each user once."""
     start = clock.now - 90 * 1_000_000
     streams = {f"busy{i}": stream(f"busy{i}", 30, rate=8000, start_us=start, seed=i) for i in range(20)}
-    publish(stack_config, [c for group in zip(*streams.values()) for c in group])
+    publish(stack_config, [c for group in zip(*streams.values(), strict=True) for c in group])
     assembler = make(stack_config, clock)
     stats = assembler.run_pass()
     assert stats.assembled == 600 and stats.flushes == 20
@@ -502,12 +528,15 @@ def test_a_pass_that_died_holding_chunks_keeps_their_order(stack_config, clock):
     assert audio_of(blob, 16000) == joined(old + new)
 
 
-
 def _each_chunk_once(config, uid: str, chunks) -> None:
     """Every chunk's audio is in the user's recordings exactly once (some may be late ones)."""
     size = len(chunks[0].data)
-    pieces = [audio[i:i + size] for _, blob, _ in recordings(config, uid)
-              for audio in [audio_of(blob, chunks[0].sample_rate)] for i in range(0, len(audio), size)]
+    pieces = [
+        audio[i : i + size]
+        for _, blob, _ in recordings(config, uid)
+        for audio in [audio_of(blob, chunks[0].sample_rate)]
+        for i in range(0, len(audio), size)
+    ]
     assert sorted(pieces) == sorted(c.data for c in chunks)
 
 
@@ -520,7 +549,7 @@ def test_a_backlog_over_max_pass_bytes_keeps_moving_and_nothing_is_dead_lettered
     config = dataclasses.replace(stack_config, max_pass_bytes=150 * 16_000)  # production's floor is 16 MiB
     start = clock.now - 10 * 60 * 1_000_000
     streams = {f"capped{i}": stream(f"capped{i}", 100, rate=8000, start_us=start, seed=i) for i in range(3)}
-    publish(config, [c for group in zip(*streams.values()) for c in group])
+    publish(config, [c for group in zip(*streams.values(), strict=True) for c in group])
     passes = drain(make(config, clock), max_passes=8)
     assert all(p.assembled > 0 for p in passes if p.pulled)
     assert sum(p.assembled for p in passes) == 300 and sum(p.duplicates for p in passes) == 0
@@ -536,7 +565,7 @@ def test_one_pull_over_max_pass_bytes_is_committed_whole(stack_config, clock):
     config = dataclasses.replace(stack_config, max_pass_bytes=6 * 16_000)
     start = clock.now - 10 * 60 * 1_000_000
     streams = {f"onepull{i}": stream(f"onepull{i}", 10, rate=8000, start_us=start, seed=i) for i in range(3)}
-    publish(config, [c for group in zip(*streams.values()) for c in group])
+    publish(config, [c for group in zip(*streams.values(), strict=True) for c in group])
     stats = make(config, clock).run_pass()
     assert (stats.assembled, stats.held, stats.late, stats.stopped) == (30, 0, 0, "drained")
     for uid, chunks in streams.items():

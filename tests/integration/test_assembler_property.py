@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
+import pytest
+from assembly import Clock, KillAt, Killed, audio_of, joined, recordings, stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from omi_receiver.runtime.assembler import Assembler
-
-from assembly import Clock, KillAt, Killed, audio_of, joined, recordings, stream
 
 
 @st.composite
@@ -23,9 +23,9 @@ def schedules(draw):
     # Seconds between arrivals: bursts (0.01 s), real time (1 s), pauses, session gaps.
     steps = draw(st.lists(st.sampled_from([0.01, 0.01, 1.0, 1.0, 5.0, 200.0]), min_size=n, max_size=n))
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=4)))) if n > 1 else []
-    batches_idx = [list(range(a, b)) for a, b in zip([0] + cuts, cuts + [n])]
+    batches_idx = [list(range(a, b)) for a, b in zip([0] + cuts, cuts + [n], strict=True)]
     plan = []
-    for i, batch in enumerate(batches_idx):
+    for _i, batch in enumerate(batches_idx):
         extra = draw(st.lists(st.integers(0, batch[-1]), max_size=3))  # redeliveries (<= this batch)
         order = draw(st.permutations(batch + extra))
         kill = draw(st.one_of(st.none(), st.integers(1, 14)))
@@ -34,6 +34,7 @@ def schedules(draw):
     return steps, plan, retries
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(schedule=schedules())
 def test_any_schedule_gives_each_chunk_once_in_order(stack_config, schedule):

@@ -13,32 +13,19 @@ import time
 from pathlib import Path
 
 import pytest
+from assembly import audio_of, drain, joined, publish, recordings, stream
+from google.cloud.storage.fileio import BlobReader
+from test_ingest_pubsub import post
+
 from omi_receiver.ops import cli
+from omi_receiver.ops.catalog import Catalog, CatalogError
 from omi_receiver.ops.erase import erase_user
 from omi_receiver.runtime import clients, logs
 from omi_receiver.runtime.assembler import ERASE_MARKER_KEEP_US, Assembler, LeaseBusy
-from google.cloud.storage.fileio import BlobReader
-
-from omi_receiver.ops.catalog import Catalog, CatalogError
-from omi_receiver.runtime.contract import UID_PATTERN, now_us
 from omi_receiver.runtime.assembler.recording import WORK_PREFIX, state_name
-from test_ingest_pubsub import post
-from assembly import audio_of, drain, joined, publish, recordings, stream
+from omi_receiver.runtime.contract import UID_PATTERN, now_us
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def env(stack_config, monkeypatch):
-    """The functions' settings as environment variables, as the CLI reads them."""
-    monkeypatch.setattr(logs, "_to_stderr_above_info", False)  # cli.main sets it for the process
-    for name, value in {"RECORDINGS_BUCKET": stack_config.recordings_bucket,
-                        "CHUNKS_TOPIC": stack_config.chunks_topic,
-                        "CHUNKS_SUBSCRIPTION": stack_config.chunks_subscription,
-                        "DEAD_LETTER_TOPIC": stack_config.dead_letter_topic,
-                        "RECORDINGS_TOPIC": stack_config.recordings_topic}.items():
-        monkeypatch.setenv(name, value)
-    return stack_config
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -226,6 +213,7 @@ def test_erase_asks_and_accepts_only_the_uid(env, capsys, monkeypatch):
     assert code == 0 and recordings(env, "ann") == []
 
 
+@pytest.mark.slow
 def test_erase_while_audio_streams_in_leaves_only_whole_valid_recordings(env, capsys):
     """A device streams through ingest while passes run and the user is erased midway:
     afterwards every WAV of the user is valid and holds exactly the chunks received after
@@ -239,8 +227,12 @@ def test_erase_while_audio_streams_in_leaves_only_whole_valid_recordings(env, ca
         while not stop.is_set():
             body = bytes([i % 251, (i * 7) % 251]) * 4000  # 0.25 s of distinct audio
             before = now_us()
-            status, _, _ = post(config, query="sample_rate=16000&uid=eve", body=body,
-                                headers={"Idempotency-Key": f"00000000-0000-4000-8000-{i:012d}"})
+            status, _, _ = post(
+                config,
+                query="sample_rate=16000&uid=eve",
+                body=body,
+                headers={"Idempotency-Key": f"00000000-0000-4000-8000-{i:012d}"},
+            )
             assert status == 200
             sent.append((before, body))
             i += 1
@@ -281,10 +273,12 @@ def test_erase_while_audio_streams_in_leaves_only_whole_valid_recordings(env, ca
     expected_tail = b"".join(after)
     assert audio.endswith(expected_tail)
     assert len(audio) - len(expected_tail) in {sum(len(b) for b in straddling[k:]) for k in range(3)}
-    leftovers = [b.name for b in clients.storage_client().list_blobs(config.recordings_bucket,
-                                                                        prefix=f"{WORK_PREFIX}eve/")]
-    state = json.loads(clients.storage_client().bucket(config.recordings_bucket)
-                       .blob(state_name("eve")).download_as_bytes())
+    leftovers = [
+        b.name for b in clients.storage_client().list_blobs(config.recordings_bucket, prefix=f"{WORK_PREFIX}eve/")
+    ]
+    state = json.loads(
+        clients.storage_client().bucket(config.recordings_bucket).blob(state_name("eve")).download_as_bytes()
+    )
     open_id = state["open"]["id"] if state["open"] else None
     assert all(name.split("/")[2] == open_id for name in leftovers)  # only the open recording's temporaries
 
@@ -306,8 +300,11 @@ def test_an_erase_marker_is_deleted_by_a_pass_once_nothing_from_before_the_erase
     later = Assembler(env, clock=lambda: now_us() + ERASE_MARKER_KEEP_US + 60_000_000)
     passes = drain(later)
     assert _state_blob(env, "ann") is None, "the uid must not outlive the erase for good"
-    assert not [b.name for b in clients.storage_client().list_blobs(env.recordings_bucket)
-                if "/ann/" in b.name or b.name.endswith("/ann.json")]
+    assert not [
+        b.name
+        for b in clients.storage_client().list_blobs(env.recordings_bucket)
+        if "/ann/" in b.name or b.name.endswith("/ann.json")
+    ]
     assert passes  # a tick's pass did it, not only a direct call
 
     # The user streams again later: a fresh state, a new recording.
@@ -333,8 +330,9 @@ def test_console_script_and_python_m_are_installed(env):
     for args in (["omi-receiver"], [sys.executable, "-m", "omi_receiver"]):
         if args == ["omi-receiver"]:
             args = [str(Path(sys.executable).parent / "omi-receiver")]
-        done = subprocess.run([*args, "recordings", "stats", "--json"], env=environ, capture_output=True,
-                              text=True, timeout=60, cwd=ROOT)
+        done = subprocess.run(
+            [*args, "recordings", "stats", "--json"], env=environ, capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["bucket"] == env.recordings_bucket
 
@@ -355,6 +353,7 @@ def test_erase_removes_a_sidecar_a_consumer_wrote_after_the_listing(env):
 
 
 # --- what the operator can get wrong: refused before anything is touched, one line each ---
+
 
 @pytest.fixture
 def quiet_logs(monkeypatch):
@@ -440,26 +439,6 @@ def test_a_storage_emulator_host_without_its_scheme_is_one_line(capsys, monkeypa
 
 # --- services out of reach: one line within seconds, not a traceback after two minutes ---
 
-@pytest.fixture
-def silent_port():
-    """A port whose connections the kernel accepts (listen backlog) but that never answers."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield sock.getsockname()[1]
-
-
-@pytest.fixture(params=["refused", "silent"])
-def dead_port(request) -> tuple[int, str]:
-    """(port, the reason the error gives): nothing listens there, or nothing ever answers."""
-    from omi_receiver.devtools.emulators import free_port
-
-    if request.param == "refused":
-        return free_port(), "connection refused"
-    return request.getfixturevalue("silent_port"), "no answer in time"
-
 
 def cli_processes(environ: dict, commands: list[list[str]], timeout: float = 60) -> list[tuple]:
     """Each command as its own `python -m omi_receiver` process, all at once (each waits
@@ -468,8 +447,15 @@ def cli_processes(environ: dict, commands: list[list[str]], timeout: float = 60)
 
     def one(argv):
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "omi_receiver", *argv], env=environ, capture_output=True,
-                              text=True, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "omi_receiver", *argv],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
         return done.returncode, done.stdout, done.stderr, time.monotonic() - started
 
     with ThreadPoolExecutor(len(commands)) as pool:
@@ -478,8 +464,13 @@ def cli_processes(environ: dict, commands: list[list[str]], timeout: float = 60)
 
 def out_of_reach_env(storage: str, pubsub: str) -> dict:
     environ = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
-    return {**environ, "STORAGE_EMULATOR_HOST": storage, "PUBSUB_EMULATOR_HOST": pubsub,
-            "RECORDINGS_BUCKET": "omi-unreachable", "GOOGLE_CLOUD_PROJECT": "omi-test"}
+    return {
+        **environ,
+        "STORAGE_EMULATOR_HOST": storage,
+        "PUBSUB_EMULATOR_HOST": pubsub,
+        "RECORDINGS_BUCKET": "omi-unreachable",
+        "GOOGLE_CLOUD_PROJECT": "omi-test",
+    }
 
 
 def assert_fails_fast_in_one_line(result, *named: str) -> None:
@@ -491,13 +482,17 @@ def assert_fails_fast_in_one_line(result, *named: str) -> None:
     assert seconds < 20, (seconds, line)
 
 
+@pytest.mark.slow
 def test_cloud_storage_out_of_reach_fails_within_seconds_in_one_line(dead_port, tmp_path):
     port, reason = dead_port
     host = f"http://127.0.0.1:{port}"
     environ = out_of_reach_env(host, f"127.0.0.1:{port}")
-    commands = [["recordings", "list", "--uid", "ann"], ["recordings", "stats"],
-                ["recordings", "download", "--uid", "ann", "-o", str(tmp_path)],
-                ["recordings", "erase", "--uid", "ann", "--yes"]]
+    commands = [
+        ["recordings", "list", "--uid", "ann"],
+        ["recordings", "stats"],
+        ["recordings", "download", "--uid", "ann", "-o", str(tmp_path)],
+        ["recordings", "erase", "--uid", "ann", "--yes"],
+    ]
     for result in cli_processes(environ, commands):
         assert_fails_fast_in_one_line(result, f"STORAGE_EMULATOR_HOST={host}", "bucket omi-unreachable", reason)
     assert list(tmp_path.iterdir()) == []

@@ -8,15 +8,13 @@ import json
 import os
 
 import pytest
+from assembly import audio_of, drain, joined, publish, recordings, stream
+from test_cli import assert_fails_fast_in_one_line, cli_processes, out_of_reach_env, run
+from test_deadletter import force_dead_letter
 
 from omi_receiver.runtime import clients
 from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.contract import now_us
-
-from assembly import audio_of, drain, joined, publish, recordings, stream
-from test_cli import (assert_fails_fast_in_one_line, cli_processes, dead_port, env,  # noqa: F401 - fixtures
-                      out_of_reach_env, run, silent_port)
-from test_deadletter import force_dead_letter
 
 
 @pytest.fixture(autouse=True)
@@ -60,17 +58,22 @@ def test_missing_hold_subscription_is_a_clear_error(env, capsys, monkeypatch):
     assert code == 1 and "no-such-dead-letters-hold" in err
 
 
+@pytest.mark.slow
 def test_pubsub_out_of_reach_fails_within_seconds_in_one_line(dead_port):
     """A host that never answers used to pass for an empty hold subscription (exit 0)."""
     port, reason = dead_port
     host = f"127.0.0.1:{port}"
     environ = out_of_reach_env(f"http://{host}", host)
     for result in cli_processes(environ, [["dlq", "inspect"], ["dlq", "replay", "-q"]]):
-        assert_fails_fast_in_one_line(result, f"PUBSUB_EMULATOR_HOST={host}",
-                                      "subscription projects/omi-test/subscriptions/audio-chunks-dead-letter-hold",
-                                      reason)
+        assert_fails_fast_in_one_line(
+            result,
+            f"PUBSUB_EMULATOR_HOST={host}",
+            "subscription projects/omi-test/subscriptions/audio-chunks-dead-letter-hold",
+            reason,
+        )
 
 
+@pytest.mark.slow
 def test_replay_with_cloud_storage_out_of_reach_fails_fast_and_keeps_the_letter(env, capsys):
     from omi_receiver.devtools.emulators import free_port
 
@@ -78,8 +81,9 @@ def test_replay_with_cloud_storage_out_of_reach_fails_fast_and_keeps_the_letter(
     force_dead_letter(env, chunks[:1])
     host = f"http://127.0.0.1:{free_port()}"
     [result] = cli_processes({**os.environ, "STORAGE_EMULATOR_HOST": host}, [["dlq", "replay", "-q"]])
-    assert_fails_fast_in_one_line(result, f"STORAGE_EMULATOR_HOST={host}", f"bucket {env.recordings_bucket}",
-                                  "connection refused")
+    assert_fails_fast_in_one_line(
+        result, f"STORAGE_EMULATOR_HOST={host}", f"bucket {env.recordings_bucket}", "connection refused"
+    )
     code, out, _ = run(capsys, "dlq", "inspect")
     assert code == 0 and "1 message(s) waiting" in out  # not acked: replayed later, nothing lost
 

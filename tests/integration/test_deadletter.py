@@ -16,15 +16,14 @@ import time
 import uuid
 
 import pytest
+from assembly import Clock, audio_of, drain, joined, publish, recordings, stream
 from google.api_core import exceptions
 
-from omi_receiver.runtime import clients
 from omi_receiver.devtools import resources
+from omi_receiver.ops.deadletter import DeadLetterError, inspect, replay
+from omi_receiver.runtime import clients
 from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.contract import Chunk, shard_of
-from omi_receiver.ops.deadletter import DeadLetterError, inspect, replay
-
-from assembly import Clock, audio_of, drain, joined, publish, recordings, stream
 
 HOUR_US = 3600 * 1_000_000
 
@@ -50,8 +49,11 @@ def publish_as_ingest(config, chunks: list[Chunk]) -> None:
     for chunk in chunks:
         shard = shard_of(chunk.uid, config.assembler_shards)
         clients.chunk_publisher().publish(
-            config.topic_path(config.shard_topic(shard)), chunk.data,
-            attributes=chunk.attributes() | {"shard": str(shard)}, timeout=10)
+            config.topic_path(config.shard_topic(shard)),
+            chunk.data,
+            attributes=chunk.attributes() | {"shard": str(shard)},
+            timeout=10,
+        )
 
 
 def force_dead_letter(config, chunks: list[Chunk]) -> None:
@@ -69,9 +71,13 @@ def force_dead_letter(config, chunks: list[Chunk]) -> None:
             for m in received:
                 attempts[m.message.message_id] = m.delivery_attempt
             if received:
-                subscriber.modify_ack_deadline(request={
-                    "subscription": subscription, "ack_ids": [m.ack_id for m in received],
-                    "ack_deadline_seconds": 0})
+                subscriber.modify_ack_deadline(
+                    request={
+                        "subscription": subscription,
+                        "ack_ids": [m.ack_id for m in received],
+                        "ack_deadline_seconds": 0,
+                    }
+                )
         else:
             raise AssertionError(f"not dead-lettered: {attempts}")
     ids = {c.chunk_id for c in chunks}
@@ -84,8 +90,9 @@ def force_dead_letter(config, chunks: list[Chunk]) -> None:
 
 def pull(subscriber, subscription: str, timeout: float = 1.0) -> list:
     try:
-        response = subscriber.pull(request={"subscription": subscription, "max_messages": 100},
-                                   timeout=timeout, retry=None)
+        response = subscriber.pull(
+            request={"subscription": subscription, "max_messages": 100}, timeout=timeout, retry=None
+        )
     except exceptions.DeadlineExceeded:
         return []
     return list(response.received_messages)
@@ -95,7 +102,8 @@ def spy_on_chunk_topic(config, shard: int = 0) -> str:
     """A second subscription on a chunk topic: sees what replay publishes there."""
     name = config.subscription_path(unique("spy"))
     clients.subscriber().create_subscription(
-        request={"name": name, "topic": config.topic_path(config.shard_topic(shard))})
+        request={"name": name, "topic": config.topic_path(config.shard_topic(shard))}
+    )
     return name
 
 
@@ -111,7 +119,12 @@ def test_dead_lettered_chunk_is_inspected_replayed_and_assembled_once(stack_conf
     assert [d.message_id for d in again] == [d.message_id for d in seen]
     [letter] = seen
     assert (letter.uid, letter.chunk_id, letter.received_at, letter.sample_rate, letter.bytes) == (
-        "dl", middle.chunk_id, middle.attributes()["received_at"], "16000", len(middle.data))
+        "dl",
+        middle.chunk_id,
+        middle.attributes()["received_at"],
+        "16000",
+        len(middle.data),
+    )
     assert letter.delivery_attempts == resources.MAX_DELIVERY_ATTEMPTS
     assert letter.source_subscription.endswith(stack_config.chunks_subscription)
     assert letter.error is None and letter.replayable and letter.reason == ""
@@ -236,9 +249,12 @@ def test_limit_replays_only_n(stack_config, clock):
 
 
 def test_replay_goes_to_the_shard_of_the_uid(stack_config, clock):
-    config = dataclasses.replace(stack_config, assembler_shards=3,
-                                 chunks_topic=f"{stack_config.chunks_topic}-sh",
-                                 chunks_subscription=f"{stack_config.chunks_subscription}-sh")
+    config = dataclasses.replace(
+        stack_config,
+        assembler_shards=3,
+        chunks_topic=f"{stack_config.chunks_topic}-sh",
+        chunks_subscription=f"{stack_config.chunks_subscription}-sh",
+    )
     resources.provision(config)
     users = {f"sharded{i}": stream(f"sharded{i}", 2, start_us=clock.now - HOUR_US, seed=i) for i in range(4)}
     assert len({shard_of(uid, 3) for uid in users}) > 1
@@ -268,5 +284,6 @@ def test_missing_hold_subscription_is_a_clear_error(stack_config):
 def test_the_local_hold_subscription_has_production_s_ack_deadline(stack_config):
     # A replay killed after its pull leaves the messages out of sight as long as on GCP.
     sub = clients.subscriber().get_subscription(
-        subscription=stack_config.subscription_path(stack_config.dead_letter_hold_subscription))
+        subscription=stack_config.subscription_path(stack_config.dead_letter_hold_subscription)
+    )
     assert sub.ack_deadline_seconds == resources.HOLD_ACK_DEADLINE_SECONDS == 600

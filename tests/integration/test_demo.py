@@ -12,22 +12,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from omi_receiver.devtools import emulators
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_demo_on_a_private_stack(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST")}
     env.update(
         OMI_LOCAL_DIR=str(tmp_path / "local"),
-        PUBSUB_PORT=str(emulators.free_port()), GCS_PORT=str(emulators.free_port()),
-        INGEST_PORT=str(emulators.free_port()), ASSEMBLER_PORT=str(emulators.free_port()),
+        PUBSUB_PORT=str(emulators.free_port()),
+        GCS_PORT=str(emulators.free_port()),
+        INGEST_PORT=str(emulators.free_port()),
+        ASSEMBLER_PORT=str(emulators.free_port()),
         TICK_SECONDS="1",
     )
     try:
-        demo = subprocess.run([sys.executable, "-m", "omi_receiver.devtools.demo", "--speed", "15", "--timeout", "60"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        demo = subprocess.run(
+            [sys.executable, "-m", "omi_receiver.devtools.demo", "--speed", "15", "--timeout", "60"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert demo.stdout.count("OK: byte-identical") == 2, demo.stdout
         assert "gs://omi-recordings-local/recordings/demo-current-" in demo.stdout
@@ -36,8 +47,14 @@ def test_demo_on_a_private_stack(tmp_path):
         uid = re.search(r"recordings/(demo-current-[\w-]+)/", demo.stdout).group(1)
         _commands_against_the_stack(env, tmp_path / "local" / "stack.env", uid, tmp_path / "downloads")
     finally:
-        down = subprocess.run([sys.executable, "-m", "omi_receiver.devtools.stack", "down"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
+        down = subprocess.run(
+            [sys.executable, "-m", "omi_receiver.devtools.stack", "down"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert "stopped: pubsub, gcs, ingest, assembler, ticker" in down.stdout
     for pid in pids:
         # A process that exited but waits for init to reap it (a zombie) has not survived.

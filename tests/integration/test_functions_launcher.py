@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from omi_receiver.devtools.emulators import free_port, group_members
@@ -22,12 +23,18 @@ from omi_receiver.devtools.functions import STOP_GRACE_SECONDS, FunctionServer
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_stop_is_quick_and_the_worker_flushes_its_exit_hooks(stack_config, tmp_path):
-    env = {**os.environ, "GOOGLE_CLOUD_PROJECT": stack_config.google_cloud_project,
-           "CHUNKS_TOPIC": stack_config.chunks_topic, "INGEST_TOKENS": stack_config.ingest_tokens}
+    env = {
+        **os.environ,
+        "GOOGLE_CLOUD_PROJECT": stack_config.google_cloud_project,
+        "CHUNKS_TOPIC": stack_config.chunks_topic,
+        "INGEST_TOKENS": stack_config.ingest_tokens,
+    }
     for attempt in range(3):
-        server = FunctionServer("receive_chunk", ROOT / "main.py", free_port(), tmp_path / f"ingest-{attempt}.log",
-                                env).start(timeout=30)
+        server = FunctionServer(
+            "receive_chunk", ROOT / "main.py", free_port(), tmp_path / f"ingest-{attempt}.log", env
+        ).start(timeout=30)
         with requests.Session() as http:
             for _ in range(5):
                 answer = http.post(f"{server.url}/nope?sample_rate=16000&uid=u1", data=b"\0\0", timeout=15)

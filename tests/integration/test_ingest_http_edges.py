@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-
-from omi_receiver.runtime.assembler import Assembler
 from assembly import audio_of, drain, recordings
 from test_ingest_pubsub import OCTET, SECOND_16K, TOKEN, pull
+
+from omi_receiver.runtime.assembler import Assembler
 
 BODY = SECOND_16K[:6400]  # 200 ms at 16 kHz
 
@@ -45,7 +45,7 @@ def answer_of(sock: socket.socket) -> tuple[int, dict]:
             break
         data += block
     head, _, rest = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(rest[:_length(data)])
+    return int(head.split()[1]), json.loads(rest[: _length(data)])
 
 
 def _length(data: bytes) -> int:
@@ -57,8 +57,13 @@ def _length(data: bytes) -> int:
 
 
 def post(base: str, uid: str, key: str, body: bytes = BODY) -> requests.Response:
-    return requests.post(f"{base}/{TOKEN}", params={"sample_rate": 16000, "uid": uid}, data=body,
-                         headers={"Content-Type": OCTET, "Idempotency-Key": key}, timeout=15)
+    return requests.post(
+        f"{base}/{TOKEN}",
+        params={"sample_rate": 16000, "uid": uid},
+        data=body,
+        headers={"Content-Type": OCTET, "Idempotency-Key": key},
+        timeout=15,
+    )
 
 
 def assembled(config, uid: str) -> tuple[bytes, dict]:
@@ -84,8 +89,12 @@ def test_a_cut_upload_stores_nothing_and_its_retry_is_assembled_whole(stack_conf
     Then the Omi backend's retry: the whole body, the same Idempotency-Key."""
     base, _ = serve_ingest()
     uid, key = f"cut{sent}", str(uuid.uuid4())
-    sock = raw_request(base, BODY[:sent], query=f"sample_rate=16000&uid={uid}",
-                       headers={"Content-Type": OCTET, "Content-Length": "6400", "Idempotency-Key": key})
+    sock = raw_request(
+        base,
+        BODY[:sent],
+        query=f"sample_rate=16000&uid={uid}",
+        headers={"Content-Type": OCTET, "Content-Length": "6400", "Idempotency-Key": key},
+    )
     cut(sock)
     time.sleep(0.3)  # let the server finish with the cut request before the retry
     retry = post(base, uid, key)
@@ -95,10 +104,15 @@ def test_a_cut_upload_stores_nothing_and_its_retry_is_assembled_whole(stack_conf
     assert metadata["chunks"] == "1"
 
 
+@pytest.mark.slow
 def test_a_client_that_half_closes_hears_incomplete_body(stack_config, serve_ingest):
     base, _ = serve_ingest()
-    sock = raw_request(base, BODY[:3200], query="sample_rate=16000&uid=half",
-                       headers={"Content-Type": OCTET, "Content-Length": "6400", "Idempotency-Key": "half-1"})
+    sock = raw_request(
+        base,
+        BODY[:3200],
+        query="sample_rate=16000&uid=half",
+        headers={"Content-Type": OCTET, "Content-Length": "6400", "Idempotency-Key": "half-1"},
+    )
     sock.shutdown(socket.SHUT_WR)
     status, answer = answer_of(sock)
     sock.close()
@@ -107,10 +121,15 @@ def test_a_client_that_half_closes_hears_incomplete_body(stack_config, serve_ing
     assert pull(stack_config, 1, within=3.0) == []
 
 
+@pytest.mark.slow
 def test_a_stalled_upload_is_408_within_body_read_seconds_and_stores_nothing(stack_config, serve_ingest):
     base, _ = serve_ingest(BODY_READ_SECONDS="1")
-    sock = raw_request(base, BODY[:400], query="sample_rate=16000&uid=stall",
-                       headers={"Content-Type": OCTET, "Content-Length": "6400", "Idempotency-Key": "stall-1"})
+    sock = raw_request(
+        base,
+        BODY[:400],
+        query="sample_rate=16000&uid=stall",
+        headers={"Content-Type": OCTET, "Content-Length": "6400", "Idempotency-Key": "stall-1"},
+    )
     started = time.monotonic()
     status, answer = answer_of(sock)  # the client sends nothing more and waits
     waited = time.monotonic() - started
@@ -124,20 +143,22 @@ def test_a_stalled_upload_is_408_within_body_read_seconds_and_stores_nothing(sta
     assert post(base, "stall", "stall-1").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_trickling_upload_cannot_stretch_the_deadline(stack_config, serve_ingest):
     """A byte every 0.3 s keeps every single socket read short; the deadline still holds."""
     base, _ = serve_ingest(BODY_READ_SECONDS="1")
-    sock = raw_request(base, b"", query="sample_rate=16000&uid=trickle",
-                       headers={"Content-Type": OCTET, "Content-Length": "6400"})
+    sock = raw_request(
+        base, b"", query="sample_rate=16000&uid=trickle", headers={"Content-Type": OCTET, "Content-Length": "6400"}
+    )
     started = time.monotonic()
     sock.settimeout(0.3)
     status = None
     for i in range(20):
         try:
-            sock.sendall(BODY[i:i + 1])
+            sock.sendall(BODY[i : i + 1])
             if sock.recv(1, socket.MSG_PEEK):
                 break
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             break
@@ -151,7 +172,7 @@ def test_a_trickling_upload_cannot_stretch_the_deadline(stack_config, serve_inge
 
 def chunked(body: bytes, pieces: int = 4) -> bytes:
     step = -(-len(body) // pieces)
-    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + step]), body[i:i + step]) for i in range(0, len(body), step))
+    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + step]), body[i : i + step]) for i in range(0, len(body), step))
     return out + b"0\r\n\r\n"
 
 
@@ -159,15 +180,20 @@ def test_chunked_uploads_whole_or_not_at_all(stack_config, serve_ingest):
     base, _ = serve_ingest()
     headers = {"Content-Type": OCTET, "Transfer-Encoding": "chunked"}
     # Cut inside the second chunk: the client half-closes and waits for the answer.
-    sock = raw_request(base, chunked(BODY)[:2500], query="sample_rate=16000&uid=chunky",
-                       headers={**headers, "Idempotency-Key": "chunky-1"})
+    sock = raw_request(
+        base,
+        chunked(BODY)[:2500],
+        query="sample_rate=16000&uid=chunky",
+        headers={**headers, "Idempotency-Key": "chunky-1"},
+    )
     sock.shutdown(socket.SHUT_WR)
     status, answer = answer_of(sock)
     sock.close()
     assert (status, answer["error"]) == (400, "incomplete_body")
     # Whole: accepted, stored byte for byte.
-    sock = raw_request(base, chunked(BODY), query="sample_rate=16000&uid=chunky",
-                       headers={**headers, "Idempotency-Key": "chunky-1"})
+    sock = raw_request(
+        base, chunked(BODY), query="sample_rate=16000&uid=chunky", headers={**headers, "Idempotency-Key": "chunky-1"}
+    )
     status, answer = answer_of(sock)
     sock.close()
     assert (status, answer["bytes"]) == (200, 6400)
@@ -175,17 +201,26 @@ def test_chunked_uploads_whole_or_not_at_all(stack_config, serve_ingest):
     assert audio == BODY
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("header", ["Content-Encoding", "Transfer-Encoding"])
 def test_compressed_bodies_are_415_and_store_nothing(stack_config, serve_ingest, header):
     base, _ = serve_ingest()
     packed = gzip.compress(BODY)
     if header == "Content-Encoding":
-        answer = requests.post(f"{base}/{TOKEN}?sample_rate=16000&uid=zip", data=packed,
-                               headers={"Content-Type": OCTET, "Content-Encoding": "gzip"}, timeout=15)
+        answer = requests.post(
+            f"{base}/{TOKEN}?sample_rate=16000&uid=zip",
+            data=packed,
+            headers={"Content-Type": OCTET, "Content-Encoding": "gzip"},
+            timeout=15,
+        )
         status, body = answer.status_code, answer.json()
     else:  # gunicorn undoes the chunked framing and passes the gzip bytes on
-        sock = raw_request(base, chunked(packed), query="sample_rate=16000&uid=zip",
-                           headers={"Content-Type": OCTET, "Transfer-Encoding": "gzip, chunked"})
+        sock = raw_request(
+            base,
+            chunked(packed),
+            query="sample_rate=16000&uid=zip",
+            headers={"Content-Type": OCTET, "Transfer-Encoding": "gzip, chunked"},
+        )
         status, body = answer_of(sock)
         sock.close()
     assert (status, body["error"]) == (415, "unsupported_encoding")

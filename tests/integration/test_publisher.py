@@ -11,11 +11,10 @@ import time
 import pytest
 from google.api_core import exceptions as api_exceptions
 from google.cloud import pubsub_v1
+from test_ingest_pubsub import pull as drain
 
 from omi_receiver.runtime.ingest import publisher as publisher_module
 from omi_receiver.runtime.ingest.publisher import DirectPublisher
-
-from test_ingest_pubsub import pull as drain
 
 
 def attrs(i: int) -> dict[str, str]:
@@ -73,8 +72,10 @@ def test_batches_respect_pubsubs_request_caps(stack_config, monkeypatch):
     topic = stack_config.topic_path(stack_config.shard_topic(0))
     sizes: list[int] = []
     real_rpc = pub._rpc
-    pub._rpc = lambda request, timeout: (sizes.append(sum(len(m.data) for m in request.messages)),
-                                         real_rpc(request, timeout=timeout))[1]
+    pub._rpc = lambda request, timeout: (
+        sizes.append(sum(len(m.data) for m in request.messages)),
+        real_rpc(request, timeout=timeout),
+    )[1]
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda i: pub.publish(topic, bytes(20_000), attributes={}, timeout=20), range(40)))
     assert sum(sizes) == 40 * 20_000 and max(sizes) <= 50_000

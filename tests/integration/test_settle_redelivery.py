@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from assembly import audio_of, joined, publish, recordings, stream
+
 from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.contract import now_us
-
-from assembly import audio_of, joined, publish, recordings, stream
 
 
 def test_fresh_chunks_held_then_assembled_with_the_real_clock(stack_config):

@@ -6,7 +6,8 @@ process) is SIGKILLed mid-pass and SIGSTOPped past the ack deadline, Cloud Stora
 POSTs with the same Idempotency-Key and cut some part-way (the full Content-Length
 announced, part of the body sent, the connection closed; then the whole chunk is retried
 under the same key), one device pauses longer than the session gap, one switches sample
-rate, and MAX_RECORDING_SECONDS is short enough to split every plain device once. Then every recording is checked against the devices' ledgers.
+rate, and MAX_RECORDING_SECONDS is short enough to split every plain device once. Then every
+recording is checked against the devices' ledgers.
 About 2 minutes; uses the session's emulators (tests/conftest.py).
 """
 

@@ -7,14 +7,13 @@ the storage client and the emulator and fails a share of requests.
 from __future__ import annotations
 
 import pytest
+from assembly import Clock, audio_of, drain, joined, publish, recordings, stream
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.devtools.faultproxy import FaultProxy
-
-from assembly import Clock, audio_of, drain, joined, publish, recordings, stream
+from omi_receiver.runtime.assembler import Assembler
 
 FAST_RETRY = DEFAULT_RETRY.with_delay(initial=0.01, maximum=0.1).with_deadline(60)
 
@@ -36,7 +35,7 @@ def test_flushes_survive_injected_429_and_503(stack_config, faulty_storage):
     second = stream("flaky", 5, start_us=first[-1].received_at_us + 200 * 1_000_000, seed=1)
     assembler = Assembler(stack_config, clock=clock, storage_client=client, storage_retry=FAST_RETRY)
     for i in range(0, 20, 4):
-        publish(stack_config, first[i:i + 4] + first[i:i + 1])  # with a redelivered duplicate
+        publish(stack_config, first[i : i + 4] + first[i : i + 1])  # with a redelivered duplicate
         drain(assembler)
     clock.advance(230)
     publish(stack_config, second)

@@ -62,8 +62,10 @@ def put_wav(bucket, pcm: bytes, rate: int = 16000, uid: str | None = None) -> st
 def event_for(bucket, name: str) -> CloudEvent:
     body = {"uid": name.split("/")[1], "uri": f"gs://{bucket.name}/{name}", "bucket": bucket.name, "name": name}
     message = {"data": base64.b64encode(json.dumps(body).encode()).decode(), "attributes": {"name": name}}
-    return CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "test"},
-                      {"message": message, "subscription": "test"})
+    return CloudEvent(
+        {"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "test"},
+        {"message": message, "subscription": "test"},
+    )
 
 
 def sidecar_of(bucket, name: str):
@@ -108,7 +110,7 @@ def test_a_long_recording_is_streamed_not_loaded(bucket, monkeypatch):
     import tracemalloc
 
     pcm, rate, _, _ = speech_with_silence()
-    ten_minutes = (pcm * (600 * 2 * rate // len(pcm) + 1))[:600 * 2 * rate]
+    ten_minutes = (pcm * (600 * 2 * rate // len(pcm) + 1))[: 600 * 2 * rate]
     name = put_wav(bucket, ten_minutes, rate)
     del ten_minutes
     monkeypatch.setattr(vad, "READ_BYTES", 256 * 1024)
@@ -199,9 +201,13 @@ def during_analysis(monkeypatch, before, after):
     monkeypatch.setattr(vad, "analyze", wrapped)
 
 
+def _nothing() -> None:
+    """A hook that does nothing (the other moment of the parametrized test)."""
+
+
 @pytest.mark.parametrize("when", ["before the read", "after the analysis"])
 def test_erased_while_analyzing_leaves_no_sidecar(bucket, capsys, monkeypatch, when):
-    """"after the analysis": the eraser listed the recording's objects before the sidecar
+    """ "after the analysis": the eraser listed the recording's objects before the sidecar
     existed and deletes the WAV while the sidecar is written; the consumer's check after
     its write sees the WAV gone and deletes the sidecar it wrote."""
     pcm, rate, _, _ = speech_with_silence()
@@ -210,9 +216,11 @@ def test_erased_while_analyzing_leaves_no_sidecar(bucket, capsys, monkeypatch, w
     def erase():
         bucket.blob(name).delete()
 
-    nothing = lambda: None  # noqa: E731
-    during_analysis(monkeypatch, erase if when == "before the read" else nothing,
-                    erase if when == "after the analysis" else nothing)
+    during_analysis(
+        monkeypatch,
+        erase if when == "before the read" else _nothing,
+        erase if when == "after the analysis" else _nothing,
+    )
     assert vad.handle_event(event_for(bucket, name)) is None  # success: nothing to retry
     assert bucket.get_blob(name) is None
     assert sidecar_of(bucket, name) == (None, None)
@@ -229,9 +237,11 @@ def test_rewritten_while_analyzing_is_retried(bucket, capsys, monkeypatch, when)
     def rewrite():
         bucket.blob(name).upload_from_string(wav.header(rate, len(pcm)) + pcm, content_type="audio/wav")
 
-    nothing = lambda: None  # noqa: E731
-    during_analysis(monkeypatch, rewrite if when == "before the read" else nothing,
-                    rewrite if when == "after the analysis" else nothing)
+    during_analysis(
+        monkeypatch,
+        rewrite if when == "before the read" else _nothing,
+        rewrite if when == "after the analysis" else _nothing,
+    )
     with pytest.raises(vad.RecordingChanged):
         vad.handle_event(event_for(bucket, name))
     assert sidecar_of(bucket, name) == (None, None)
@@ -254,16 +264,28 @@ def test_the_command_line_prints_the_sidecar_it_writes(bucket, gcs_emulator):
     name = put_wav(bucket, pcm, rate)
     uri = f"gs://{bucket.name}/{name}"
     env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator, "VAD_AGGRESSIVENESS": "3"}
-    proc = subprocess.run([sys.executable, "examples/vad/vad_consumer.py", uri], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "examples/vad/vad_consumer.py", uri],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     logged, printed = proc.stdout.split("\n", 1)
     assert json.loads(logged)["event"] == "vad_analyzed"
     body = json.loads(printed)
     assert body == sidecar_of(bucket, name)[0] and body["aggressiveness"] == 3
     assert_covers_the_speech(body, start, end)
-    again = subprocess.run([sys.executable, "examples/vad/vad_consumer.py", uri], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "examples/vad/vad_consumer.py", uri],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0 and f"{uri}: nothing written" in again.stdout  # already done
 
 
@@ -274,19 +296,28 @@ def test_the_command_line_prints_the_sidecar_it_writes(bucket, gcs_emulator):
 def served_vad(stack_config, tmp_path):
     """examples/vad/main.py's analyze_recording under the functions-framework CLI, fed by a push subscription
     on the recordings topic (as Eventarc feeds it in production)."""
-    server = FunctionServer("analyze_recording", ROOT / "examples" / "vad" / "main.py", emulators.free_port(),
-                            tmp_path / "functions-framework.log", {**os.environ, "VAD_AGGRESSIVENESS": "3"},
-                            Signature.CLOUDEVENT)
+    server = FunctionServer(
+        "analyze_recording",
+        ROOT / "examples" / "vad" / "main.py",
+        emulators.free_port(),
+        tmp_path / "functions-framework.log",
+        {**os.environ, "VAD_AGGRESSIVENESS": "3"},
+        Signature.CLOUDEVENT,
+    )
     log = server.log
     server.spawn()
     subscriber = clients.subscriber()
     push = stack_config.subscription_path(f"{stack_config.recordings_topic}-vad")
     try:
         server.wait_listening(timeout=30)
-        subscriber.create_subscription(request={
-            "name": push, "topic": stack_config.topic_path(stack_config.recordings_topic),
-            "push_config": {"push_endpoint": f"{server.url}/"}, "ack_deadline_seconds": 60,
-        })
+        subscriber.create_subscription(
+            request={
+                "name": push,
+                "topic": stack_config.topic_path(stack_config.recordings_topic),
+                "push_config": {"push_endpoint": f"{server.url}/"},
+                "ack_deadline_seconds": 60,
+            }
+        )
         yield log
     finally:
         subscriber.delete_subscription(request={"subscription": push})
@@ -298,8 +329,10 @@ def test_a_finalized_recording_gets_its_sidecar_through_pubsub_push(stack_config
     clock = Clock()
     first = clock.now - 3600 * 1_000_000
     second = 2 * rate
-    chunks = [Chunk("e2e-vad", rate, first + (i // second + 1) * 1_000_000, uuid.uuid4().hex, pcm[i:i + second])
-              for i in range(0, len(pcm), second)]
+    chunks = [
+        Chunk("e2e-vad", rate, first + (i // second + 1) * 1_000_000, uuid.uuid4().hex, pcm[i : i + second])
+        for i in range(0, len(pcm), second)
+    ]
     publish(stack_config, chunks)
     assembler = Assembler(stack_config, clock=clock)
     # The audio is an hour old: once a pass has drained the subscription, the next one
@@ -308,8 +341,11 @@ def test_a_finalized_recording_gets_its_sidecar_through_pubsub_push(stack_config
     assert sum(p.finalized for p in passes) == 1
 
     storage = clients.storage_client()
-    [wav_blob] = [b for b in storage.list_blobs(stack_config.recordings_bucket, prefix="recordings/e2e-vad/")
-                  if b.name.endswith(".wav")]
+    [wav_blob] = [
+        b
+        for b in storage.list_blobs(stack_config.recordings_bucket, prefix="recordings/e2e-vad/")
+        if b.name.endswith(".wav")
+    ]
     bucket = storage.bucket(stack_config.recordings_bucket)
     deadline = time.monotonic() + 15
     while "vad_analyzed" not in served_vad.read_text(errors="replace") and time.monotonic() < deadline:

@@ -8,9 +8,9 @@ from google.api_core import exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from omi_receiver.ops.deadletter import DeadLetterError, inspect, replay
 from omi_receiver.runtime import clients
 from omi_receiver.runtime.config import Config
-from omi_receiver.ops.deadletter import DeadLetterError, inspect, replay
 
 CONFIG = Config(google_cloud_project="omi-test", recordings_bucket="recordings")
 HOLD = "projects/omi-test/subscriptions/audio-chunks-dead-letter-hold"
@@ -27,7 +27,9 @@ def test_no_credentials(monkeypatch, tmp_path):
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     # google.auth.default() reads this first and fails at once when the file is absent.
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
-    with pytest.raises(DeadLetterError, match=r"no Google Cloud credentials found: run `gcloud auth application-default login`"):
+    with pytest.raises(
+        DeadLetterError, match=r"no Google Cloud credentials found: run `gcloud auth application-default login`"
+    ):
         inspect(CONFIG)
 
 
@@ -53,7 +55,8 @@ def test_permission_denied_names_the_subscription_and_the_role(call):
         clients.set_chunk_publisher(None)
         clients.set_storage(None)
     assert str(caught.value).startswith(
-        f"permission denied on dead-letter hold subscription {HOLD}: the caller needs roles/pubsub.subscriber")
+        f"permission denied on dead-letter hold subscription {HOLD}: the caller needs roles/pubsub.subscriber"
+    )
 
 
 def test_missing_settings_are_named():

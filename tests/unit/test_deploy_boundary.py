@@ -58,10 +58,18 @@ def import_main(folder: Path, requirements: Path, tmp_path: Path) -> dict[str, s
     # The folder's own files are the source, not an installed package (an editable install's
     # egg-info lists them).
     here = Path(os.path.realpath(folder))
-    absent.write_text(json.dumps(sorted(str(path) for path, dist in installed_files().items()
-                                        if dist not in allowed and not path.is_relative_to(here))))
-    proc = subprocess.run([sys.executable, "-I", "-c", IMPORT_MAIN, str(absent)], cwd=folder,
-                          capture_output=True, text=True, timeout=120)
+    absent.write_text(
+        json.dumps(
+            sorted(
+                str(path)
+                for path, dist in installed_files().items()
+                if dist not in allowed and not path.is_relative_to(here)
+            )
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", IMPORT_MAIN, str(absent)], cwd=folder, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -85,8 +93,11 @@ def normalize(name: str) -> str:
 def installed_by(requirements: Path) -> set[str]:
     """Distributions `pip install -r requirements` installs here: the pins and, through
     their metadata, everything they depend on (with extras and environment markers)."""
-    pending = [Requirement(line.split("#", 1)[0].strip()) for line in requirements.read_text().splitlines()
-               if line.split("#", 1)[0].strip()]
+    pending = [
+        Requirement(line.split("#", 1)[0].strip())
+        for line in requirements.read_text().splitlines()
+        if line.split("#", 1)[0].strip()
+    ]
     seen: set[tuple[str, frozenset]] = set()
     while pending:
         req = pending.pop()
@@ -132,6 +143,7 @@ def ops_or_devtools(modules) -> list[str]:
     return [m for m in modules if m.startswith(("omi_receiver.ops", "omi_receiver.devtools"))]
 
 
+@pytest.mark.slow
 def test_importing_main_loads_neither_webrtcvad_nor_ops_nor_devtools(functions_zip):
     folder, modules = functions_zip
     assert "omi_receiver.runtime.ingest" in modules and "omi_receiver.runtime.assembler" in modules

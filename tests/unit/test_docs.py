@@ -82,8 +82,13 @@ def _repo_files() -> tuple[str, ...]:
     ignored) in a checkout; elsewhere (Cloud Build uploads the tree without .git) a walk that
     skips what .gitignore names."""
     try:
-        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         names = out.splitlines()
     except (OSError, subprocess.CalledProcessError):
         patterns = [*_ignored_by_gitignore(), ".git"]
@@ -199,8 +204,11 @@ def test_every_relative_link_in_the_docs_resolves():
                 where = f"{rel}:{number}: {target}"
                 if not resolved.is_relative_to(ROOT) or not resolved.exists():
                     broken.append(f"{where} (no such file in the repo)")
-                elif (anchor and resolved.suffix == ".md"
-                      and anchor not in _anchors(resolved.relative_to(ROOT).as_posix())):
+                elif (
+                    anchor
+                    and resolved.suffix == ".md"
+                    and anchor not in _anchors(resolved.relative_to(ROOT).as_posix())
+                ):
                     broken.append(f"{where} (no heading with that anchor)")
     assert not broken, "\n".join(broken)
 
@@ -257,4 +265,6 @@ def test_the_cost_model_uses_the_prices_in_docs():
     assert set(listed) == set(PRICE)
     for key, price in PRICE.items():
         assert math.isclose(listed[key], price, rel_tol=1e-9), (key, listed[key], price)
-    assert re.search(r"late 2026.*verify before quoting", (ROOT / "docs/prices.md").read_text(), re.IGNORECASE | re.DOTALL)
+    assert re.search(
+        r"late 2026.*verify before quoting", (ROOT / "docs/prices.md").read_text(), re.IGNORECASE | re.DOTALL
+    )

@@ -53,8 +53,7 @@ class FakePublisher:
 
     def publish(self, topic, data, *, attributes, timeout):
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
-        self.attempts.append(dict(topic=topic, data=data, attrs=attributes,
-                                  timeout=timeout))
+        self.attempts.append(dict(topic=topic, data=data, attrs=attributes, timeout=timeout))
         if outcome == "hang":
             time.sleep(timeout)
             raise api_exceptions.DeadlineExceeded("no answer")
@@ -63,8 +62,14 @@ class FakePublisher:
         return str(len(self.attempts))
 
 
-def make_request(path=f"/fn/{TOKEN_A}", query="sample_rate=16000&uid=u1", body=SECOND_16K,
-                 method="POST", headers=None, content_type=OCTET) -> Request:
+def make_request(
+    path=f"/fn/{TOKEN_A}",
+    query="sample_rate=16000&uid=u1",
+    body=SECOND_16K,
+    method="POST",
+    headers=None,
+    content_type=OCTET,
+) -> Request:
     headers = dict(headers or {})
     if content_type is not None:
         headers["Content-Type"] = content_type
@@ -259,11 +264,12 @@ class BrokenStream(io.RawIOBase):
         return n
 
 
-@pytest.mark.parametrize("error", [IOError("No more data after: None"), ValueError("Invalid chunk size")])
+@pytest.mark.parametrize("error", [OSError("No more data after: None"), ValueError("Invalid chunk size")])
 def test_a_chunked_body_that_breaks_off_is_400_not_500(error):
     environ = make_request().environ
-    environ.update({"wsgi.input": io.BufferedReader(BrokenStream(SECOND_16K[:1000], error)),
-                    "wsgi.input_terminated": True})
+    environ.update(
+        {"wsgi.input": io.BufferedReader(BrokenStream(SECOND_16K[:1000], error)), "wsgi.input_terminated": True}
+    )
     del environ["CONTENT_LENGTH"]
     response, answer, publisher = call(Request(environ))
     assert (response.status_code, answer["error"], publisher.attempts) == (400, "incomplete_body", [])
@@ -403,12 +409,15 @@ def test_without_idempotency_key_each_chunk_gets_a_fresh_uuid4():
     assert len(ids) == 3 and all(UUID4.match(i) for i in ids)
 
 
-@pytest.mark.parametrize("rate, body, duration_ms", [
-    (16000, SECOND_16K, 1000),
-    (8000, SECOND_16K, 2000),  # the same bytes from a DevKit1 v1.0.2 last twice as long
-    (16000, TAIL_16K, 137.8125),
-    (8000, TAIL_16K, 275.625),
-])
+@pytest.mark.parametrize(
+    "rate, body, duration_ms",
+    [
+        (16000, SECOND_16K, 1000),
+        (8000, SECOND_16K, 2000),  # the same bytes from a DevKit1 v1.0.2 last twice as long
+        (16000, TAIL_16K, 137.8125),
+        (8000, TAIL_16K, 275.625),
+    ],
+)
 def test_duration_ms(rate, body, duration_ms):
     response, answer, _ = call(query=f"sample_rate={rate}&uid=u1", body=body)
     assert response.status_code == 200
@@ -435,7 +444,10 @@ def test_accept_log_has_the_metric_fields_and_no_secrets(capsys):
     assert len(accepted) == 2
     assert accepted[0]["severity"] == "INFO" and accepted[0]["message"] == "chunk_accepted"
     assert {k: accepted[0][k] for k in ("uid", "chunk_id", "bytes", "sample_rate")} == {
-        "uid": "u1", "chunk_id": "k-1", "bytes": 32000, "sample_rate": 16000,
+        "uid": "u1",
+        "chunk_id": "k-1",
+        "bytes": 32000,
+        "sample_rate": 16000,
     }
     assert isinstance(accepted[0]["latency_ms"], float)
     assert all(len(line) < 400 for line in out.splitlines())  # no audio in the logs
@@ -443,11 +455,16 @@ def test_accept_log_has_the_metric_fields_and_no_secrets(capsys):
 
 # --- Pub/Sub failures -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("outcome", [
-    api_exceptions.NotFound("topic gone"),
-    api_exceptions.PermissionDenied("no"),
-    RuntimeError("channel closed"),
-], ids=["not found", "permission denied", "client broken"])
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        api_exceptions.NotFound("topic gone"),
+        api_exceptions.PermissionDenied("no"),
+        RuntimeError("channel closed"),
+    ],
+    ids=["not found", "permission denied", "client broken"],
+)
 def test_publish_failure_is_503_with_retry_after_and_does_not_block_the_user(outcome, capsys):
     started = time.monotonic()
     publisher = FakePublisher(outcome, "ok")
@@ -481,10 +498,14 @@ def test_transient_errors_are_retried_until_the_bound():
     assert len(publisher.attempts) >= 3
 
 
-@pytest.mark.parametrize("first_failure", [
-    api_exceptions.ServiceUnavailable("blip"),
-    api_exceptions.Aborted("contention"),
-], ids=["unavailable", "aborted"])
+@pytest.mark.parametrize(
+    "first_failure",
+    [
+        api_exceptions.ServiceUnavailable("blip"),
+        api_exceptions.Aborted("contention"),
+    ],
+    ids=["unavailable", "aborted"],
+)
 def test_a_transient_failure_then_success_is_200(first_failure):
     response, body, publisher = call(publisher=FakePublisher(first_failure, "ok"))
     assert response.status_code == 200
@@ -517,6 +538,7 @@ def test_a_bug_is_500_internal_without_details(monkeypatch, capsys):
 
 # --- handle_http: configuration from the environment ------------------------------------------
 
+
 @pytest.fixture
 def fresh_instance(monkeypatch):
     """A new 'instance': config read again from env, the fake publisher as the client."""
@@ -540,12 +562,15 @@ def test_handle_http_reads_config_once(fresh_instance, monkeypatch):
     assert [a["topic"] for a in fresh_instance.attempts] == ["projects/p2/topics/t2"] * 2
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"GOOGLE_CLOUD_PROJECT": "p"}, "INGEST_TOKENS"),
-    ({"INGEST_TOKENS": "t"}, "GOOGLE_CLOUD_PROJECT"),
-    ({"GOOGLE_CLOUD_PROJECT": "p", "INGEST_TOKENS": " , "}, "INGEST_TOKENS"),
-    ({"GOOGLE_CLOUD_PROJECT": "p", "INGEST_TOKENS": "t", "MAX_CHUNK_BYTES": "big"}, "MAX_CHUNK_BYTES"),
-])
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"GOOGLE_CLOUD_PROJECT": "p"}, "INGEST_TOKENS"),
+        ({"INGEST_TOKENS": "t"}, "GOOGLE_CLOUD_PROJECT"),
+        ({"GOOGLE_CLOUD_PROJECT": "p", "INGEST_TOKENS": " , "}, "INGEST_TOKENS"),
+        ({"GOOGLE_CLOUD_PROJECT": "p", "INGEST_TOKENS": "t", "MAX_CHUNK_BYTES": "big"}, "MAX_CHUNK_BYTES"),
+    ],
+)
 def test_missing_config_is_500_misconfigured_and_logged_by_name(fresh_instance, monkeypatch, capsys, env, named):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -566,8 +591,11 @@ def test_through_functions_framework(fresh_instance, monkeypatch):
     monkeypatch.setenv("INGEST_TOKENS", TOKEN_A)
     main_py = Path(__file__).resolve().parents[2] / "main.py"
     client = functions_framework.create_app(target="receive_chunk", source=str(main_py)).test_client()
-    ok = client.post(f"/{TOKEN_A}?sample_rate=16000&uid=u1", data=SECOND_16K,
-                     headers={"Content-Type": OCTET, "Idempotency-Key": "abc"})
+    ok = client.post(
+        f"/{TOKEN_A}?sample_rate=16000&uid=u1",
+        data=SECOND_16K,
+        headers={"Content-Type": OCTET, "Idempotency-Key": "abc"},
+    )
     assert (ok.status_code, ok.get_json()) == (200, {"chunk_id": "abc", "bytes": 32000, "duration_ms": 1000.0})
     assert client.get(f"/{TOKEN_A}").status_code == 405
     assert client.post("/nope?sample_rate=16000&uid=u1", data=SECOND_16K).status_code == 401

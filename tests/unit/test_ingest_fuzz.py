@@ -49,8 +49,9 @@ paths = st.one_of(
     st.just("/"),
 )
 uids = st.one_of(st.from_regex(contract.UID_PATTERN, fullmatch=True), latin1)
-rates = st.one_of(st.sampled_from(["8000", "16000", "48000", "7999", "48001", "", "16k"]),
-                  st.integers(-10, 10**7).map(str), latin1)
+rates = st.one_of(
+    st.sampled_from(["8000", "16000", "48000", "7999", "48001", "", "16k"]), st.integers(-10, 10**7).map(str), latin1
+)
 query_params = st.lists(
     st.one_of(
         st.tuples(st.just("uid"), uids),
@@ -61,13 +62,15 @@ query_params = st.lists(
 )
 separators = st.lists(st.sampled_from(["&", "?", ";", "&&"]), min_size=5, max_size=5)
 queries = st.one_of(
-    st.builds(lambda ps, seps: "".join(f"{seps[i]}{k}={v}" for i, (k, v) in enumerate(ps))[1:],
-              query_params, separators),
+    st.builds(
+        lambda ps, seps: "".join(f"{seps[i]}{k}={v}" for i, (k, v) in enumerate(ps))[1:], query_params, separators
+    ),
     latin1,
 )
 header_values = {
-    "Content-Type": st.one_of(st.sampled_from(["application/octet-stream", "application/octet-stream; a=b",
-                                               "text/plain", "", ";"]), latin1),
+    "Content-Type": st.one_of(
+        st.sampled_from(["application/octet-stream", "application/octet-stream; a=b", "text/plain", "", ";"]), latin1
+    ),
     "Idempotency-Key": st.one_of(st.uuids().map(str), printable, latin1),
     "Authorization": st.one_of(st.sampled_from(TOKENS).map(lambda t: f"Bearer {t}"), latin1),
     "Content-Length": st.one_of(st.integers(-5, 10_000).map(str), latin1),
@@ -118,16 +121,22 @@ def plain(value: str) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(TOKENS), uids.filter(plain), rates.filter(plain), st.binary(min_size=2, max_size=4_000),
-       printable.filter(plain))
+@given(
+    st.sampled_from(TOKENS),
+    uids.filter(plain),
+    rates.filter(plain),
+    st.binary(min_size=2, max_size=4_000),
+    printable.filter(plain),
+)
 def test_well_formed_requests_are_published_exactly(token, uid, rate, body, extra):
     """The legacy concatenated query and the proper one give the same result."""
     body = body[: len(body) // 2 * 2]
     outcomes = []
     for query in (f"x={extra}&sample_rate={rate}&uid={uid}", f"x={extra}?sample_rate={rate}&uid={uid}"):
         publisher = RecordingPublisher()
-        environ = EnvironBuilder(method="POST", path=f"/fn/{token}", data=body,
-                                 content_type="application/octet-stream").get_environ()
+        environ = EnvironBuilder(
+            method="POST", path=f"/fn/{token}", data=body, content_type="application/octet-stream"
+        ).get_environ()
         environ["QUERY_STRING"] = query
         response = ingest.handle(Request(environ), CONFIG, publisher)
         outcomes.append(response.status_code)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from omi_receiver.runtime.contract import Chunk
 from omi_receiver.runtime.assembler.recording import Rules, UserState, plan_batch, recording_name
+from omi_receiver.runtime.contract import Chunk
 
 S = 1_000_000
 RULES = Rules(session_gap_us=120 * S, max_recording_us=3600 * S, dedup_window_us=900 * S)

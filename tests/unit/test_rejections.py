@@ -23,15 +23,22 @@ def test_first_refusal_of_a_reason_is_logged_at_once_with_its_fields(capsys):
     log = RejectionLog(clock=Clock(), flush_at_exit=False)
     log.rejected("invalid_uid", 400, uid="u1")
     [entry] = lines(capsys)
-    assert entry == {"severity": "WARNING", "message": "chunk_rejected", "event": "chunk_rejected",
-                     "error": "invalid_uid", "status": 400, "count": 1, "uid": "u1"}
+    assert entry == {
+        "severity": "WARNING",
+        "message": "chunk_rejected",
+        "event": "chunk_rejected",
+        "error": "invalid_uid",
+        "status": 400,
+        "count": 1,
+        "uid": "u1",
+    }
 
 
 def test_a_flood_is_one_line_per_reason_per_window_and_the_counts_add_up(capsys):
     clock = Clock()
     log = RejectionLog(window_seconds=60, clock=clock, flush_at_exit=False)
     sent = {"unauthorized": 0, "method_not_allowed": 0}
-    for minute in range(3):
+    for _minute in range(3):
         for i in range(1000):
             clock.now += 0.05  # 1000 refusals in 50 s, then 10 s quiet
             reason = "unauthorized" if i % 4 else "method_not_allowed"

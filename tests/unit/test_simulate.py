@@ -21,24 +21,27 @@ import threading
 import time
 import uuid
 import wave
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from omi_receiver.runtime import contract
 from omi_receiver.devtools import simulate
 from omi_receiver.devtools.simulate import cli as simulate_cli
+from omi_receiver.runtime import contract
 
 TINY = (0.02, 0.04, 0.06)  # retry delays for tests
 REPO = Path(__file__).resolve().parents[2]
 
 
 # --- the fake receiver ----------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Reply:
@@ -82,9 +85,7 @@ class FakeReceiver:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def url(self, path_and_query: str = "/ingest") -> str:
@@ -121,18 +122,14 @@ class FakeReceiver:
                     )
                     fake.requests.append(received)
                 try:
-                    reply = (fake.script or (lambda r: fake.replies.get(r.index, Reply())))(
-                        received
-                    )
+                    reply = (fake.script or (lambda r: fake.replies.get(r.index, Reply())))(received)
                     time.sleep(reply.delay)
                     if reply.drop:
                         self.close_connection = True
                         return
                     payload = reply.body
                     if payload is None:
-                        payload = json.dumps(
-                            {"chunk_id": received.key or f"srv-{received.index}"}
-                        ).encode()
+                        payload = json.dumps({"chunk_id": received.key or f"srv-{received.index}"}).encode()
                     received.finished = time.monotonic()
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
@@ -155,6 +152,7 @@ def fake():
 
 # --- helpers --------------------------------------------------------------------------
 
+
 def pcm_of(seconds: float, rate: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(round(seconds * rate) * 2)
 
@@ -175,8 +173,12 @@ def free_port() -> int:
 
 
 RUN_ARGUMENTS = ("ledger", "stop", "session", "progress")  # stream()'s own keywords
-RETRIES = {"retry_delays": "delays", "breaker_threshold": "breaker_threshold",
-           "breaker_cooldown": "breaker_cooldown", "disable_after": "disable_after"}
+RETRIES = {
+    "retry_delays": "delays",
+    "breaker_threshold": "breaker_threshold",
+    "breaker_cooldown": "breaker_cooldown",
+    "disable_after": "disable_after",
+}
 
 
 def options(**settings) -> simulate.Options:
@@ -193,6 +195,7 @@ def send(fake, pcm, rate=8000, uid="u1", url=None, **settings) -> simulate.Summa
 
 
 # --- current mode: chunking -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("rate", [8000, 16000])
 @pytest.mark.parametrize("interval", [1, 2.5, 10])
@@ -220,9 +223,7 @@ def test_query_is_merged_existing_parameters_kept(fake):
     send(fake, pcm_of(1, 8000), url=url, uid="dev_1-A")
 
     (request,) = fake.requests
-    assert request.query == {
-        "token": ["abc"], "x": ["a b"], "e": [""], "sample_rate": ["8000"], "uid": ["dev_1-A"]
-    }
+    assert request.query == {"token": ["abc"], "x": ["a b"], "e": [""], "sample_rate": ["8000"], "uid": ["dev_1-A"]}
     assert request.target.count("?") == 1
 
 
@@ -232,11 +233,12 @@ def test_requests_go_one_after_another(fake):
 
     assert len(fake.requests) == 5
     assert fake.max_in_flight == 1
-    for before, after in zip(fake.requests, fake.requests[1:]):
+    for before, after in pairwise(fake.requests):
         assert after.started >= before.finished
 
 
 # --- current mode: keys and retries ---------------------------------------------------
+
 
 def test_idempotency_key_stable_across_retries_distinct_across_chunks(fake):
     fake.replies = {0: Reply(500), 1: Reply(503), 3: Reply(408), 4: Reply(429)}
@@ -260,8 +262,8 @@ def test_retries_wait_the_configured_delays_then_the_chunk_fails(fake):
     summary = send(fake, pcm_of(1, 8000), retry_delays=delays)
 
     assert len(fake.requests) == 4
-    gaps = [b.started - a.finished for a, b in zip(fake.requests, fake.requests[1:])]
-    for gap, delay in zip(gaps, delays):
+    gaps = [b.started - a.finished for a, b in pairwise(fake.requests)]
+    for gap, delay in zip(gaps, delays, strict=True):
         assert delay <= gap < delay + 0.5
     assert (summary.sent, summary.retried, summary.failed, summary.acked) == (4, 3, 1, 0)
     assert not summary.ok
@@ -312,8 +314,9 @@ def test_circuit_breaker_skips_sends_then_recovers(fake):
     fake.replies = {0: Reply(500), 1: Reply(500)}
     # speed 4: a 1-s batch every 0.25 s. c0 and c1 fail (t=0.25, 0.5): the breaker is open
     # until ~0.875 s, so c2 (t=0.75) is skipped and c3.. (t=1.0..) are sent.
-    summary = send(fake, pcm_of(6, 8000), fast=False, speed=4, retry_delays=(),
-                   breaker_threshold=2, breaker_cooldown=0.375)
+    summary = send(
+        fake, pcm_of(6, 8000), fast=False, speed=4, retry_delays=(), breaker_threshold=2, breaker_cooldown=0.375
+    )
 
     assert summary.breaker_trips == 1
     assert (summary.sent, summary.failed, summary.dropped, summary.acked) == (5, 2, 1, 3)
@@ -321,26 +324,24 @@ def test_circuit_breaker_skips_sends_then_recovers(fake):
 
 def test_breaker_in_fast_mode_drops_what_is_released_while_open(fake):
     fake.script = lambda r: Reply(503)
-    summary = send(fake, pcm_of(6, 8000), retry_delays=(), breaker_threshold=2,
-                   breaker_cooldown=30)
+    summary = send(fake, pcm_of(6, 8000), retry_delays=(), breaker_threshold=2, breaker_cooldown=30)
     assert (summary.sent, summary.failed, summary.dropped) == (2, 2, 4)
 
 
 def test_sender_disables_itself_after_many_failures(fake):
     fake.script = lambda r: Reply(500)
-    summary = send(fake, pcm_of(6, 8000), retry_delays=(), breaker_threshold=100,
-                   disable_after=3)
+    summary = send(fake, pcm_of(6, 8000), retry_delays=(), breaker_threshold=100, disable_after=3)
     assert summary.disabled
     assert (summary.sent, summary.failed, summary.dropped) == (3, 3, 3)
 
 
 # --- legacy mode ----------------------------------------------------------------------
 
+
 def test_legacy_one_post_per_interval_doubled_question_mark_no_retries(fake):
     fake.replies = {1: Reply(500)}
     pcm = pcm_of(5, 8000)
-    summary = send(fake, pcm, mode="legacy", interval=2,
-                   url=fake.url("/ingest?token=abc"))
+    summary = send(fake, pcm, mode="legacy", interval=2, url=fake.url("/ingest?token=abc"))
 
     assert [len(b) for b in fake.bodies()] == [32000, 32000, 16000]
     assert b"".join(fake.bodies()) == pcm
@@ -360,6 +361,7 @@ def test_legacy_plain_url_and_connection_error_not_retried(fake):
 
 
 # --- pacing ---------------------------------------------------------------------------
+
 
 def test_paced_sending_takes_real_time(fake):
     # 1.5 s of audio, batches of 0.5 s: the 1-s chunk is complete at 1.0 s, the tail at 1.5 s.
@@ -430,11 +432,12 @@ def test_stop_event_ends_the_stream(fake):
 
 # --- ledger and duplicates ------------------------------------------------------------
 
+
 def test_ledger_matches_the_bytes_received(fake, tmp_path):
     fake.replies = {
-        0: Reply(503),                                  # retried: one ledger line only
-        1: Reply(body=b'{"chunk_id": "srv-abc"}'),      # the receiver's id wins
-        2: Reply(201, body=b"stored"),                  # no JSON: the Idempotency-Key
+        0: Reply(503),  # retried: one ledger line only
+        1: Reply(body=b'{"chunk_id": "srv-abc"}'),  # the receiver's id wins
+        2: Reply(201, body=b"stored"),  # no JSON: the Idempotency-Key
     }
     ledger = tmp_path / "ledger.jsonl"
     summary = send(fake, pcm_of(2.5, 16000), 16000, ledger=ledger, uid="dev1")
@@ -444,14 +447,13 @@ def test_ledger_matches_the_bytes_received(fake, tmp_path):
     assert summary.acked == len(entries) == 3
     assert [e.seq for e in entries] == [0, 1, 2]
     assert [e.chunk_id for e in entries] == ["srv-abc", acked[1].key, acked[2].key]
-    for entry, request in zip(entries, acked):
+    for entry, request in zip(entries, acked, strict=True):
         assert entry.sha256 == hashlib.sha256(request.body).hexdigest()
         assert entry.bytes == len(request.body)
         assert (entry.uid, entry.sample_rate) == ("dev1", 16000)
         assert abs(contract.parse_time(entry.acked_at) - contract.now_us()) < 60_000_000
     first_line = json.loads(ledger.read_text().splitlines()[0])
-    assert set(first_line) == {"uid", "chunk_id", "bytes", "sha256", "sample_rate", "seq",
-                               "acked_at"}
+    assert set(first_line) == {"uid", "chunk_id", "bytes", "sha256", "sample_rate", "seq", "acked_at"}
 
 
 def test_ledger_appends_and_skips_failed_chunks(fake, tmp_path):
@@ -494,12 +496,12 @@ def test_duplicates_repeat_the_key_and_stay_out_of_the_ledger(fake, tmp_path):
 
 
 def test_duplicate_rate_is_reproducible_with_a_seed(fake):
-    runs = [send(fake, pcm_of(20, 8000), duplicate_rate=0.5, seed=7).duplicates
-            for _ in range(2)]
+    runs = [send(fake, pcm_of(20, 8000), duplicate_rate=0.5, seed=7).duplicates for _ in range(2)]
     assert runs[0] == runs[1] and 0 < runs[0] < 20
 
 
 # --- cut uploads ----------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class RawConnection:
@@ -562,8 +564,7 @@ class RawServer:
                     length = re.search(rb"(?im)^content-length: *(\d+)", record.head)
                     if length and len(record.body) == int(length[1]) and not record.answered:
                         record.answered = True
-                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
-                                     b"Connection: close\r\n\r\n{}")
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
                 record.closed_at = time.monotonic()
             record.done.set()
 
@@ -633,19 +634,19 @@ def test_cut_uploads_are_retried_whole_with_the_same_key(fake, tmp_path, monkeyp
     by_key: dict[str, list] = {}
     for request in fake.requests:
         by_key.setdefault(request.key, []).append(request)
-    chunks = [pcm[i:i + 16000] for i in range(0, len(pcm), 16000)]
+    chunks = [pcm[i : i + 16000] for i in range(0, len(pcm), 16000)]
     assert len(by_key) == len(chunks)
-    for chunk, requests_of_chunk in zip(chunks, by_key.values()):
+    for chunk, requests_of_chunk in zip(chunks, by_key.values(), strict=True):
         cut, retry = sorted(requests_of_chunk, key=lambda r: len(r.body))
         assert cut.headers["content-length"] == str(len(chunk)) and len(cut.body) < len(chunk)
         assert chunk.startswith(cut.body) and cut.finished is None  # no answer
         assert retry.body == chunk
     # Only the retries' answers reach the ledger.
-    assert [e.sha256 for e in simulate.read_ledger(ledger)] == [
-        hashlib.sha256(c).hexdigest() for c in chunks]
+    assert [e.sha256 for e in simulate.read_ledger(ledger)] == [hashlib.sha256(c).hexdigest() for c in chunks]
 
 
 # --- input checks ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("rate", [8000, 16000])
 def test_read_wav(tmp_path, rate):
@@ -663,14 +664,20 @@ def test_read_wav_rejects_other_formats(tmp_path):
     soundfile.write(floats, np.zeros(800, dtype="float32"), 8000, subtype="FLOAT")
     text = tmp_path / "text.wav"
     text.write_text("not audio")
-    for path, words in [(stereo, "mono"), (eight_bit, "16-bit"), (floats, "PCM16"),
-                        (text, "PCM16"), (tmp_path / "missing.wav", "no such file")]:
+    for path, words in [
+        (stereo, "mono"),
+        (eight_bit, "16-bit"),
+        (floats, "PCM16"),
+        (text, "PCM16"),
+        (tmp_path / "missing.wav", "no such file"),
+    ]:
         with pytest.raises(simulate.UsageError, match=words):
             simulate.read_wav(path)
 
 
-@pytest.mark.parametrize("url", ["https://host?x=1", "ftp://host/x", "http:///path",
-                                 "host/path", "http://host:99999/x"])
+@pytest.mark.parametrize(
+    "url", ["https://host?x=1", "ftp://host/x", "http:///path", "host/path", "http://host:99999/x"]
+)
 def test_bad_urls_are_rejected(url):
     with pytest.raises(simulate.UsageError):
         simulate.stream(b"\0\0", 8000, url, "u1")
@@ -679,27 +686,38 @@ def test_bad_urls_are_rejected(url):
 def test_url_rules_by_mode():
     assert simulate.check_url("https://host/?x=1") == "https://host/?x=1"
     assert simulate.check_url("https://host?x=1", "legacy") == "https://host?x=1"
-    assert simulate.current_url("https://h/p?uid=x&a=1", 8000, "u") == \
-        "https://h/p?a=1&sample_rate=8000&uid=u"
-    assert simulate.legacy_url("https://h/p?a=1", 8000, "u") == \
-        "https://h/p?a=1?sample_rate=8000&uid=u"
+    assert simulate.current_url("https://h/p?uid=x&a=1", 8000, "u") == "https://h/p?a=1&sample_rate=8000&uid=u"
+    assert simulate.legacy_url("https://h/p?a=1", 8000, "u") == "https://h/p?a=1?sample_rate=8000&uid=u"
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"uid": "bad uid"}, {"uid": ""}, {"mode": "other"}, {"interval": 0},
-    {"duplicate_rate": 1.5}, {"mode": "legacy", "duplicate_rate": 0.1},
-    {"cut_rate": -0.1}, {"cut_rate": 1.5}, {"mode": "legacy", "cut_rate": 0.1},
-    {"sample_rate": 500}, {"pcm": b"\0"}, {"speed": 0}, {"start_offset": 1},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"uid": "bad uid"},
+        {"uid": ""},
+        {"mode": "other"},
+        {"interval": 0},
+        {"duplicate_rate": 1.5},
+        {"mode": "legacy", "duplicate_rate": 0.1},
+        {"cut_rate": -0.1},
+        {"cut_rate": 1.5},
+        {"mode": "legacy", "cut_rate": 0.1},
+        {"sample_rate": 500},
+        {"pcm": b"\0"},
+        {"speed": 0},
+        {"start_offset": 1},
+    ],
+)
 def test_bad_arguments_are_rejected(kwargs):
-    args = {"pcm": b"\0\0", "sample_rate": 8000, "url": "http://127.0.0.1:9/x", "uid": "u1",
-            **kwargs}
+    args = {"pcm": b"\0\0", "sample_rate": 8000, "url": "http://127.0.0.1:9/x", "uid": "u1", **kwargs}
     with pytest.raises(simulate.UsageError):
-        simulate.stream(args.pop("pcm"), args.pop("sample_rate"), args.pop("url"),
-                        args.pop("uid"), simulate.Options(**args))
+        simulate.stream(
+            args.pop("pcm"), args.pop("sample_rate"), args.pop("url"), args.pop("uid"), simulate.Options(**args)
+        )
 
 
 # --- the schedule (pure) --------------------------------------------------------------
+
 
 @settings(max_examples=200, deadline=None)
 @given(
@@ -714,7 +732,7 @@ def test_plan_covers_the_audio_in_order(total, rate, mode, interval, pause_after
     pieces = [p for b in batches for p in b.pieces]
     assert [p.seq for p in pieces] == list(range(len(pieces)))
     assert pieces[0].start == 0 if pieces else total == 0
-    assert all(a.end == b.start for a, b in zip(pieces, pieces[1:]))
+    assert all(a.end == b.start for a, b in pairwise(pieces))
     assert not pieces or pieces[-1].end == total
     releases = [b.release for b in batches]
     assert releases == sorted(set(releases))
@@ -729,6 +747,7 @@ def test_plan_covers_the_audio_in_order(total, rate, mode, interval, pause_after
 
 
 # --- CLI ------------------------------------------------------------------------------
+
 
 def cli(*args: str) -> int:
     return simulate_cli.main(list(args))
@@ -746,8 +765,19 @@ def test_cli_json_and_failure_exit_code(fake, tmp_path, capsys):
     fake.replies = {0: Reply(400)}
     wav = write_wav(tmp_path / "a.wav", pcm_of(2, 8000), 8000)
     ledger = tmp_path / "l.jsonl"
-    code = cli(str(wav), "--url", fake.url(), "--uid", "u1", "--fast", "--json",
-               "--retry-delays", "0.01,0.01", "--ledger", str(ledger))
+    code = cli(
+        str(wav),
+        "--url",
+        fake.url(),
+        "--uid",
+        "u1",
+        "--fast",
+        "--json",
+        "--retry-delays",
+        "0.01,0.01",
+        "--ledger",
+        str(ledger),
+    )
     captured = capsys.readouterr()
     assert code == 1
     result = json.loads(captured.out)
@@ -778,16 +808,43 @@ def test_cli_usage_errors_exit_2(fake, tmp_path, capsys):
 def test_module_entry_point(fake, tmp_path):
     help_text = subprocess.run(
         [sys.executable, "-m", "omi_receiver.devtools.simulate", "--help"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    for flag in ("--mode", "--interval", "--fast", "--ledger", "--duplicate-rate",
-                 "--pause-after", "--retry-delays", "--json"):
+    for flag in (
+        "--mode",
+        "--interval",
+        "--fast",
+        "--ledger",
+        "--duplicate-rate",
+        "--pause-after",
+        "--retry-delays",
+        "--json",
+    ):
         assert flag in help_text
     wav = write_wav(tmp_path / "a.wav", pcm_of(1, 16000), 16000)
     run = subprocess.run(
-        [sys.executable, "-m", "omi_receiver.devtools.simulate", str(wav), "--url", fake.url(),
-         "--uid", "u1", "--fast", "--mode", "legacy", "--interval", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "omi_receiver.devtools.simulate",
+            str(wav),
+            "--url",
+            fake.url(),
+            "--uid",
+            "u1",
+            "--fast",
+            "--mode",
+            "legacy",
+            "--interval",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     assert "legacy uid=u1 rate=16000: sent 1, acked 1/1" in run.stdout

@@ -43,24 +43,37 @@ def test_an_existing_world_readable_env_file_is_replaced_not_reused(tmp_path):
 
 # --- the local tools' settings: read once, typed, checked -------------------------------
 
+
 def test_local_settings_defaults_and_values_from_the_environment(tmp_path):
     assert LocalSettings.from_env({}) == LocalSettings()
-    assert LocalSettings().ports == {"PUBSUB_PORT": 8085, "GCS_PORT": 4443, "INGEST_PORT": 8080,
-                                     "ASSEMBLER_PORT": 8081}
+    assert LocalSettings().ports == {"PUBSUB_PORT": 8085, "GCS_PORT": 4443, "INGEST_PORT": 8080, "ASSEMBLER_PORT": 8081}
     assert LocalSettings().local_dir == ROOT / ".local"
-    local = LocalSettings.from_env({"INGEST_PORT": "9080", "TICK_SECONDS": "1.5", "OMI_LOCAL_DIR": str(tmp_path),
-                                    "SESSION_GAP_SECONDS": "30", "GCS_PORT": ""})
+    local = LocalSettings.from_env(
+        {
+            "INGEST_PORT": "9080",
+            "TICK_SECONDS": "1.5",
+            "OMI_LOCAL_DIR": str(tmp_path),
+            "SESSION_GAP_SECONDS": "30",
+            "GCS_PORT": "",
+        }
+    )
     assert (local.ingest_port, local.gcs_port, local.tick_seconds) == (9080, 4443, 1.5)
     assert (local.env_file, local.pid_file, local.logs_dir) == (
-        tmp_path / "stack.env", tmp_path / "stack.pids", tmp_path / "logs")
+        tmp_path / "stack.env",
+        tmp_path / "stack.pids",
+        tmp_path / "logs",
+    )
 
 
-@pytest.mark.parametrize(("environ", "named"), [
-    ({"PUBSUB_PORT": "eighty"}, "PUBSUB_PORT"),
-    ({"INGEST_PORT": "70000"}, "INGEST_PORT"),
-    ({"ASSEMBLER_PORT": "8080"}, "ports must differ"),
-    ({"TICK_SECONDS": "0"}, "TICK_SECONDS"),
-])
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"PUBSUB_PORT": "eighty"}, "PUBSUB_PORT"),
+        ({"INGEST_PORT": "70000"}, "INGEST_PORT"),
+        ({"ASSEMBLER_PORT": "8080"}, "ports must differ"),
+        ({"TICK_SECONDS": "0"}, "TICK_SECONDS"),
+    ],
+)
 def test_a_bad_local_setting_names_the_variable(environ, named):
     with pytest.raises(ConfigError, match=named):
         LocalSettings.from_env(environ)

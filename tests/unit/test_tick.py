@@ -6,8 +6,8 @@ import json
 
 from cloudevents.http import CloudEvent
 
-from omi_receiver.runtime.assembler import shard_of_tick
 from omi_receiver.devtools.ticker import tick_event
+from omi_receiver.runtime.assembler import shard_of_tick
 
 
 def as_cloud_event(headers: dict[str, str], body: bytes) -> CloudEvent:

@@ -10,6 +10,7 @@ import io
 import json
 import struct
 import wave
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -79,21 +80,24 @@ def flags(pattern: str) -> list[bool]:
     return [c == "#" for c in pattern]
 
 
-@pytest.mark.parametrize("pattern, expected", [
-    ("", []),
-    ("......", []),
-    ("###", [(0, 3)]),
-    ("..#####..", [(2, 7)]),
-    # A pause of up to 2 frames is bridged, 3 frames is not.
-    ("###..###", [(0, 8)]),
-    ("###...###", [(0, 3), (6, 9)]),
-    # Blips under 3 frames are dropped...
-    ("#....##....", []),
-    # ...unless bridging made them part of longer speech.
-    ("#.#..#......##", [(0, 6)]),
-    ("....####...#..", [(4, 8)]),
-    ("######", [(0, 6)]),
-])
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        ("", []),
+        ("......", []),
+        ("###", [(0, 3)]),
+        ("..#####..", [(2, 7)]),
+        # A pause of up to 2 frames is bridged, 3 frames is not.
+        ("###..###", [(0, 8)]),
+        ("###...###", [(0, 3), (6, 9)]),
+        # Blips under 3 frames are dropped...
+        ("#....##....", []),
+        # ...unless bridging made them part of longer speech.
+        ("#.#..#......##", [(0, 6)]),
+        ("....####...#..", [(4, 8)]),
+        ("######", [(0, 6)]),
+    ],
+)
 def test_segments_bridge_short_pauses_then_drop_blips(pattern, expected):
     assert list(vad.segments(flags(pattern), max_pause_frames=2, min_speech_frames=3)) == expected
 
@@ -109,6 +113,7 @@ def test_segments_with_the_documented_constants():
 def test_segments_stream():
     """One pass over a generator, yielding as it goes (a long recording's decisions are
     never all held)."""
+
     def endless():
         while True:
             yield from flags("####......")
@@ -122,14 +127,40 @@ def test_segments_stream():
 
 def riff(channels=1, bits=16, rate=16000, fmt_tag=1, magic=b"RIFF", data=b"\0" * 960) -> bytes:
     align = channels * bits // 8
-    return struct.pack("<4sI4s4sIHHIIHH4sI", magic, 36 + len(data), b"WAVE", b"fmt ", 16, fmt_tag,
-                       channels, rate, rate * align, align, bits, b"data", len(data)) + data
+    return (
+        struct.pack(
+            "<4sI4s4sIHHIIHH4sI",
+            magic,
+            36 + len(data),
+            b"WAVE",
+            b"fmt ",
+            16,
+            fmt_tag,
+            channels,
+            rate,
+            rate * align,
+            align,
+            bits,
+            b"data",
+            len(data),
+        )
+        + data
+    )
 
 
-@pytest.mark.parametrize("blob", [
-    riff(channels=2), riff(bits=8), riff(fmt_tag=3), riff(magic=b"RIFX"), b"RIFF", b"",
-    b"ID3\x03" + bytes(100),
-], ids=["stereo", "8-bit", "float", "big-endian", "short", "empty", "mp3"])
+@pytest.mark.parametrize(
+    "blob",
+    [
+        riff(channels=2),
+        riff(bits=8),
+        riff(fmt_tag=3),
+        riff(magic=b"RIFX"),
+        b"RIFF",
+        b"",
+        b"ID3\x03" + bytes(100),
+    ],
+    ids=["stereo", "8-bit", "float", "big-endian", "short", "empty", "mp3"],
+)
 def test_anything_but_a_pcm16_mono_wav_is_skipped_with_the_reason(blob):
     result = vad.analyze(io.BytesIO(blob))
     assert set(result) == {"skipped"}
@@ -150,7 +181,11 @@ def test_a_rate_webrtcvad_does_not_take_is_skipped_and_says_so(rate):
 def test_an_empty_recording_has_no_speech():
     result = vad.analyze(io.BytesIO(wav.header(16000, 0)))
     assert (result["duration_seconds"], result["speech_seconds"], result["speech_ratio"], result["segments"]) == (
-        0.0, 0.0, 0.0, [])
+        0.0,
+        0.0,
+        0.0,
+        [],
+    )
 
 
 def test_silence_has_no_speech_at_every_rate():
@@ -178,7 +213,7 @@ def test_speech_between_silences_is_found_and_the_silence_is_not():
     assert result["speech_seconds"] > 0.8 * (speech_end - speech_start)
     assert result["speech_seconds"] == round(sum(s["end"] - s["start"] for s in spans), 3)
     assert result["speech_ratio"] == round(result["speech_seconds"] / result["duration_seconds"], 4)
-    for a, b in zip(spans, spans[1:]):
+    for a, b in pairwise(spans):
         assert b["start"] - a["end"] > vad.MAX_PAUSE_MS / 1000  # bridged otherwise
     assert all(s["end"] - s["start"] >= vad.MIN_SPEECH_MS / 1000 - 1e-9 for s in spans)
 
@@ -238,8 +273,10 @@ def test_the_sidecar_sits_next_to_the_wav():
 
 def pubsub_event(data: bytes) -> CloudEvent:
     message = {"data": base64.b64encode(data).decode(), "attributes": {}, "messageId": "1"}
-    return CloudEvent({"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "test"},
-                      {"message": message, "subscription": "s"})
+    return CloudEvent(
+        {"type": "google.cloud.pubsub.topic.v1.messagePublished", "source": "test"},
+        {"message": message, "subscription": "s"},
+    )
 
 
 def test_the_usage_line_for_anything_but_gs_uris(capsys):
@@ -252,12 +289,22 @@ def test_decode_a_finished_recording_event():
     assert vad.decode(pubsub_event(json.dumps(event).encode())) == ("b", "recordings/u1/2025-01-02/x.wav")
 
 
-@pytest.mark.parametrize("data", [
-    b"not json", b"\xff\xfe", b"[1, 2]", b'"recordings/x.wav"', b"{}",
-    b'{"bucket": "b"}', b'{"name": "recordings/u/d/x.wav"}',
-    b'{"bucket": "b", "name": 7}', b'{"bucket": "", "name": "recordings/u/d/x.wav"}',
-    b'{"bucket": "b", "name": "state/u1.json"}', b'{"bucket": "b", "name": "recordings/u/d/x.vad.json"}',
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'"recordings/x.wav"',
+        b"{}",
+        b'{"bucket": "b"}',
+        b'{"name": "recordings/u/d/x.wav"}',
+        b'{"bucket": "b", "name": 7}',
+        b'{"bucket": "", "name": "recordings/u/d/x.wav"}',
+        b'{"bucket": "b", "name": "state/u1.json"}',
+        b'{"bucket": "b", "name": "recordings/u/d/x.vad.json"}',
+    ],
+)
 def test_a_bad_event_is_logged_and_acknowledged(data, capsys):
     with pytest.raises(vad.BadEvent):
         vad.decode(pubsub_event(data))
@@ -288,14 +335,26 @@ def test_the_example_names_recordings_as_the_assembler_does():
 @pytest.mark.parametrize("data_bytes", [0, 2, 960, 115_200_000])
 def test_the_example_reads_the_header_the_runtime_writes(rate, data_bytes):
     assert vad.HEADER_BYTES == wav.HEADER_BYTES
-    assert vad.parse_header(wav.header(rate, data_bytes)) == wav.parse_header(wav.header(rate, data_bytes)) == (
-        rate, data_bytes)
+    assert (
+        vad.parse_header(wav.header(rate, data_bytes))
+        == wav.parse_header(wav.header(rate, data_bytes))
+        == (rate, data_bytes)
+    )
 
 
-@pytest.mark.parametrize("blob", [
-    riff(channels=2), riff(bits=8), riff(fmt_tag=3), riff(magic=b"RIFX"), b"RIFF", b"",
-    wav.header(16000, 960)[:4] + struct.pack("<I", 0) + wav.header(16000, 960)[8:],
-], ids=["stereo", "8-bit", "float", "big-endian", "short", "empty", "wrong-riff-size"])
+@pytest.mark.parametrize(
+    "blob",
+    [
+        riff(channels=2),
+        riff(bits=8),
+        riff(fmt_tag=3),
+        riff(magic=b"RIFX"),
+        b"RIFF",
+        b"",
+        wav.header(16000, 960)[:4] + struct.pack("<I", 0) + wav.header(16000, 960)[8:],
+    ],
+    ids=["stereo", "8-bit", "float", "big-endian", "short", "empty", "wrong-riff-size"],
+)
 def test_the_example_refuses_the_headers_the_runtime_refuses(blob):
     for parse in (vad.parse_header, wav.parse_header):
         with pytest.raises(ValueError):

@@ -34,8 +34,19 @@ def test_config_reads_env_with_types():
     assert config.tokens == ("a", "b")
 
 
-@pytest.mark.parametrize("raw, value", [("true", True), ("TRUE", True), ("1", True), ("yes", True),
-                                        ("false", False), ("0", False), ("no", False), (" False ", False)])
+@pytest.mark.parametrize(
+    "raw, value",
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        (" False ", False),
+    ],
+)
 def test_config_reads_booleans(raw, value):
     assert Config.from_env({"LOG_ACCEPTED_CHUNKS": raw}).log_accepted_chunks is value
 

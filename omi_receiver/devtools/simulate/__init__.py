@@ -50,7 +50,24 @@ from omi_receiver.devtools.simulate.urls import check_url, current_url, legacy_u
 from omi_receiver.devtools.simulate.wavfile import read_wav
 
 __all__ = [
-    "CUT_LINGER_MAX", "Batch", "Cut", "LedgerEntry", "Mode", "Options", "Piece", "Retries", "Summary",
-    "UsageError", "check_url", "current_url", "legacy_url", "plan", "plan_cut", "read_ledger",
-    "read_wav", "send_cut", "stream", "write_ledger_entry",
+    "CUT_LINGER_MAX",
+    "Batch",
+    "Cut",
+    "LedgerEntry",
+    "Mode",
+    "Options",
+    "Piece",
+    "Retries",
+    "Summary",
+    "UsageError",
+    "check_url",
+    "current_url",
+    "legacy_url",
+    "plan",
+    "plan_cut",
+    "read_ledger",
+    "read_wav",
+    "send_cut",
+    "stream",
+    "write_ledger_entry",
 ]

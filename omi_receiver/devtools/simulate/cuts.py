@@ -47,8 +47,9 @@ def headers(key: str | None) -> dict[str, str]:
     return out
 
 
-def send_cut(session: requests.Session, url: str, body: bytes, key: str | None, cut: Cut,
-             timeout: float = DEFAULT_TIMEOUT[0]) -> None:
+def send_cut(
+    session: requests.Session, url: str, body: bytes, key: str | None, cut: Cut, timeout: float = DEFAULT_TIMEOUT[0]
+) -> None:
     """Start the POST the sender would make, but send only `cut.sent` bytes of `body`, then
     close the connection (after `cut.linger` s). No answer is read: there is none to read.
 
@@ -60,11 +61,12 @@ def send_cut(session: requests.Session, url: str, body: bytes, key: str | None, 
     head = [f"POST {request.path_url} HTTP/1.1", f"Host: {parts.netloc.rpartition('@')[2]}"]
     head += [f"{name}: {value}" for name, value in request.headers.items()]
     sock = socket.create_connection(
-        (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout)
+        (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), timeout=timeout
+    )
     try:
         if parts.scheme == "https":
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body[:cut.sent])
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body[: cut.sent])
         time.sleep(cut.linger)
     finally:
         sock.close()

@@ -12,17 +12,31 @@ from pathlib import Path
 import requests
 
 from omi_receiver.devtools.simulate.ledger import Ledger, Summary, progress_bar
-from omi_receiver.devtools.simulate.options import (SENDER_MAX_SAMPLE_RATE, SENDER_MIN_SAMPLE_RATE, Mode,
-                                                    Options, UsageError)
+from omi_receiver.devtools.simulate.options import (
+    SENDER_MAX_SAMPLE_RATE,
+    SENDER_MIN_SAMPLE_RATE,
+    Mode,
+    Options,
+    UsageError,
+)
 from omi_receiver.devtools.simulate.schedule import Batch, Pacer, plan, span
 from omi_receiver.devtools.simulate.sender import Breaker, Sender
 from omi_receiver.devtools.simulate.urls import check_url, target_url
 from omi_receiver.runtime import contract
 
 
-def stream(pcm: bytes, sample_rate: int, url: str, uid: str, options: Options | None = None, *,
-           ledger: str | Path | None = None, stop: threading.Event | None = None,
-           session: requests.Session | None = None, progress: bool = False) -> Summary:
+def stream(
+    pcm: bytes,
+    sample_rate: int,
+    url: str,
+    uid: str,
+    options: Options | None = None,
+    *,
+    ledger: str | Path | None = None,
+    stop: threading.Event | None = None,
+    session: requests.Session | None = None,
+    progress: bool = False,
+) -> Summary:
     """Send `pcm` (PCM16 LE mono at `sample_rate`) to `url` as Omi device `uid`.
 
     Blocks until the whole stream was sent (or `stop` was set); returns the Summary.
@@ -48,15 +62,23 @@ def stream(pcm: bytes, sample_rate: int, url: str, uid: str, options: Options | 
         open_.callback(book.close)
         sender = Sender(http, target_url(url, options.mode, sample_rate, uid), options, summary, stop)
         try:
-            _send_all(batches, audio, Pacer(options, sample_rate, stop), sender,
-                      Breaker(options.retries, summary), book, stop)
+            _send_all(
+                batches, audio, Pacer(options, sample_rate, stop), sender, Breaker(options.retries, summary), book, stop
+            )
         finally:
             summary.elapsed_s = round(time.monotonic() - started, 3)
     return summary
 
 
-def _send_all(batches: list[Batch], audio: memoryview, pacer: Pacer, sender: Sender, breaker: Breaker,
-              book: Ledger, stop: threading.Event) -> None:
+def _send_all(
+    batches: list[Batch],
+    audio: memoryview,
+    pacer: Pacer,
+    sender: Sender,
+    breaker: Breaker,
+    book: Ledger,
+    stop: threading.Event,
+) -> None:
     """Each batch when it is due: dropped while the breaker is open, else its chunks one
     after another."""
     for batch in batches:
@@ -70,15 +92,16 @@ def _send_all(batches: list[Batch], audio: memoryview, pacer: Pacer, sender: Sen
             return
 
 
-def _send_batch(batch: Batch, audio: memoryview, sender: Sender, breaker: Breaker, book: Ledger,
-                stop: threading.Event) -> None:
+def _send_batch(
+    batch: Batch, audio: memoryview, sender: Sender, breaker: Breaker, book: Ledger, stop: threading.Event
+) -> None:
     """The batch's chunks back to back. When one fails, the current sender drops the rest
     of the batch (audio is never kept for later) and counts a failure in a row; for the
     legacy sender only that chunk is lost."""
     for index, piece in enumerate(batch.pieces):
         if stop.is_set():
             return
-        body = bytes(audio[piece.start:piece.end])
+        body = bytes(audio[piece.start : piece.end])
         ack = sender.send(body)
         if ack is not None:
             book.acked(piece, body, ack.chunk_id)
@@ -87,7 +110,7 @@ def _send_batch(batch: Batch, audio: memoryview, sender: Sender, breaker: Breake
             continue
         book.failed(piece)
         if sender.options.mode is Mode.CURRENT:
-            book.dropped(batch.pieces[index + 1:])
+            book.dropped(batch.pieces[index + 1 :])
             breaker.failure()
             return
 
@@ -98,8 +121,6 @@ def _check(pcm: bytes, sample_rate: int, url: str, uid: str, options: Options) -
     if not isinstance(uid, str) or not contract.UID_PATTERN.fullmatch(uid):
         raise UsageError("uid must match ^[A-Za-z0-9_-]{1,128}$")
     if not SENDER_MIN_SAMPLE_RATE <= sample_rate <= SENDER_MAX_SAMPLE_RATE:
-        raise UsageError(
-            f"sample rate {sample_rate} outside {SENDER_MIN_SAMPLE_RATE}-{SENDER_MAX_SAMPLE_RATE}"
-        )
+        raise UsageError(f"sample rate {sample_rate} outside {SENDER_MIN_SAMPLE_RATE}-{SENDER_MAX_SAMPLE_RATE}")
     if len(pcm) % contract.BYTES_PER_SAMPLE:
         raise UsageError(f"PCM16 needs an even number of bytes; got {len(pcm)}")

@@ -8,8 +8,9 @@ import dataclasses
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from omi_receiver.devtools.simulate.schedule import Piece
 from omi_receiver.runtime import contract
@@ -22,19 +23,19 @@ class Summary:
     mode: str
     uid: str
     sample_rate: int
-    chunks: int = 0        # chunks in the schedule
-    sent: int = 0          # POST requests made
-    acked: int = 0         # chunks answered 2xx (duplicates not counted)
-    retried: int = 0       # POSTs that were retries of a chunk
-    failed: int = 0        # chunks whose attempts all failed or got a final status
-    dropped: int = 0       # chunks never sent: rest of a failed batch, breaker open, stopped
-    duplicates: int = 0    # extra POSTs of acked chunks (--duplicate-rate)
-    cuts: int = 0          # first attempts cut part-way (cut_rate), each then retried
+    chunks: int = 0  # chunks in the schedule
+    sent: int = 0  # POST requests made
+    acked: int = 0  # chunks answered 2xx (duplicates not counted)
+    retried: int = 0  # POSTs that were retries of a chunk
+    failed: int = 0  # chunks whose attempts all failed or got a final status
+    dropped: int = 0  # chunks never sent: rest of a failed batch, breaker open, stopped
+    duplicates: int = 0  # extra POSTs of acked chunks (--duplicate-rate)
+    cuts: int = 0  # first attempts cut part-way (cut_rate), each then retried
     bytes_acked: int = 0
     elapsed_s: float = 0.0
     breaker_trips: int = 0
     disabled: bool = False  # the sender gave up after `disable_after` failures in a row
-    stopped: bool = False   # the `stop` event ended the stream early
+    stopped: bool = False  # the `stop` event ended the stream early
     statuses: dict[str, int] = dataclasses.field(default_factory=dict)  # "200", "error", ...
 
     @property
@@ -103,15 +104,18 @@ class Ledger:
         self.summary.acked += 1
         self.summary.bytes_acked += len(body)
         if self._file is not None:
-            write_ledger_entry(self._file, LedgerEntry(
-                uid=self.summary.uid,
-                chunk_id=chunk_id,
-                bytes=len(body),
-                sha256=hashlib.sha256(body).hexdigest(),
-                sample_rate=self.summary.sample_rate,
-                seq=piece.seq,
-                acked_at=contract.format_time(contract.now_us()),
-            ))
+            write_ledger_entry(
+                self._file,
+                LedgerEntry(
+                    uid=self.summary.uid,
+                    chunk_id=chunk_id,
+                    bytes=len(body),
+                    sha256=hashlib.sha256(body).hexdigest(),
+                    sample_rate=self.summary.sample_rate,
+                    seq=piece.seq,
+                    acked_at=contract.format_time(contract.now_us()),
+                ),
+            )
         self._done(piece)
 
     def failed(self, piece: Piece) -> None:
@@ -136,8 +140,9 @@ class Ledger:
     def _done(self, piece: Piece) -> None:
         if self._bar is not None:
             self._bar.update((piece.end - piece.start) / self._second)
-            self._bar.set_postfix(acked=self.summary.acked, failed=self.summary.failed + self.summary.dropped,
-                                  refresh=False)
+            self._bar.set_postfix(
+                acked=self.summary.acked, failed=self.summary.failed + self.summary.dropped, refresh=False
+            )
 
 
 def progress_bar(uid: str, audio_seconds: float, enabled: bool):
@@ -147,6 +152,11 @@ def progress_bar(uid: str, audio_seconds: float, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=round(audio_seconds, 3), unit="s", desc=uid, file=sys.stderr, leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio "
-                           "[{elapsed}<{remaining}{postfix}]")
+    return tqdm(
+        total=round(audio_seconds, 3),
+        unit="s",
+        desc=uid,
+        file=sys.stderr,
+        leave=False,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}{postfix}]",
+    )

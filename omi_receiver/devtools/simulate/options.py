@@ -23,6 +23,7 @@ DEFAULT_DISABLE_AFTER = 100
 SENDER_MIN_SAMPLE_RATE = 1000
 SENDER_MAX_SAMPLE_RATE = 192000
 
+
 class UsageError(ValueError):
     """Bad input to the simulator (file, URL, uid, option); the CLI exits with 2."""
 
@@ -31,7 +32,7 @@ class Mode(enum.StrEnum):
     """Which generation of the Omi backend's sender is emulated."""
 
     CURRENT = "current"  # 1-s POSTs in X-second batches, Idempotency-Key, retries, breaker
-    LEGACY = "legacy"    # one POST per X seconds, concatenated URL, no key, no retries
+    LEGACY = "legacy"  # one POST per X seconds, concatenated URL, no key, no retries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +88,9 @@ class Options:
             (self.start_offset >= 0, "start-offset must be >= 0"),
             (self.max_seconds is None or self.max_seconds > 0, "max-seconds must be > 0"),
             (all(d >= 0 for d in self.retries.delays), "retry delays must be >= 0"),
-            (not (legacy and self.duplicate_rate),
-             "duplicate rate needs --mode current (legacy has no Idempotency-Key)"),
+            (
+                not (legacy and self.duplicate_rate),
+                "duplicate rate needs --mode current (legacy has no Idempotency-Key)",
+            ),
             (not (legacy and self.cut_rate), "cut uploads need --mode current (legacy never retries)"),
         ]

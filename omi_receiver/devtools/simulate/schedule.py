@@ -54,8 +54,7 @@ def plan(
     chunk_bytes = sample_rate * BYTES_PER_SAMPLE if mode == Mode.CURRENT else batch_bytes
     batches: list[Batch] = []
     seq = 0
-    for index, (seg_start, seg_end) in enumerate(_segments(total_bytes, sample_rate, chunk_bytes,
-                                                           mode, pause_after)):
+    for index, (seg_start, seg_end) in enumerate(_segments(total_bytes, sample_rate, chunk_bytes, mode, pause_after)):
         grouped: dict[int, list[Piece]] = {}
         for start in range(seg_start, seg_end, chunk_bytes):
             end = min(start + chunk_bytes, seg_end)
@@ -66,8 +65,9 @@ def plan(
     return batches
 
 
-def _segments(total_bytes: int, sample_rate: int, chunk_bytes: int, mode: Mode | str,
-              pause_after: float | None) -> list[tuple[int, int]]:
+def _segments(
+    total_bytes: int, sample_rate: int, chunk_bytes: int, mode: Mode | str, pause_after: float | None
+) -> list[tuple[int, int]]:
     """The stretches of audio between pauses: one, or two around `pause_after`."""
     if pause_after is None:
         return [(0, total_bytes)]

@@ -59,8 +59,7 @@ class Sender:
     """POSTs the chunks of one stream to `url` as the sender of `options.mode` does, one at a
     time, and counts every POST in `summary` (sent, retried, cuts, duplicates, statuses)."""
 
-    def __init__(self, session: requests.Session, url: str, options: Options, summary: Summary,
-                 stop: threading.Event):
+    def __init__(self, session: requests.Session, url: str, options: Options, summary: Summary, stop: threading.Event):
         self.session, self.url, self.options, self.summary, self.stop = session, url, options, summary, stop
         self.rng = random.Random(options.seed)  # cut and duplicate decisions
 
@@ -99,8 +98,9 @@ class Sender:
         if cut is not None:
             return self._post_cut(body, key, cut)
         try:
-            response = self.session.post(self.url, data=body, headers=headers(key),
-                                         timeout=self.options.timeout, allow_redirects=False)
+            response = self.session.post(
+                self.url, data=body, headers=headers(key), timeout=self.options.timeout, allow_redirects=False
+            )
         except requests.RequestException:
             self._count("error")
             return Outcome(False, None)

@@ -30,8 +30,17 @@ from .leases import LeaseBusy
 from .stats import PassStats
 from .sweeps import ERASE_MARKER_KEEP_US
 
-__all__ = ["ERASE_MARKER_KEEP_US", "Assembler", "LeaseBusy", "PassStats", "StopReason", "get_assembler",
-           "handle_tick", "set_assembler", "shard_of_tick"]
+__all__ = [
+    "ERASE_MARKER_KEEP_US",
+    "Assembler",
+    "LeaseBusy",
+    "PassStats",
+    "StopReason",
+    "get_assembler",
+    "handle_tick",
+    "set_assembler",
+    "shard_of_tick",
+]
 
 _assembler = Lazy(lambda: Assembler(Config.from_env()))
 get_assembler = _assembler.get

@@ -7,7 +7,7 @@ sweep without the tick.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .. import clients
 from ..config import Config
@@ -24,9 +24,17 @@ from .sweeps import StateListing, Sweeps
 
 
 class Assembler:
-    def __init__(self, config: Config, *, storage_client=None, subscriber=None, publisher=None,
-                 clock: Callable[[], int] = now_us, hook: Callable[[str], None] | None = None,
-                 storage_retry=None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        storage_client=None,
+        subscriber=None,
+        publisher=None,
+        clock: Callable[[], int] = now_us,
+        hook: Callable[[str], None] | None = None,
+        storage_retry=None,
+    ):
         config.require("google_cloud_project", "recordings_bucket")
         self.config = config
         # `hook(step)` runs before every storage request: tests kill a pass there.
@@ -53,8 +61,7 @@ class Assembler:
         """Append a batch to the user's recordings. Raises LeaseBusy / PreconditionFailed."""
         return self.leases.run(uid, self.flusher.flush, chunks)
 
-    def finalize_idle(self, shard: int = 0, drained_us: int | None = None,
-                      states: StateListing | None = None) -> int:
+    def finalize_idle(self, shard: int = 0, drained_us: int | None = None, states: StateListing | None = None) -> int:
         return self.sweeps.finalize_idle(shard, drained_us, states)
 
     def forget_erase_markers(self, shard: int = 0, states: StateListing | None = None) -> int:

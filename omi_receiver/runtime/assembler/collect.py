@@ -84,8 +84,10 @@ class Collector:
         taken = _Taken(frontier=rounds.cutoff_us)
         fresh_only = 0  # consecutive pulls that held everything they got
         while True:
-            if taken.bytes >= self.config.max_pass_bytes or \
-                    time.monotonic() - rounds.started >= self.config.pass_seconds / 2:
+            if (
+                taken.bytes >= self.config.max_pass_bytes
+                or time.monotonic() - rounds.started >= self.config.pass_seconds / 2
+            ):
                 return self._stop_early(taken, rounds)
             received = self.pull(rounds.subscription)
             if not received:
@@ -144,8 +146,15 @@ class Collector:
         except InvalidChunk as exc:
             rounds.stats.poison += 1
             attributes = dict(message.attributes)
-            logs.error("poison_message", error=exc.code, detail=exc.detail, message_id=message.message_id,
-                       uid=attributes.get("uid"), chunk_id=attributes.get("chunk_id"), bytes=len(message.data))
+            logs.error(
+                "poison_message",
+                error=exc.code,
+                detail=exc.detail,
+                message_id=message.message_id,
+                uid=attributes.get("uid"),
+                chunk_id=attributes.get("chunk_id"),
+                bytes=len(message.data),
+            )
             try:
                 attributes.update(error=exc.code, original_message_id=message.message_id)
                 self.publisher.publish(self.dead_letter_topic, message.data, **attributes).result(timeout=30)

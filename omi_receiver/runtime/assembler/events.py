@@ -23,5 +23,7 @@ class Events:
         it. Consumers de-duplicate on `name`."""
         event = rec.event(uid, self.bucket, late=late)
         self.publisher.publish(self.topic, json.dumps(event).encode(), uid=uid, name=rec.name).result(timeout=30)
-        logs.info("recording_finalized",
-                  **{k: event[k] for k in ("uid", "uri", "duration_seconds", "bytes", "chunks", "late")})
+        logs.info(
+            "recording_finalized",
+            **{k: event[k] for k in ("uid", "uri", "duration_seconds", "bytes", "chunks", "late")},
+        )

@@ -38,8 +38,9 @@ class Flusher:
         """Append a batch to the user's recordings and commit it."""
         uid = held.state.uid
         plan = plan_batch(held.state, chunks, self.rules)
-        stats = PassStats(chunks=len(chunks), duplicates=len(plan.duplicates), late=len(plan.late),
-                          erased=len(plan.erased))
+        stats = PassStats(
+            chunks=len(chunks), duplicates=len(plan.duplicates), late=len(plan.late), erased=len(plan.erased)
+        )
         garbage, finished = self._write_segments(held, plan.segments, stats)
         for chunk in plan.late:
             self._write_late(uid, chunk)
@@ -73,8 +74,9 @@ class Flusher:
         self.store.delete_prefix(user_prefixes(state.uid)[1])
         self.store.delete_quietly(garbage)
 
-    def _write_segments(self, held: Held, segments: list[Segment],
-                        stats: PassStats) -> tuple[list[str], list[Recording]]:
+    def _write_segments(
+        self, held: Held, segments: list[Segment], stats: PassStats
+    ) -> tuple[list[str], list[Recording]]:
         """Write each recording the batch touches; returns (objects to delete after the
         commit, recordings the batch finished)."""
         garbage: list[str] = []
@@ -113,8 +115,9 @@ class Flusher:
         header = f"{rec.work_prefix(uid)}header-{rec.seq:06d}-{held.tag}-{status}"
         self.store.upload_header(header, rec.sample_rate, rec.bytes)
         self.leases.check(held)
-        self.store.compose(rec.name, [header, rec.data], content_type=WAV_CONTENT_TYPE,
-                           metadata=rec.metadata(uid, status))
+        self.store.compose(
+            rec.name, [header, rec.data], content_type=WAV_CONTENT_TYPE, metadata=rec.metadata(uid, status)
+        )
         return [header]
 
     def _write_late(self, uid: str, chunk: Chunk) -> None:
@@ -123,8 +126,9 @@ class Flusher:
         meta = rec.metadata(uid, "final")
         meta.update(late="true", chunk_id=chunk.chunk_id)
         # Deterministic name and content, written only if absent: a retry cannot double it.
-        self.store.upload(rec.name, wav.header(rec.sample_rate, rec.bytes) + chunk.data,
-                          content_type=WAV_CONTENT_TYPE, metadata=meta)
+        self.store.upload(
+            rec.name, wav.header(rec.sample_rate, rec.bytes) + chunk.data, content_type=WAV_CONTENT_TYPE, metadata=meta
+        )
         self.events.finished(uid, rec, late=True)
 
 
@@ -133,15 +137,24 @@ def _log_flush(uid: str, plan: Plan) -> int:
     assembled = [c for s in plan.segments for c in s.chunks]
     count = len(assembled) + len(plan.late)
     if count:
-        logs.info("chunks_assembled", uid=uid, chunks=count,
-                  bytes=sum(len(c.data) for c in assembled) + sum(len(c.data) for c in plan.late),
-                  recording=plan.state.open.name if plan.state.open else None)
+        logs.info(
+            "chunks_assembled",
+            uid=uid,
+            chunks=count,
+            bytes=sum(len(c.data) for c in assembled) + sum(len(c.data) for c in plan.late),
+            recording=plan.state.open.name if plan.state.open else None,
+        )
     if plan.duplicates:
-        logs.info("duplicates_dropped", uid=uid, duplicates=len(plan.duplicates),
-                  chunk_ids=[c.chunk_id for c in plan.duplicates[:LOGGED_IDS]])
+        logs.info(
+            "duplicates_dropped",
+            uid=uid,
+            duplicates=len(plan.duplicates),
+            chunk_ids=[c.chunk_id for c in plan.duplicates[:LOGGED_IDS]],
+        )
     if plan.late:
-        logs.warning("late_chunks", uid=uid, chunks=len(plan.late),
-                     chunk_ids=[c.chunk_id for c in plan.late[:LOGGED_IDS]])
+        logs.warning(
+            "late_chunks", uid=uid, chunks=len(plan.late), chunk_ids=[c.chunk_id for c in plan.late[:LOGGED_IDS]]
+        )
     if plan.erased:
         logs.info("erased_chunks_dropped", uid=uid, chunks=len(plan.erased))
     return count

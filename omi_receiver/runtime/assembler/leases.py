@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .recording import UserLease, UserState
 from .store import PreconditionFailed, Store

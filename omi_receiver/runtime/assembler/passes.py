@@ -15,7 +15,8 @@ import concurrent.futures
 import dataclasses
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import logs
 from ..config import Config
@@ -80,14 +81,26 @@ class Passes:
         lease, generation = self.store.read_shard_lease(shard)
         now = self.clock()
         if lease is not None and not lease.released:
-            wait_us = max(self.config.lease_seconds,
-                          self.config.pass_seconds + self.config.ack_deadline_seconds + SHARD_MARGIN_S) * 1_000_000
+            wait_us = (
+                max(
+                    self.config.lease_seconds,
+                    self.config.pass_seconds + self.config.ack_deadline_seconds + SHARD_MARGIN_S,
+                )
+                * 1_000_000
+            )
             if now < lease.started_us + wait_us:
-                stats.skipped = "shard busy" if now < lease.started_us + self.config.lease_seconds * 1_000_000 \
+                stats.skipped = (
+                    "shard busy"
+                    if now < lease.started_us + self.config.lease_seconds * 1_000_000
                     else "waiting for a dead pass's chunks to be redelivered"
+                )
                 return None
-            logs.warning("dead_pass_recovered", shard=shard, owner=lease.owner,
-                         started_seconds_ago=round((now - lease.started_us) / 1e6, 1))
+            logs.warning(
+                "dead_pass_recovered",
+                shard=shard,
+                owner=lease.owner,
+                started_seconds_ago=round((now - lease.started_us) / 1e6, 1),
+            )
         # Carry the last clean drain over; a dead pass's lease carries the one before it.
         mine = ShardLease(owner=uuid.uuid4().hex, started_us=now, drained_us=lease.drained_us if lease else 0)
         try:
@@ -119,8 +132,9 @@ class Passes:
         subscription.release(rounds.held)
         return stopped is StopReason.DRAINED and not stats.retried
 
-    def _flush_round(self, pool: concurrent.futures.Executor, subscription: Subscription, batch: Batch,
-                     stats: PassStats) -> None:
+    def _flush_round(
+        self, pool: concurrent.futures.Executor, subscription: Subscription, batch: Batch, stats: PassStats
+    ) -> None:
         futures = [pool.submit(self._flush_and_ack, subscription, uid, items) for uid, items in batch.items()]
         for future in futures:
             stats.add(future.result())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..contract import Chunk, duration_us, format_time
 
@@ -47,7 +47,7 @@ class ShardLease:
         return json.dumps(dataclasses.asdict(self)).encode()
 
     @classmethod
-    def from_json(cls, blob: bytes) -> "ShardLease":
+    def from_json(cls, blob: bytes) -> ShardLease:
         return cls(**json.loads(blob))
 
 
@@ -62,17 +62,17 @@ def state_name(uid: str) -> str:
 
 
 def uid_of_state(name: str) -> str:
-    return name[len(STATE_PREFIX):-len(".json")]
+    return name[len(STATE_PREFIX) : -len(".json")]
 
 
 def _stamp(micros: int) -> str:
-    moment = dt.datetime.fromtimestamp(micros // 1_000_000, tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(micros // 1_000_000, tz=dt.UTC)
     return moment.strftime("%Y%m%dT%H%M%S") + f".{(micros % 1_000_000) // 1000:03d}Z"
 
 
 def recording_name(uid: str, start_us: int, suffix: str = "") -> str:
     """`recordings/<uid>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSS.mmmZ>[suffix].wav`: sorts by start."""
-    day = dt.datetime.fromtimestamp(start_us // 1_000_000, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+    day = dt.datetime.fromtimestamp(start_us // 1_000_000, tz=dt.UTC).strftime("%Y-%m-%d")
     return f"{RECORDINGS_PREFIX}{uid}/{day}/{_stamp(start_us)}{suffix}.wav"
 
 
@@ -172,7 +172,7 @@ class UserState:
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, blob: bytes) -> "UserState":
+    def from_json(cls, blob: bytes) -> UserState:
         body = json.loads(blob)
         if body.get("version") != STATE_VERSION:
             raise ValueError(f"unknown state version {body.get('version')!r}")

@@ -28,6 +28,6 @@ class PassStats:
     seconds: float = 0.0
     storage: dict = dataclasses.field(default_factory=dict)
 
-    def add(self, other: "PassStats") -> None:
+    def add(self, other: PassStats) -> None:
         for field in ("chunks", "assembled", "duplicates", "late", "erased", "retried", "flushes", "finalized"):
             setattr(self, field, getattr(self, field) + getattr(other, field))

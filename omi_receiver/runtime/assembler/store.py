@@ -9,7 +9,7 @@ either such a unique name or the WAV, whose content is a function of committed s
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from google.api_core import exceptions
 from google.cloud import storage
@@ -47,8 +47,7 @@ class OpCounter:
 
 
 class Store:
-    def __init__(self, client: storage.Client, bucket: str, hook: Callable[[str], None] | None = None,
-                 retry=None):
+    def __init__(self, client: storage.Client, bucket: str, hook: Callable[[str], None] | None = None, retry=None):
         self.bucket = client.bucket(bucket)
         self.retry = retry or RETRY
         self.bucket_name = bucket
@@ -65,12 +64,14 @@ class Store:
 
     def write_state(self, state: UserState, generation: int) -> int:
         """Write iff the object is still at `generation` (0: must not exist); new generation."""
+
         def ours() -> int | None:
             current, current_gen = self.read_state(state.uid)
             return current_gen if current is not None and current.write_id == state.write_id else None
 
-        return self._write_json_if(state_name(state.uid), state.to_json(), generation, "write_state",
-                                   ours, metadata=state.list_metadata())
+        return self._write_json_if(
+            state_name(state.uid), state.to_json(), generation, "write_state", ours, metadata=state.list_metadata()
+        )
 
     def delete_state(self, uid: str, generation: int) -> None:
         """Delete the user's state iff it is still at `generation` (the lease's write)."""
@@ -89,6 +90,7 @@ class Store:
 
     def write_shard_lease(self, shard: int, lease: ShardLease, generation: int) -> int:
         """Write iff unchanged since read (0: absent); raises PreconditionFailed otherwise."""
+
         def ours() -> int | None:
             current, current_gen = self.read_shard_lease(shard)
             return current_gen if current == lease else None
@@ -105,8 +107,15 @@ class Store:
             return None, 0
         return data, blob.generation
 
-    def _write_json_if(self, name: str, body: bytes, generation: int, step: str,
-                       ours: Callable[[], int | None], metadata: dict[str, str] | None = None) -> int:
+    def _write_json_if(
+        self,
+        name: str,
+        body: bytes,
+        generation: int,
+        step: str,
+        ours: Callable[[], int | None],
+        metadata: dict[str, str] | None = None,
+    ) -> int:
         """Generation-checked write; returns the new generation, raises PreconditionFailed.
         `ours` reads the object back: its generation if it holds this very write, else None."""
         self._hook(step)
@@ -115,8 +124,9 @@ class Store:
             blob.metadata = metadata
         self.ops.uploads += 1
         try:
-            blob.upload_from_string(body, content_type="application/json",
-                                    if_generation_match=generation, retry=self.retry)
+            blob.upload_from_string(
+                body, content_type="application/json", if_generation_match=generation, retry=self.retry
+            )
         except exceptions.PreconditionFailed:
             # A retried upload whose first attempt landed also ends here: recognise it.
             current_gen = ours()
@@ -134,8 +144,9 @@ class Store:
 
     # --- audio objects ---------------------------------------------------------------
 
-    def upload(self, name: str, data: bytes, content_type: str = PCM_CONTENT_TYPE,
-               metadata: dict[str, str] | None = None) -> None:
+    def upload(
+        self, name: str, data: bytes, content_type: str = PCM_CONTENT_TYPE, metadata: dict[str, str] | None = None
+    ) -> None:
         self._hook("upload")
         blob = self.bucket.blob(name)
         if metadata:
@@ -149,8 +160,13 @@ class Store:
     def upload_header(self, name: str, sample_rate: int, data_bytes: int) -> None:
         self.upload(name, wav.header(sample_rate, data_bytes))
 
-    def compose(self, destination: str, sources: list[str], content_type: str = PCM_CONTENT_TYPE,
-                metadata: dict[str, str] | None = None) -> None:
+    def compose(
+        self,
+        destination: str,
+        sources: list[str],
+        content_type: str = PCM_CONTENT_TYPE,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         self._hook("compose")
         blob = self.bucket.blob(destination)
         blob.content_type = content_type

@@ -35,14 +35,16 @@ class Subscription:
 
     def pull(self, max_messages: int) -> list:
         """One pull of at most `max_messages` (`ReceivedMessage`s), never retried."""
-        response = self.subscriber.pull(request={"subscription": self.path, "max_messages": max_messages},
-                                        timeout=PULL_TIMEOUT_SECONDS, retry=None)
+        response = self.subscriber.pull(
+            request={"subscription": self.path, "max_messages": max_messages}, timeout=PULL_TIMEOUT_SECONDS, retry=None
+        )
         return list(response.received_messages)
 
     def ack(self, ack_ids: list[str]) -> None:
         for ids in _slices(ack_ids):
-            self.subscriber.acknowledge(request={"subscription": self.path, "ack_ids": ids},
-                                        retry=self.retry, timeout=self.timeout)
+            self.subscriber.acknowledge(
+                request={"subscription": self.path, "ack_ids": ids}, retry=self.retry, timeout=self.timeout
+            )
 
     def release(self, ack_ids: list[str]) -> None:
         """Hand messages back at once (nack) instead of at the end of the ack deadline."""
@@ -50,11 +52,13 @@ class Subscription:
             try:
                 self.subscriber.modify_ack_deadline(
                     request={"subscription": self.path, "ack_ids": ids, "ack_deadline_seconds": 0},
-                    retry=self.retry, timeout=self.timeout)
+                    retry=self.retry,
+                    timeout=self.timeout,
+                )
             except exceptions.GoogleAPIError as exc:  # RetryError included
                 logs.warning("release_failed", error=repr(exc)[:300], messages=len(ack_ids))
 
 
 def _slices(ack_ids: list[str]):
     for start in range(0, len(ack_ids), ACK_IDS_PER_REQUEST):
-        yield ack_ids[start:start + ACK_IDS_PER_REQUEST]
+        yield ack_ids[start : start + ACK_IDS_PER_REQUEST]

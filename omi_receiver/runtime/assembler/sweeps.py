@@ -10,7 +10,7 @@ Each user's work runs under their lease; a user a pass holds waits for the next 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from .. import logs
 from ..config import Config
@@ -46,8 +46,7 @@ class Sweeps:
         self.forget_erase_markers(shard, states)
         return finalized
 
-    def finalize_idle(self, shard: int = 0, drained_us: int | None = None,
-                      states: StateListing | None = None) -> int:
+    def finalize_idle(self, shard: int = 0, drained_us: int | None = None, states: StateListing | None = None) -> int:
         """Finalize the shard's open recordings with no chunk for SESSION_GAP_SECONDS before
         `drained_us` (default: now), when all chunks received before it were committed.
 
@@ -73,8 +72,15 @@ class Sweeps:
 
         return self._sweep(shard, states, old_marker, self._forget, horizon, "forget")
 
-    def _sweep(self, shard: int, states: StateListing | None, due: Callable[[dict[str, str]], bool],
-               work: Callable[[Held, int], int], horizon_us: int, event: str) -> int:
+    def _sweep(
+        self,
+        shard: int,
+        states: StateListing | None,
+        due: Callable[[dict[str, str]], bool],
+        work: Callable[[Held, int], int],
+        horizon_us: int,
+        event: str,
+    ) -> int:
         """`work(held, horizon_us)` under the lease of each of the shard's users whose state
         metadata is `due` (from `states`, or a fresh listing); returns the sum of the results.
         A user a pass holds is logged `<event>_deferred` and left for the next tick."""

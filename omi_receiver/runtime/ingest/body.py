@@ -43,7 +43,7 @@ class Deadline:
     def passed(self) -> bool:
         return self.cut or time.monotonic() >= self.at
 
-    def __enter__(self) -> "Deadline":
+    def __enter__(self) -> Deadline:
         if self._sock is not None:
             _watchdog.watch(self)
         return self
@@ -102,8 +102,10 @@ def read_whole(request, limit: int, deadline: Deadline) -> bytes:
     if size > limit:
         raise PayloadTooLarge("too_large", f"the body is over the limit of {limit} bytes")
     if declared is not None and size != declared:
-        raise BadRequest("incomplete_body", f"the body ended after {size} of the {declared} bytes "
-                         "Content-Length announced; nothing was stored")
+        raise BadRequest(
+            "incomplete_body",
+            f"the body ended after {size} of the {declared} bytes Content-Length announced; nothing was stored",
+        )
     return b"".join(parts)  # a single part is returned as is, without a copy
 
 
@@ -131,8 +133,11 @@ def _incomplete(deadline: Deadline, detail: str):
 
 
 def _timed_out(deadline: Deadline):
-    raise RequestTimeout("body_timeout", f"the body did not arrive within {deadline.seconds:g} s; "
-                         "nothing was stored (retry with the same Idempotency-Key)") from None
+    raise RequestTimeout(
+        "body_timeout",
+        f"the body did not arrive within {deadline.seconds:g} s; "
+        "nothing was stored (retry with the same Idempotency-Key)",
+    ) from None
 
 
 class _Watchdog:

@@ -63,7 +63,7 @@ def handle_http(request) -> Response:
         return _json(500, {"error": "misconfigured", "detail": "the function is misconfigured; see its logs"})
     try:
         publisher = clients.chunk_publisher()
-    except Exception as exc:  # e.g. no credentials: nothing a caller can fix
+    except Exception as exc:  # noqa: BLE001 - e.g. no credentials: nothing a caller can fix; it is logged
         logs.error("internal_error", error=type(exc).__name__, detail=str(exc)[:500])
         return _internal()
     return handle(request, config, publisher)
@@ -95,15 +95,21 @@ def handle(request, config: Config, publisher) -> Response:
         log_fields.update(chunk_id=chunk.chunk_id, bytes=len(chunk.data))
         try:
             shard = contract.shard_of(chunk.uid, config.assembler_shards)
-            publish_chunk(publisher, config.topic_path(config.shard_topic(shard)), chunk,
-                          config.publish_timeout_seconds, shard)
+            publish_chunk(
+                publisher, config.topic_path(config.shard_topic(shard)), chunk, config.publish_timeout_seconds, shard
+            )
         except pubsub_exceptions.MessageTooLargeError:
             # Only reachable when MAX_CHUNK_BYTES is set at Pub/Sub's limit; still the
             # request's size, so a 4xx: a retry could never succeed.
             raise PayloadTooLarge("too_large", "the chunk is too large for one Pub/Sub message") from None
         except Exception as exc:
-            logs.error("publish_failed", error=type(exc).__name__, detail=str(exc)[:300],
-                       latency_ms=_ms_since(started), **log_fields)
+            logs.error(
+                "publish_failed",
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+                latency_ms=_ms_since(started),
+                **log_fields,
+            )
             raise Unavailable(
                 "the chunk could not be stored; retry with the same Idempotency-Key",
                 config.retry_after_seconds,
@@ -115,7 +121,7 @@ def handle(request, config: Config, publisher) -> Response:
         if err.status < 500:  # publish_failed is already logged
             _rejections.rejected(err.code, err.status, **_only_uid(log_fields))
         return _json(err.status, err.body(), err.headers)
-    except Exception as exc:  # a bug: answer without internals, log with them
+    except Exception as exc:  # noqa: BLE001 - a bug: answer without internals, log with them
         body.discard_rest(request, deadline)
         logs.error("internal_error", error=type(exc).__name__, detail=str(exc)[:500], **_only_uid(log_fields))
         return _internal()
@@ -130,11 +136,14 @@ def handle(request, config: Config, publisher) -> Response:
             latency_ms=_ms_since(started),
             sample_rate=chunk.sample_rate,
         )
-    return _json(200, {
-        "chunk_id": chunk.chunk_id,
-        "bytes": len(chunk.data),
-        "duration_ms": chunk.duration_us / 1000,
-    })
+    return _json(
+        200,
+        {
+            "chunk_id": chunk.chunk_id,
+            "bytes": len(chunk.data),
+            "duration_ms": chunk.duration_us / 1000,
+        },
+    )
 
 
 def _only_uid(log_fields: dict) -> dict:

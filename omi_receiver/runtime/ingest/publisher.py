@@ -78,8 +78,9 @@ class DirectPublisher:
         """Publish one message; returns its id once Pub/Sub has it. Raises api_core errors."""
         message = _Message(data=data, attributes=attributes)
         if len(data) > MAX_REQUEST_BYTES - 65_536 and message.ByteSize() + len(topic) + 16 > MAX_REQUEST_BYTES:
-            raise MessageTooLargeError(f"a message of {message.ByteSize()} bytes exceeds the request cap "
-                                       f"of {MAX_REQUEST_BYTES}")
+            raise MessageTooLargeError(
+                f"a message of {message.ByteSize()} bytes exceeds the request cap of {MAX_REQUEST_BYTES}"
+            )
         deadline = time.monotonic() + timeout
         with self._slots:
             batch = self._open.get(topic)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import atexit
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .. import logs
 
@@ -28,8 +28,12 @@ WINDOW_SECONDS = 60.0
 
 
 class RejectionLog:
-    def __init__(self, window_seconds: float = WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic,
-                 flush_at_exit: bool = True):
+    def __init__(
+        self,
+        window_seconds: float = WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        flush_at_exit: bool = True,
+    ):
         self.window_seconds = window_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -85,6 +89,12 @@ class RejectionLog:
 def _write(due: dict[str, list[int]], window_seconds: float) -> None:
     for reason, (status, suppressed) in due.items():
         if suppressed:
-            logs.warning(EVENT, error=reason, status=status, count=suppressed, suppressed=True,
-                         detail=f"{suppressed} more refusal(s) for {reason} in {window_seconds:g} s, "
-                                "counted but not logged one by one")
+            logs.warning(
+                EVENT,
+                error=reason,
+                status=status,
+                count=suppressed,
+                suppressed=True,
+                detail=f"{suppressed} more refusal(s) for {reason} in {window_seconds:g} s, "
+                "counted but not logged one by one",
+            )
