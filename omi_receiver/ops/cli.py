@@ -31,7 +31,9 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from omi_receiver.ops import deadletter, explain
 from omi_receiver.ops.catalog import Catalog, CatalogError, parse_since, recording_info
+from omi_receiver.ops.erase import erase_user
 from omi_receiver.runtime import clients, logs
+from omi_receiver.runtime.assembler import Assembler, LeaseBusy
 from omi_receiver.runtime.assembler.recording import state_name
 from omi_receiver.runtime.config import Config, ConfigError
 from omi_receiver.runtime.contract import UID_PATTERN, InvalidChunk, check_uid
@@ -121,17 +123,36 @@ def cmd_download(args) -> int:
 
 def cmd_erase(args) -> int:
     config = _config("recordings_bucket", "google_cloud_project")
-    catalog = _catalog(config)
-    # The preview for the confirmation; erase_user lists again under the user's lease.
-    objects = catalog.user_objects(args.uid)
+    if not _preview_erase(_catalog(config), config, args.uid):
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CommandError("not erasing without confirmation: stdin is not a terminal; pass --yes")
+        if _answer(f"Type the uid ({args.uid}) to erase: ") != args.uid:
+            print("nothing erased")
+            return 1
+    erased = _erase_when_free(config, args.uid)
+    print(
+        f"erased {len(erased.deleted)} object(s) of {args.uid}; {state_name(args.uid)} is kept as the erase "
+        "marker (no audio)"
+    )
+    if erased.failed:
+        raise CommandError(f"{len(erased.failed)} object(s) could not be deleted: run the erase again")
+    return 0
+
+
+def _preview_erase(catalog: Catalog, config: Config, uid: str) -> bool:
+    """Show what an erase deletes; False when there is nothing to erase. The preview is for
+    the confirmation only: erase_user lists again under the user's lease."""
+    objects = catalog.user_objects(uid)
     recordings = [info for info in map(recording_info, objects) if info]
-    others = [b for b in objects if b.name != state_name(args.uid) and not recording_info(b)]
+    others = [b for b in objects if b.name != state_name(uid) and not recording_info(b)]
     if not recordings and not others:
-        if any(b.name == state_name(args.uid) for b in objects):
-            print(f"{args.uid} has nothing stored to erase")
-            return 0
-        catalog.recordings(args.uid)  # raises the clear "unknown uid" / "empty bucket" error
-    print(f"This deletes every object of {args.uid} in gs://{config.recordings_bucket}:")
+        if any(b.name == state_name(uid) for b in objects):
+            print(f"{uid} has nothing stored to erase")
+            return False
+        catalog.recordings(uid)  # raises the clear "unknown uid" / "empty bucket" error
+    print(f"This deletes every object of {uid} in gs://{config.recordings_bucket}:")
     for info in sorted(recordings, key=lambda i: i.name):
         print(f"  {info.name}  {_duration(info.duration_seconds)}  {_size(info.bytes)}  {info.status}")
     if others:
@@ -140,36 +161,23 @@ def cmd_erase(args) -> int:
             "temporary audio and files next to the recordings"
         )
     print("  (chunks still in flight from before the erase are dropped when they arrive)")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise CommandError("not erasing without confirmation: stdin is not a terminal; pass --yes")
-        if _answer(f"Type the uid ({args.uid}) to erase: ") != args.uid:
-            print("nothing erased")
-            return 1
-    from omi_receiver.ops.erase import erase_user
-    from omi_receiver.runtime.assembler import Assembler, LeaseBusy
+    return True
 
+
+def _erase_when_free(config: Config, uid: str):
+    """Erase once no assembler pass holds the user; a pass's lease ends within LEASE_SECONDS."""
     assembler = Assembler(config, storage_retry=STORAGE_RETRY)
     deadline = time.monotonic() + config.lease_seconds + 30
     while True:
         try:
-            erased = erase_user(assembler, args.uid, progress=lambda name: print(f"deleted {name}"))
-            break
+            return erase_user(assembler, uid, progress=lambda name: print(f"deleted {name}"))
         except LeaseBusy:
-            # An assembler pass is writing this user's audio; its lease ends within LEASE_SECONDS.
             if time.monotonic() > deadline:
                 raise CommandError(
-                    f"an assembler pass kept {args.uid} busy for {config.lease_seconds} s; try again"
+                    f"an assembler pass kept {uid} busy for {config.lease_seconds} s; try again"
                 ) from None
             print("waiting for the assembler to finish with this user...", file=sys.stderr)
             time.sleep(2)
-    print(
-        f"erased {len(erased.deleted)} object(s) of {args.uid}; {state_name(args.uid)} is kept as the erase "
-        "marker (no audio)"
-    )
-    if erased.failed:
-        raise CommandError(f"{len(erased.failed)} object(s) could not be deleted: run the erase again")
-    return 0
 
 
 def cmd_stats(args) -> int:

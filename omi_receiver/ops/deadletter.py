@@ -146,19 +146,10 @@ def replay(
                 done: list[str] = []
                 try:
                     for received in batch:
-                        letter = describe(received)
-                        if not letter.replayable:
-                            report.skipped_poison.append(letter)
-                            continue
-                        chunk = Chunk.from_message(received.message.data, letter.attributes)
-                        if _already_assembled(store, states, chunk):
-                            report.already_assembled.append(letter)
-                        else:
-                            _republish(publisher, config, received.message.data, letter.attributes, chunk.uid)
-                            report.replayed.append(letter)
-                        done.append(received.ack_id)
-                        if progress:
-                            progress(report.taken, limit)
+                        if _take(received, store, states, publisher, config, report):
+                            done.append(received.ack_id)
+                            if progress:
+                                progress(report.taken, limit)
                 finally:
                     hold.ack(done)  # only what Pub/Sub or the state holds
                     acked.update(done)
@@ -170,6 +161,22 @@ def replay(
     with _explained(*_hold_context(path)):
         report.remaining = len(_peek(hold, None))
     return report
+
+
+def _take(received, store: Store, states: dict, publisher, config: Config, report: ReplayReport) -> bool:
+    """One dead letter: poison stays (False); a chunk the user's state already holds, or one
+    republished to its shard's topic, may be acked (True)."""
+    letter = describe(received)
+    if not letter.replayable:
+        report.skipped_poison.append(letter)
+        return False
+    chunk = Chunk.from_message(received.message.data, letter.attributes)
+    if _already_assembled(store, states, chunk):
+        report.already_assembled.append(letter)
+    else:
+        _republish(publisher, config, received.message.data, letter.attributes, chunk.uid)
+        report.replayed.append(letter)
+    return True
 
 
 def describe(received) -> DeadLetter:

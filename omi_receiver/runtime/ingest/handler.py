@@ -93,27 +93,7 @@ def handle(request, config: Config, publisher) -> Response:
     try:
         chunk = accept(request, config, deadline, log_fields)
         log_fields.update(chunk_id=chunk.chunk_id, bytes=len(chunk.data))
-        try:
-            shard = contract.shard_of(chunk.uid, config.assembler_shards)
-            publish_chunk(
-                publisher, config.topic_path(config.shard_topic(shard)), chunk, config.publish_timeout_seconds, shard
-            )
-        except pubsub_exceptions.MessageTooLargeError:
-            # Only reachable when MAX_CHUNK_BYTES is set at Pub/Sub's limit; still the
-            # request's size, so a 4xx: a retry could never succeed.
-            raise PayloadTooLarge("too_large", "the chunk is too large for one Pub/Sub message") from None
-        except Exception as exc:
-            logs.error(
-                "publish_failed",
-                error=type(exc).__name__,
-                detail=str(exc)[:300],
-                latency_ms=_ms_since(started),
-                **log_fields,
-            )
-            raise Unavailable(
-                "the chunk could not be stored; retry with the same Idempotency-Key",
-                config.retry_after_seconds,
-            ) from exc
+        _publish(publisher, config, chunk, started, log_fields)
     except (RequestError, contract.InvalidChunk) as exc:
         # The one place where failures become HTTP answers.
         err = exc if isinstance(exc, RequestError) else BadRequest(exc.code, exc.detail)
@@ -136,14 +116,30 @@ def handle(request, config: Config, publisher) -> Response:
             latency_ms=_ms_since(started),
             sample_rate=chunk.sample_rate,
         )
-    return _json(
-        200,
-        {
-            "chunk_id": chunk.chunk_id,
-            "bytes": len(chunk.data),
-            "duration_ms": chunk.duration_us / 1000,
-        },
-    )
+    return _json(200, {"chunk_id": chunk.chunk_id, "bytes": len(chunk.data), "duration_ms": chunk.duration_us / 1000})
+
+
+def _publish(publisher, config: Config, chunk: contract.Chunk, started: float, log_fields: dict) -> None:
+    """Publish to the user's shard topic; raises the RequestError the sender should hear."""
+    try:
+        shard = contract.shard_of(chunk.uid, config.assembler_shards)
+        topic = config.topic_path(config.shard_topic(shard))
+        publish_chunk(publisher, topic, chunk, config.publish_timeout_seconds, shard)
+    except pubsub_exceptions.MessageTooLargeError:
+        # Only reachable when MAX_CHUNK_BYTES is set at Pub/Sub's limit; still the
+        # request's size, so a 4xx: a retry could never succeed.
+        raise PayloadTooLarge("too_large", "the chunk is too large for one Pub/Sub message") from None
+    except Exception as exc:  # any publish failure is a 503 the sender retries
+        logs.error(
+            "publish_failed",
+            error=type(exc).__name__,
+            detail=str(exc)[:300],
+            latency_ms=_ms_since(started),
+            **log_fields,
+        )
+        raise Unavailable(
+            "the chunk could not be stored; retry with the same Idempotency-Key", config.retry_after_seconds
+        ) from exc
 
 
 def _only_uid(log_fields: dict) -> dict:
