@@ -156,10 +156,11 @@ resource "google_project_iam_member" "build_reads_staged_source" {
 
 # --- Project-level roles (no narrower resource exists) --------------------------------
 
+# The trigger account needs no roles/eventarc.eventReceiver: Eventarc asks for it only for
+# events other than direct Pub/Sub messages, which are all this deployment uses.
 resource "google_project_iam_member" "this" {
   for_each = {
-    trigger_receives_events = { role = "roles/eventarc.eventReceiver", member = local.members["trigger"] }
-    build_writes_logs       = { role = "roles/logging.logWriter", member = local.members["build"] }
+    build_writes_logs = { role = "roles/logging.logWriter", member = local.members["build"] }
   }
 
   project = var.project_id
@@ -192,17 +193,31 @@ resource "google_cloud_run_service_iam_member" "ingest_public" {
   #checkov:skip=CKV_GCP_102:Public webhook by design: the Omi app sends no Google credentials; every request must carry a secret token in its path, checked by the function.
   project  = var.project_id
   location = var.region
-  service  = google_cloudfunctions2_function.ingest.name
+  service  = google_cloudfunctions2_function.this["ingest"].name
   role     = "roles/run.invoker"
   member   = "allUsers"
 }
 
-resource "google_cloud_run_service_iam_member" "trigger_invokes_assembler" {
+# Eventarc delivers to every function with a trigger (the assembler, and the VAD consumer
+# when enabled) as the trigger account.
+resource "google_cloud_run_service_iam_member" "trigger_invokes" {
+  for_each = { for name, fn in local.functions : name => fn if fn.trigger_topic != null }
+
   project  = var.project_id
   location = var.region
-  service  = google_cloudfunctions2_function.assembler.name
+  service  = google_cloudfunctions2_function.this[each.key].name
   role     = "roles/run.invoker"
   member   = local.members["trigger"]
+}
+
+moved {
+  from = google_cloud_run_service_iam_member.trigger_invokes_assembler
+  to   = google_cloud_run_service_iam_member.trigger_invokes["assembler"]
+}
+
+moved {
+  from = google_cloud_run_service_iam_member.trigger_invokes_vad[0]
+  to   = google_cloud_run_service_iam_member.trigger_invokes["vad"]
 }
 
 # Eventarc's push subscription authenticates as the trigger account; the Pub/Sub service

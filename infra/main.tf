@@ -12,10 +12,13 @@
 #   topic recordings --Eventarc--> analyze_recording (optional example consumer, vad.tf)
 #                    --> <recording>.vad.json next to each WAV
 #
-# Files: storage.tf (buckets, source zip), pubsub.tf, functions.tf, iam.tf, secrets.tf,
-# scheduler.tf, monitoring.tf, vad.tf, outputs.tf.
+# Files: storage.tf (buckets, source zip), pubsub.tf, functions.tf, iam.tf, agents.tf
+# (Google's service agents and the first apply's waits), secrets.tf, scheduler.tf,
+# monitoring.tf, vad.tf, outputs.tf.
 
 locals {
+  # On every resource that takes labels, through the providers' default_labels (versions.tf);
+  # by hand only where those do not reach (alert policies' and channels' user_labels).
   labels = merge(var.labels, { app = "omi-receiver" })
 
   # The Cloud Functions runtime; main.py and requirements.txt sit at the root of the zip.
@@ -26,11 +29,17 @@ locals {
   ingest_function_name    = "${var.name_prefix}-receive-chunk"
   assembler_function_name = "${var.name_prefix}-assemble-recordings"
   vad_function_name       = "${var.name_prefix}-analyze-recording"
+  function_names = {
+    ingest    = local.ingest_function_name
+    assembler = local.assembler_function_name
+    vad       = local.vad_function_name
+  }
 
   recordings_bucket_name = coalesce(var.recordings_bucket_name, "${var.project_id}-${var.name_prefix}-recordings")
   source_bucket_name     = "${var.project_id}-${var.name_prefix}-fn-source"
 
-  pubsub_service_agent = "service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+  # Created by Terraform before anything grants it a role (agents.tf).
+  pubsub_service_agent = google_project_service_identity.pubsub.email
 
   apis = toset([
     "artifactregistry.googleapis.com",

@@ -24,7 +24,7 @@ locals {
   # The refusal count in PromQL: Monitoring's name for a metric with the first "/" as ":" and
   # every other character PromQL does not allow as "_"; a distribution's sum is `<name>_sum`.
   # A log-based metric can come from several resource types, so the one is named.
-  rejected_promql_metric = "logging_googleapis_com:${replace("user/${google_logging_metric.chunk_rejected.name}", "/[^a-zA-Z0-9_]/", "_")}_sum"
+  rejected_promql_metric = "logging_googleapis_com:${replace("user/${google_logging_metric.ingest_rejections.name}", "/[^a-zA-Z0-9_]/", "_")}_sum"
   rejected_by_reason     = "sum by (reason) (increase(${local.rejected_promql_metric}{monitored_resource=\"cloud_run_revision\",service_name=\"${local.ingest_function_name}\"}[%s]))"
 }
 
@@ -57,9 +57,13 @@ resource "google_logging_project_exclusion" "ingest_request_logs" {
 # carries `count`, the refusals it stands for (1, or N for a minute's summary). So a
 # DISTRIBUTION of `count`, not a counter of lines: its sum is the number of refusals (PromQL
 # `_sum`, used by the dashboard and the alert below), its count the number of lines.
-resource "google_logging_metric" "chunk_rejected" {
+#
+# A metric of its own, not the `chunk_rejected` counter of earlier versions turned into a
+# distribution: Cloud Logging cannot change a log-based metric's value type once it exists,
+# so an upgrade destroys that counter and creates this one.
+resource "google_logging_metric" "ingest_rejections" {
   project         = var.project_id
-  name            = "${var.name_prefix}/chunk_rejected"
+  name            = "${var.name_prefix}/ingest_rejections"
   description     = "Requests refused by ingest, by reason (the error code of the answer); the sum of the values is the number of refusals."
   filter          = "${local.ingest_logs} AND jsonPayload.event=\"chunk_rejected\""
   value_extractor = "EXTRACT(jsonPayload.count)"

@@ -1,12 +1,12 @@
 output "webhook_url" {
   description = "URL to paste in the Omi app (real-time audio webhook): the ingest URL with the primary token in its path. Secret: `terraform output -raw webhook_url`."
-  value       = "${google_cloudfunctions2_function.ingest.service_config[0].uri}/${local.ingest_token}"
+  value       = "${google_cloudfunctions2_function.this["ingest"].service_config[0].uri}/${local.ingest_token}"
   sensitive   = true
 }
 
 output "ingest_url" {
   description = "URL of the ingest function, without a token (append /<token> for the Omi app)."
-  value       = google_cloudfunctions2_function.ingest.service_config[0].uri
+  value       = google_cloudfunctions2_function.this["ingest"].service_config[0].uri
 }
 
 output "bucket" {
@@ -40,13 +40,7 @@ output "subscriptions" {
 
 output "functions" {
   description = "Cloud Functions names: ingest (receive_chunk), assembler (assemble_recordings), and vad (analyze_recording) when vad_consumer_enabled is true."
-  value = merge(
-    {
-      ingest    = google_cloudfunctions2_function.ingest.name
-      assembler = google_cloudfunctions2_function.assembler.name
-    },
-    { for f in google_cloudfunctions2_function.vad : "vad" => f.name },
-  )
+  value       = { for name, fn in google_cloudfunctions2_function.this : name => fn.name }
 }
 
 output "service_accounts" {

@@ -14,7 +14,8 @@ locals {
   # (up to lease_seconds, 150 s by default: two or three ticks). Those releases count as
   # deliveries; with 5 a healthy chunk of such a user could be dead-lettered.
   max_delivery_attempts = 10
-  # Pub/Sub's maximum for a subscription's backlog.
+  # How long a subscription keeps an unacked chunk (Pub/Sub's default; it allows up to 31
+  # days). The erase markers' lifetime (ERASE_MARKER_KEEP_US) is derived from it.
   seven_days = "604800s"
 
   ticks_topic = "assembler-ticks"
@@ -35,7 +36,6 @@ resource "google_pubsub_topic" "this" {
 
   name    = each.value
   project = var.project_id
-  labels  = local.labels
 
   depends_on = [google_project_service.apis]
 }
@@ -61,7 +61,6 @@ resource "google_pubsub_topic" "chunks" {
 
   name    = var.assembler_shards == 1 ? var.chunks_topic : "${var.chunks_topic}-${count.index}"
   project = var.project_id
-  labels  = local.labels
 
   depends_on = [google_project_service.apis]
 }
@@ -79,8 +78,7 @@ resource "google_pubsub_subscription" "chunks" {
   name    = var.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-${count.index}"
   project = var.project_id
   # Subscription i on topic i, and no filter: the topic already holds only shard i's chunks.
-  topic  = google_pubsub_topic.chunks[count.index].id
-  labels = local.labels
+  topic = google_pubsub_topic.chunks[count.index].id
 
   ack_deadline_seconds = local.ack_deadline_seconds
   # No message ordering (ingest publishes without ordering keys, so chunks of different
@@ -118,7 +116,6 @@ resource "google_pubsub_subscription" "dead_letter_hold" {
   name    = local.dead_letter_hold_subscription
   project = var.project_id
   topic   = google_pubsub_topic.this["dead_letter"].id
-  labels  = local.labels
 
   ack_deadline_seconds       = 600
   message_retention_duration = local.seven_days
@@ -136,7 +133,6 @@ resource "google_pubsub_subscription" "recordings" {
   name    = var.recordings_subscription_name
   project = var.project_id
   topic   = google_pubsub_topic.this["recordings"].id
-  labels  = local.labels
 
   ack_deadline_seconds       = 60
   message_retention_duration = local.seven_days

@@ -22,7 +22,6 @@ locals {
 resource "google_secret_manager_secret" "ingest_token" {
   secret_id = "${var.name_prefix}-ingest-token"
   project   = var.project_id
-  labels    = local.labels
 
   replication {
     auto {}

@@ -21,7 +21,6 @@ resource "google_storage_bucket" "recordings" {
   name     = local.recordings_bucket_name
   project  = var.project_id
   location = var.region
-  labels   = local.labels
 
   storage_class               = "STANDARD"
   uniform_bucket_level_access = true
@@ -151,7 +150,6 @@ resource "google_storage_bucket" "source" {
   name     = local.source_bucket_name
   project  = var.project_id
   location = var.region
-  labels   = local.labels
 
   storage_class               = "STANDARD"
   uniform_bucket_level_access = true

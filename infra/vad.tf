@@ -7,7 +7,8 @@
 #   topic recordings --Eventarc (retried)--> analyze_recording --> <recording>.vad.json
 #
 # Its source is examples/vad/ alone, with its own requirements (webrtcvad is not in the
-# other functions' zip), zipped into its own object in the source bucket.
+# other functions' zip), zipped into its own object in the source bucket. The function
+# itself is google_cloudfunctions2_function.this["vad"], with the others (functions.tf).
 #
 # Its identity may read recordings/ objects and create, overwrite and delete .vad.json
 # sidecars there, and nothing else: not the assembler's state/ and work/ objects, not
@@ -108,77 +109,4 @@ resource "google_storage_bucket_iam_member" "vad" {
     description = each.value.description
     expression  = each.value.expression
   }
-}
-
-# Events come at least once and sometimes repeated; the function is idempotent (one
-# sidecar per WAV generation) and acknowledges what can never succeed (a bad event, an
-# erased recording), so retrying every failure is safe: it only retries what can heal.
-resource "google_cloudfunctions2_function" "vad" {
-  count = var.vad_consumer_enabled ? 1 : 0
-
-  name        = local.vad_function_name
-  project     = var.project_id
-  location    = var.region
-  description = "Omi receiver example consumer: voice activity detection on each finished recording, written as a .vad.json sidecar."
-  labels      = local.labels
-
-  build_config {
-    runtime           = local.runtime
-    entry_point       = "analyze_recording"
-    service_account   = google_service_account.this["build"].id
-    docker_repository = google_artifact_registry_repository.functions.id
-
-    source {
-      storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.vad_source[0].name
-      }
-    }
-  }
-
-  service_config {
-    available_memory                 = local.vad_memory
-    available_cpu                    = local.vad_cpu
-    max_instance_request_concurrency = 1
-    timeout_seconds                  = local.vad_timeout_seconds
-    min_instance_count               = 0
-    max_instance_count               = local.vad_max_instances
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    service_account_email            = google_service_account.vad[0].email
-
-    # Its one setting (vad_consumer.Settings in examples/vad/); the bucket and object
-    # come with each event.
-    environment_variables = {
-      VAD_AGGRESSIVENESS = tostring(var.vad_aggressiveness)
-    }
-  }
-
-  event_trigger {
-    trigger_region        = var.region
-    event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = google_pubsub_topic.this["recordings"].id
-    retry_policy          = "RETRY_POLICY_RETRY"
-    service_account_email = google_service_account.this["trigger"].email
-  }
-
-  depends_on = [
-    google_project_service.apis,
-    google_artifact_registry_repository_iam_member.build_pushes_images,
-    google_project_iam_member.this,
-    google_project_iam_member.build_reads_staged_source,
-    google_storage_bucket_iam_member.this,
-    google_storage_bucket_iam_member.vad,
-    google_service_account_iam_member.pubsub_agent_signs_for_trigger,
-  ]
-}
-
-resource "google_cloud_run_service_iam_member" "trigger_invokes_vad" {
-  count = var.vad_consumer_enabled ? 1 : 0
-
-  project  = var.project_id
-  location = var.region
-  service  = google_cloudfunctions2_function.vad[0].name
-  role     = "roles/run.invoker"
-  member   = local.members["trigger"]
 }

@@ -21,6 +21,20 @@ variable "region" {
     condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
     error_message = "region must be a Google Cloud region such as us-central1 or europe-west1 (not a zone such as us-central1-a, and not a multi-region)."
   }
+
+  # Regions where Cloud Run functions (2nd gen), Eventarc Pub/Sub triggers (single regions
+  # only) and Cloud Scheduler all run, from Google's location lists as of late 2026
+  # (docs/deploy.md, "Regions"). Elsewhere the first apply fails half-way.
+  validation {
+    condition = contains([
+      "asia-east1", "asia-east2", "asia-northeast1", "asia-northeast2", "asia-northeast3", "asia-south1",
+      "asia-south2", "asia-southeast1", "asia-southeast2", "australia-southeast1", "europe-central2",
+      "europe-west1", "europe-west2", "europe-west3", "europe-west4", "europe-west6", "europe-west12",
+      "me-central1", "me-central2", "me-west1", "northamerica-northeast1", "northamerica-northeast2",
+      "southamerica-east1", "us-central1", "us-east1", "us-east4", "us-west1", "us-west2", "us-west3", "us-west4",
+    ], var.region)
+    error_message = "region must be one where Cloud Run functions, Eventarc Pub/Sub triggers and Cloud Scheduler all run (docs/deploy.md, \"Regions\")."
+  }
 }
 
 variable "name_prefix" {

@@ -13,9 +13,19 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 6.50.0, < 6.51.0"
     }
+    # Only for google_project_service_identity, which the GA provider lacks (agents.tf).
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = ">= 6.50.0, < 6.51.0"
+    }
     random = {
       source  = "hashicorp/random"
       version = ">= 3.7.2, < 3.8.0"
+    }
+    # time_sleep: the first apply's waits for IAM to take effect (agents.tf).
+    time = {
+      source  = "hashicorp/time"
+      version = ">= 0.13.1, < 0.14.0"
     }
     # archive_file zips the functions' allow-listed files from `source` blocks (storage.tf, vad.tf).
     archive = {
@@ -28,4 +38,14 @@ terraform {
 provider "google" {
   project = var.project_id
   region  = var.region
+
+  # Labels on every resource that takes them (alert policies' user_labels excepted, which
+  # monitoring.tf sets by hand).
+  default_labels = local.labels
+}
+
+provider "google-beta" {
+  project        = var.project_id
+  region         = var.region
+  default_labels = local.labels
 }

@@ -1205,6 +1205,14 @@ def _flatten_list(xs):
     return out
 
 
+def _one(items):
+    """Terraform's one(): null for an empty list, its element for a list of one."""
+    items = list(items)
+    if len(items) > 1:
+        raise EvalError(f"one(): {len(items)} elements")
+    return items[0] if items else None
+
+
 FUNCTIONS: dict[str, Callable] = {
     "abs": lambda x: _num(abs(to_number(x))),
     "alltrue": lambda xs: all(truthy(x) for x in xs),
@@ -1227,6 +1235,7 @@ FUNCTIONS: dict[str, Callable] = {
     "jsonencode": lambda v: json.dumps(to_json(v), separators=(",", ":")),
     "keys": lambda m: sorted(m),
     "length": lambda v: len(v),
+    "one": _one,
     "lookup": lambda m, k, *default: _lookup(m, k, *default),
     "lower": lambda s: to_string(s).lower(),
     "max": lambda *xs: _num(max(to_number(x) for x in xs)),

@@ -153,8 +153,8 @@ def _promql_target(name: str, log_metrics: dict):
 
 
 def test_promql_names_map_back_to_declared_log_metrics(config, variant):
-    """The refusal count's PromQL name (logging_googleapis_com:user_<prefix>_chunk_rejected_sum)
-    is Monitoring's name of the declared chunk_rejected metric, a distribution (so `_sum` is
+    """The refusal count's PromQL name (logging_googleapis_com:user_<prefix>_ingest_rejections_sum)
+    is Monitoring's name of the declared ingest_rejections metric, a distribution (so `_sum` is
     its sum), and the labels the queries group by are the metric's labels or its resource's."""
     log_metrics = api_types.log_metrics(config, variant)
     seen = []
@@ -181,9 +181,9 @@ def test_promql_names_map_back_to_declared_log_metrics(config, variant):
                     )
             for label in re.findall(r'(\w+)\s*=~?\s*"', re.sub(r"\[[^\]]*\]", "", q.text)):
                 assert label in labels, f"{q.where}: matches on {label!r}, not a label of {metric_type} or its resource"
-    rejected = [m for m in log_metrics.values() if m.address == "google_logging_metric.chunk_rejected"]
+    rejected = [m for m in log_metrics.values() if m.address == "google_logging_metric.ingest_rejections"]
     if rejected:
-        assert (rejected[0].metric_type, "_sum") in seen, "no PromQL query reads the chunk_rejected metric's sum"
+        assert (rejected[0].metric_type, "_sum") in seen, "no PromQL query reads the ingest_rejections metric's sum"
 
 
 def test_aggregations_suit_the_metric(config, variant):

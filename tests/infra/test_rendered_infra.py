@@ -1,7 +1,8 @@
 """infra/'s expressions evaluated (hcl_eval, via tf_config.ConfigResolver) instead of matched as
 text: what a plan would compute for the names, messages and lists the code depends on.
 
-Each test says which string-matching test of test_terraform.py it can replace."""
+Each test says which string-matching test of test_terraform.py it replaced; those were
+deleted there (test_terraform.py now renders infra/ the same way)."""
 
 from __future__ import annotations
 

@@ -157,6 +157,16 @@ def parse_file(text: str, file: str) -> tuple[Block, ...]:
     return tuple(blocks)
 
 
+def parse_attributes(text: str, file: str) -> dict[str, Attribute]:
+    """The top-level attributes of an HCL file of assignments only (a .tfvars file)."""
+    tree = hcl2.parses_to_tree(text)
+    body = next(c for c in tree.children if isinstance(c, Tree) and c.data == "body")
+    attributes, blocks, duplicates = _body(body, text, file)
+    if blocks or duplicates:
+        raise hcl_eval.HclSyntaxError(f"{file}: only one assignment per name, and no blocks, in a variables file")
+    return attributes
+
+
 def load(root: Path) -> Config:
     root = Path(root)
     blocks: list[Block] = []
@@ -180,14 +190,20 @@ class ConfigResolver(hcl_eval.Resolver):
     * `local.x`: its expression, evaluated (once);
     * a resource or data source: its instances (a list with count, a map with for_each, one
       object otherwise), whose attributes are the arguments written in the block, evaluated
-      with that instance's count.index / each, a nested block being a list of such objects;
-      anything else (computed attributes such as id or email) is Unknown.
+      with that instance's count.index / each, a nested block being a list of such objects
+      (`dynamic` blocks expanded in place, their iterator bound); anything else (computed
+      attributes such as id or email) is Unknown.
+
+    `instances(type, name)` gives a resource's instances by address, and `plain(instance)`
+    turns one into a dict of everything written in it, evaluated.
     """
 
     def __init__(self, config: Config, overrides: dict | None = None):
         self.config = config
         self.overrides = dict(overrides or {})
         self._locals: dict[str, object] = {}
+        # A resource's instances (their attributes are still evaluated on each access).
+        self._instance_cache: dict[tuple, object] = {}
         self._busy: set[str] = set()
 
     def evaluator(self) -> hcl_eval.Evaluator:
@@ -220,16 +236,22 @@ class ConfigResolver(hcl_eval.Resolver):
         return value
 
     def resource(self, rtype, name):
-        block = self.config.resources.get((rtype, name))
-        if block is None:
-            raise hcl_eval.EvalError(f"no resource {rtype}.{name}")
-        return self._instances(block, f"{rtype}.{name}")
+        key = ("resource", rtype, name)
+        if key not in self._instance_cache:
+            block = self.config.resources.get((rtype, name))
+            if block is None:
+                raise hcl_eval.EvalError(f"no resource {rtype}.{name}")
+            self._instance_cache[key] = self._instances(block, f"{rtype}.{name}")
+        return self._instance_cache[key]
 
     def data(self, rtype, name):
-        block = self.config.data_sources.get((rtype, name))
-        if block is None:
-            raise hcl_eval.EvalError(f"no data source {rtype}.{name}")
-        return self._instances(block, f"data.{rtype}.{name}")
+        key = ("data", rtype, name)
+        if key not in self._instance_cache:
+            block = self.config.data_sources.get((rtype, name))
+            if block is None:
+                raise hcl_eval.EvalError(f"no data source {rtype}.{name}")
+            self._instance_cache[key] = self._instances(block, f"data.{rtype}.{name}")
+        return self._instance_cache[key]
 
     def _instances(self, block: Block, label: str):
         ev = self.evaluator()
@@ -252,12 +274,47 @@ class ConfigResolver(hcl_eval.Resolver):
         def get(attr_name):
             if attr_name in block.attributes:
                 return hcl_eval.Evaluator(self, scope).eval(block.attributes[attr_name].expr)
-            nested = block.blocks_named(attr_name)
-            if nested:
-                return [self._object(b, f"{label}.{attr_name}[{i}]", scope) for i, b in enumerate(nested)]
+            if block.blocks_named(attr_name) or any(d.labels == [attr_name] for d in block.blocks_named("dynamic")):
+                return self._nested(block, attr_name, label, scope)
             return hcl_eval.Unknown(f"{label}.{attr_name}")
 
-        return hcl_eval.LazyObject(label, get)
+        names = [*block.attributes]
+        for b in block.blocks:
+            name = b.labels[0] if b.type == "dynamic" and b.labels else b.type
+            if name not in names:
+                names.append(name)
+        return Instance(label, get, block, tuple(names))
+
+    def _nested(self, block: Block, name: str, label: str, scope: dict):
+        """The blocks `name` of `block`, in source order: each static one, and for each
+        `dynamic "name"` block one per element of its for_each (its iterator bound to
+        {key, value}), where it is written."""
+        out: list = []
+        for b in block.blocks:
+            if b.type == name:
+                out.append(self._object(b, f"{label}.{name}[{len(out)}]", scope))
+            elif b.type == "dynamic" and b.labels == [name]:
+                coll = hcl_eval.Evaluator(self, scope).eval(b.attributes["for_each"].expr)
+                if isinstance(coll, hcl_eval.Unknown):
+                    return hcl_eval.Unknown(f"{label}.{name}")
+                iterator = b.attributes["iterator"].src.strip() if "iterator" in b.attributes else name
+                [content] = b.blocks_named("content")
+                for k, v in hcl_eval.iterate(coll):
+                    inner = {**scope, iterator: {"key": k, "value": v}}
+                    out.append(self._object(content, f"{label}.{name}[{len(out)}]", inner))
+        return out
+
+    def instances(self, rtype: str, name: str, data: bool = False) -> dict[str, Instance]:
+        """The instances of a resource (or data source) by address, as Terraform's state
+        names them: `t.n`, `t.n[0]`, `t.n["key"]`."""
+        found = self.data(rtype, name) if data else self.resource(rtype, name)
+        if isinstance(found, hcl_eval.Unknown):
+            raise hcl_eval.EvalError(f"{rtype}.{name}: count/for_each known only after apply")
+        if isinstance(found, list):
+            return {o.label: o for o in found}
+        if isinstance(found, dict):
+            return {o.label: o for o in found.values()}
+        return {found.label: found}
 
     def evaluate(self, attr: Attribute, scope: dict | None = None):
         return hcl_eval.Evaluator(self, scope or {}).eval(attr.expr)
@@ -267,3 +324,30 @@ def json_key(k) -> str:
     import json
 
     return json.dumps(k)
+
+
+# Meta-arguments: not part of what a resource instance renders to (read them from the block).
+META_ARGUMENTS = frozenset({"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection"})
+
+
+class Instance(hcl_eval.LazyObject):
+    """A resource instance or one of its nested blocks: a LazyObject that knows its block and
+    the names written in it (arguments, blocks, dynamic blocks' names)."""
+
+    def __init__(self, label, getter, block: Block, names: tuple[str, ...]):
+        super().__init__(label, getter)
+        self.block = block
+        self.names = names
+
+
+def plain(value, meta: bool = False):
+    """A rendered value with its instances turned into dicts: every argument written in the
+    block, evaluated, and every nested block as a list of such dicts (dynamic blocks
+    expanded). Meta-arguments are left out unless `meta`. Unknowns stay Unknown."""
+    if isinstance(value, Instance):
+        return {n: plain(value.attr(n)) for n in value.names if meta or n not in META_ARGUMENTS}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
