@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import types
 import uuid
 import wave
+from pathlib import Path
 
 import numpy as np
 import soundfile
 
 from omi_receiver.runtime import clients
 from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX
+from omi_receiver.runtime.codec import Encoding
 from omi_receiver.runtime.contract import Chunk, now_us
+
+SPEECH = Path(__file__).resolve().parents[1] / "samples" / "speech-16k.wav"
 
 
 class Killed(BaseException):
@@ -70,11 +75,30 @@ def stream(
     ]
 
 
-def publish(config, chunks: list[Chunk]) -> None:
+@functools.cache
+def _speech() -> bytes:
+    with wave.open(str(SPEECH)) as w:
+        return w.readframes(w.getnframes())
+
+
+def speech_stream(uid: str, n: int, *, start_us: int, rate: int = 16000, first_second: int = 0) -> list[Chunk]:
+    """n 1-second chunks of real speech (samples/, read at `rate`), received 1 s apart:
+    content FLAC shrinks, unlike stream()'s noise."""
+    pcm, size = _speech(), rate * 2
+    return [
+        Chunk(uid, rate, start_us + (i + 1) * 1_000_000, uuid.uuid4().hex, pcm[(first_second + i) * size :][:size])
+        for i in range(n)
+    ]
+
+
+def publish(config, chunks: list[Chunk], encoding: Encoding | None = None) -> None:
+    """Publish to the chunks topic with no ordering key, as ingest does. `encoding` None:
+    the body as is without an `encoding` attribute (what older ingest sent); otherwise
+    encoded as ingest encodes (Chunk.message; FLAC only where it pays)."""
     publisher = clients.publisher()
     topic = config.topic_path(config.chunks_topic)
-    # As ingest publishes: no ordering key.
-    futures = [publisher.publish(topic, c.data, **c.attributes()) for c in chunks]
+    messages = [(c.data, c.attributes()) if encoding is None else c.message(encoding, wait=True) for c in chunks]
+    futures = [publisher.publish(topic, data, **attributes) for data, attributes in messages]
     for f in futures:
         f.result(timeout=30)
 

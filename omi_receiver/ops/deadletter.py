@@ -6,11 +6,12 @@ and Pub/Sub forwards a chunk the assembler failed to ack MAX_DELIVERY_ATTEMPTS t
 (adding the CloudPubSubDeadLetterSource* attributes). Both wait in the pull subscription
 `config.dead_letter_hold_subscription`.
 
-`inspect` pulls what waits, describes it and gives it all back at once (nack): nothing is
-consumed. `replay` republishes each valid chunk to its user's shard topic (the original
-data, only the contract's attributes, no ordering key, as ingest publishes) and acks it on the hold
-subscription only once Pub/Sub has the copy: a replay killed midway loses nothing, at
-worst a chunk is replayed twice and the assembler drops the second copy by chunk_id.
+`inspect` pulls what waits, describes it (sizes are of the audio: a FLAC payload is decoded)
+and gives it all back at once (nack): nothing is consumed. `replay` republishes each valid
+chunk to its user's shard topic (the original data as it is, FLAC or PCM, with only the
+contract's attributes, `encoding` included, and no ordering key, as ingest publishes) and
+acks it on the hold subscription only once Pub/Sub has the copy: a replay killed midway
+loses nothing, at worst a chunk is replayed twice and the assembler drops the second copy by chunk_id.
 A chunk the user's committed state already holds is acked without republishing, so a
 replay never doubles audio. Poison stays in the hold subscription, reported with its reason.
 """
@@ -33,7 +34,14 @@ from omi_receiver.runtime.assembler.recording import UserState, late_recording
 from omi_receiver.runtime.assembler.store import Store
 from omi_receiver.runtime.assembler.subscription import Subscription
 from omi_receiver.runtime.config import Config, ConfigError
-from omi_receiver.runtime.contract import ATTR_SHARD, REQUIRED_ATTRIBUTES, Chunk, InvalidChunk, shard_of
+from omi_receiver.runtime.contract import (
+    ATTR_ENCODING,
+    ATTR_SHARD,
+    REQUIRED_ATTRIBUTES,
+    Chunk,
+    InvalidChunk,
+    shard_of,
+)
 
 # Attributes Pub/Sub adds when it forwards a message to a dead-letter topic.
 ATTR_DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
@@ -79,7 +87,9 @@ class DeadLetter:
     chunk_id: str | None
     received_at: str | None
     sample_rate: str | None
-    bytes: int
+    bytes: int  # of the audio (PCM) it carries; of the payload when it cannot be decoded
+    payload_bytes: int  # the message's data as it waits (FLAC or PCM)
+    encoding: str | None  # the `encoding` attribute as it came (None: PCM, from older ingest)
     delivery_attempts: int | None  # set when Pub/Sub forwarded it after failed deliveries
     source_subscription: str | None  # likewise
     error: str | None  # set when the assembler dead-lettered it as poison
@@ -184,9 +194,10 @@ def describe(received) -> DeadLetter:
     message = received.message
     attributes = dict(message.attributes)
     try:
-        Chunk.from_message(message.data, attributes)
+        audio_bytes = len(Chunk.from_message(message.data, attributes).data)
         reason = ""
     except InvalidChunk as exc:
+        audio_bytes = len(message.data)
         reason = f"{exc.code}: {exc.detail}"
     count = attributes.get(ATTR_DELIVERY_COUNT)
     return DeadLetter(
@@ -196,7 +207,9 @@ def describe(received) -> DeadLetter:
         chunk_id=attributes.get("chunk_id"),
         received_at=attributes.get("received_at"),
         sample_rate=attributes.get("sample_rate"),
-        bytes=len(message.data),
+        bytes=audio_bytes,
+        payload_bytes=len(message.data),
+        encoding=attributes.get(ATTR_ENCODING),
         delivery_attempts=int(count) if count and count.isdigit() else None,
         source_subscription=attributes.get(ATTR_SOURCE_SUBSCRIPTION),
         error=attributes.get(ATTR_ERROR),
@@ -231,10 +244,11 @@ def _already_assembled(store: Store, states: dict[str, UserState | None], chunk:
 
 def _republish(publisher, config: Config, data: bytes, attributes: dict[str, str], uid: str) -> None:
     """The original data with the contract's attributes only (not Pub/Sub's dead-letter
-    ones, nor `error`), to the uid's shard under the current shard count, as ingest does."""
+    ones, nor `error`), to the uid's shard under the current shard count, as ingest does.
+    `encoding` goes along when set: without it a FLAC payload would be read as PCM."""
     shard = shard_of(uid, config.assembler_shards)
     topic = config.topic_path(config.shard_topic(shard))
-    clean = {name: attributes[name] for name in REQUIRED_ATTRIBUTES}
+    clean = {name: attributes[name] for name in (*REQUIRED_ATTRIBUTES, ATTR_ENCODING) if name in attributes}
     clean[ATTR_SHARD] = str(shard)
     with _explained(
         f"chunk topic {topic}",

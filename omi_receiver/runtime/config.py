@@ -12,6 +12,7 @@ import functools
 import os
 from collections.abc import Mapping
 
+from .codec import Encoding
 from .contract import UID_PATTERN
 
 # Pub/Sub refuses publish requests over 10 MB; leave room for attributes.
@@ -50,6 +51,10 @@ class Config:
     # per user it is 3,600 Cloud Logging entries per user-hour, billed per GiB, and Cloud Run's
     # request log and request_count metric already record every answer.
     log_accepted_chunks: bool = False
+    # How ingest publishes a chunk: flac (lossless, ~40 % fewer Pub/Sub bytes on speech;
+    # a chunk FLAC cannot shrink goes as PCM all the same) or pcm (the body as posted).
+    # The assembler reads both either way (contract.py, codec.py).
+    chunk_encoding: str = "flac"
 
     # --- assembler ---
     recordings_bucket: str = ""
@@ -112,6 +117,8 @@ class Config:
             raise ConfigError("ASSEMBLER_SHARDS must be between 1 and 64")
         if self.max_pass_bytes < 16 * 2**20:
             raise ConfigError("MAX_PASS_BYTES must be at least 16 MiB")
+        if self.chunk_encoding not in {e.value for e in Encoding}:
+            raise ConfigError(f"CHUNK_ENCODING={self.chunk_encoding[:40]!r} must be flac or pcm")
 
     def require(self, *names: str) -> None:
         """Fail at start-up, naming the variable, when a required setting is empty."""
@@ -134,6 +141,11 @@ class Config:
     def uid_allow_list(self) -> frozenset[str] | None:
         """The uids ingest accepts, or None for every valid uid."""
         return frozenset(_csv(self.allowed_uids)) or None
+
+    @functools.cached_property
+    def encoding(self) -> Encoding:
+        """CHUNK_ENCODING as the codec's type."""
+        return Encoding(self.chunk_encoding)
 
     def topic_path(self, topic: str) -> str:
         return f"projects/{self.google_cloud_project}/topics/{topic}"

@@ -1,7 +1,10 @@
 """The message contract between ingest and the assembler.
 
-One Pub/Sub message per accepted POST: data is the request body exactly (PCM16 LE mono),
-no ordering key (the assembler orders by received_at), and these attributes are always set.
+One Pub/Sub message per accepted POST, no ordering key (the assembler orders by
+received_at), and these attributes are always set. Its data is the request body (PCM16 LE
+mono) in the encoding the `encoding` attribute names (codec.py): `flac`, or `pcm` (the body
+exactly). Messages without it, from older ingest, are PCM. `Chunk.message` builds a message,
+`Chunk.from_message` reads one back to the PCM ingest acknowledged.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import re
 import time
 import zlib
 
+from . import codec
+from .codec import Encoding
+
 ATTR_UID = "uid"
 ATTR_SAMPLE_RATE = "sample_rate"
 ATTR_RECEIVED_AT = "received_at"
 ATTR_CHUNK_ID = "chunk_id"
 # Which assembler shard (subscription) the chunk belongs to; see shard_of.
 ATTR_SHARD = "shard"
+# How the data is encoded (codec.Encoding); absent: PCM. Not required: older ingest never set it.
+ATTR_ENCODING = "encoding"
 REQUIRED_ATTRIBUTES = (ATTR_UID, ATTR_SAMPLE_RATE, ATTR_RECEIVED_AT, ATTR_CHUNK_ID)
 
 # Matched with fullmatch: `$` alone would also let a trailing newline through.
@@ -135,9 +143,26 @@ class Chunk:
             ATTR_CHUNK_ID: self.chunk_id,
         }
 
+    def message(
+        self, encoding: Encoding, shard: int | None = None, *, wait: bool = False
+    ) -> tuple[bytes, dict[str, str]]:
+        """The Pub/Sub message (data, attributes) for this chunk, as ingest publishes it.
+
+        With Encoding.FLAC the data is FLAC when that pays and the codec is ready (`wait`:
+        load it now), else the PCM; the `encoding` attribute says which (codec.encode)."""
+        data, used = (self.data, Encoding.PCM)
+        if encoding is Encoding.FLAC:
+            data, used = codec.encode(self.data, self.sample_rate, wait=wait)
+        attributes = self.attributes()
+        attributes[ATTR_ENCODING] = used.value
+        if shard is not None:
+            attributes[ATTR_SHARD] = str(shard)
+        return data, attributes
+
     @classmethod
     def from_message(cls, data: bytes, attributes: dict[str, str]) -> Chunk:
-        """Decode and check a Pub/Sub message; raises InvalidChunk for poison."""
+        """Decode and check a Pub/Sub message; raises InvalidChunk for poison (an unknown
+        encoding, or a payload that does not decode, included)."""
         missing = [a for a in REQUIRED_ATTRIBUTES if not attributes.get(a)]
         if missing:
             raise InvalidChunk("missing_attributes", f"missing attribute(s): {', '.join(missing)}")
@@ -145,5 +170,9 @@ class Chunk:
         rate = check_sample_rate(attributes[ATTR_SAMPLE_RATE])
         received = parse_time(attributes[ATTR_RECEIVED_AT])
         chunk_id = check_chunk_id(attributes[ATTR_CHUNK_ID])
-        check_pcm(data)
-        return cls(uid, rate, received, chunk_id, bytes(data))
+        try:
+            pcm = codec.decode(data, codec.parse_encoding(attributes.get(ATTR_ENCODING)), rate)
+        except codec.CodecError as exc:
+            raise InvalidChunk(exc.code, exc.detail) from None
+        check_pcm(pcm)
+        return cls(uid, rate, received, chunk_id, pcm)

@@ -16,13 +16,14 @@ import time
 import uuid
 
 import pytest
-from assembly import Clock, audio_of, drain, joined, publish, recordings, stream
+from assembly import Clock, audio_of, drain, joined, publish, recordings, speech_stream, stream
 from google.api_core import exceptions
 
 from omi_receiver.devtools import resources
 from omi_receiver.ops.deadletter import DeadLetterError, inspect, replay
 from omi_receiver.runtime import clients
 from omi_receiver.runtime.assembler import Assembler
+from omi_receiver.runtime.codec import Encoding
 from omi_receiver.runtime.contract import Chunk, shard_of
 
 HOUR_US = 3600 * 1_000_000
@@ -44,22 +45,25 @@ def _fresh_chunk_publisher():
     clients.set_chunk_publisher(None)
 
 
-def publish_as_ingest(config, chunks: list[Chunk]) -> None:
-    """What ingest publishes: the shard's topic, contract attributes + shard, no key."""
+def publish_as_ingest(config, chunks: list[Chunk], encoding: Encoding | None = None) -> None:
+    """What ingest publishes: the shard's topic, contract attributes + shard, no key;
+    encoded as ingest encodes with `encoding`, else as older ingest (no `encoding`)."""
     for chunk in chunks:
         shard = shard_of(chunk.uid, config.assembler_shards)
+        data, attributes = (
+            (chunk.data, chunk.attributes() | {"shard": str(shard)})
+            if encoding is None
+            else chunk.message(encoding, shard, wait=True)
+        )
         clients.chunk_publisher().publish(
-            config.topic_path(config.shard_topic(shard)),
-            chunk.data,
-            attributes=chunk.attributes() | {"shard": str(shard)},
-            timeout=10,
+            config.topic_path(config.shard_topic(shard)), data, attributes=attributes, timeout=10
         )
 
 
-def force_dead_letter(config, chunks: list[Chunk]) -> None:
+def force_dead_letter(config, chunks: list[Chunk], encoding: Encoding | None = None) -> None:
     """Publish the chunks as ingest does and nack every delivery until Pub/Sub (the
     emulator) forwards them to the dead-letter topic; returns once the hold has them."""
-    publish_as_ingest(config, chunks)
+    publish_as_ingest(config, chunks, encoding)
     subscriber = clients.subscriber()
     for shard in range(config.assembler_shards):
         subscription = config.subscription_path(config.shard_subscription(shard))
@@ -145,6 +149,32 @@ def test_dead_lettered_chunk_is_inspected_replayed_and_assembled_once(stack_conf
     publish(stack_config, [last])
     drain(Assembler(stack_config, clock=clock))
     [(_, blob, meta)] = recordings(stack_config, "dl")
+    assert audio_of(blob, 16000) == joined([first, middle, last])
+    assert meta["chunks"] == "3"
+
+
+def test_a_dead_lettered_flac_chunk_is_shown_decoded_replayed_as_is_and_assembled(stack_config, clock):
+    first, middle, last = speech_stream("dlflac", 3, start_us=clock.now - 10 * 1_000_000)
+    publish(stack_config, [first], Encoding.FLAC)
+    drain(Assembler(stack_config, clock=clock))
+    force_dead_letter(stack_config, [middle], Encoding.FLAC)
+
+    [letter] = inspect(stack_config)
+    assert letter.replayable and letter.encoding == "flac"
+    assert letter.bytes == len(middle.data)  # the audio it carries
+    assert letter.payload_bytes < 0.8 * letter.bytes  # what waits, and is billed
+
+    spy = spy_on_chunk_topic(stack_config)
+    assert [d.chunk_id for d in replay(stack_config).replayed] == [middle.chunk_id]
+    # Republished as it came: the same FLAC bytes, `encoding` kept, Pub/Sub's attributes not.
+    [copy] = pull(clients.subscriber(), spy)
+    data, attributes = middle.message(Encoding.FLAC, shard=0, wait=True)
+    assert (copy.message.data, dict(copy.message.attributes)) == (data, attributes)
+    assert attributes["encoding"] == "flac"
+
+    publish(stack_config, [last], Encoding.FLAC)
+    drain(Assembler(stack_config, clock=clock))
+    [(_, blob, meta)] = recordings(stack_config, "dlflac")
     assert audio_of(blob, 16000) == joined([first, middle, last])
     assert meta["chunks"] == "3"
 

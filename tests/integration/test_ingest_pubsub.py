@@ -63,9 +63,15 @@ def pull(config, want: int, within: float = 20.0) -> list:
 
 
 def assert_message(message, body, uid, sample_rate, chunk_id):
-    assert message.data == body
+    # The body as posted once decoded (FLAC or PCM: stack_config has CHUNK_ENCODING=flac,
+    # and whether the codec is loaded yet depends on the tests before).
+    assert contract.Chunk.from_message(message.data, dict(message.attributes)).data == body
     assert message.ordering_key == ""  # no subscription orders; keyless chunks batch
-    assert dict(message.attributes).keys() == {*contract.REQUIRED_ATTRIBUTES, contract.ATTR_SHARD}
+    assert dict(message.attributes).keys() == {
+        *contract.REQUIRED_ATTRIBUTES,
+        contract.ATTR_SHARD,
+        contract.ATTR_ENCODING,
+    }
     assert (message.attributes["uid"], message.attributes["sample_rate"], message.attributes["chunk_id"]) == (
         uid,
         str(sample_rate),
@@ -90,7 +96,8 @@ def test_retried_idempotency_key_keeps_its_chunk_id_and_order(stack_config):
         status, body, _ = post(stack_config, body=data, headers={"Idempotency-Key": chunk_id})
         assert (status, body["chunk_id"]) == (200, chunk_id)
     messages = pull(stack_config, 3)
-    assert [(m.data, m.attributes["chunk_id"]) for m in messages] == sent  # ordered by uid
+    decoded = [contract.Chunk.from_message(m.data, dict(m.attributes)) for m in messages]
+    assert [(c.data, c.chunk_id) for c in decoded] == sent  # ordered by uid
     received = [contract.parse_time(m.attributes["received_at"]) for m in messages]
     assert received == sorted(received)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import random
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +23,7 @@ from google.cloud.pubsub_v1.publisher import exceptions as pubsub_exceptions
 from werkzeug import Request
 from werkzeug.test import EnvironBuilder
 
-from omi_receiver.runtime import clients, contract, ingest
+from omi_receiver.runtime import clients, codec, contract, ingest
 from omi_receiver.runtime.config import Config
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "ingest"
@@ -36,6 +38,8 @@ CONFIG = Config(
     max_chunk_bytes=64_000,
     publish_timeout_seconds=0.5,
     retry_after_seconds=3,
+    # These tests pin the HTTP behaviour on the body as posted; FLAC has its own below.
+    chunk_encoding="pcm",
 )
 TOPIC = "projects/proj/topics/chunks"
 OCTET = "application/octet-stream"
@@ -374,7 +378,8 @@ def test_accepted_requests_publish_one_message(kwargs):
     sent = kwargs.get("body", SECOND_16K)
     assert attempt["topic"] == TOPIC
     assert attempt["data"] == sent
-    assert set(attempt["attrs"]) == {*contract.REQUIRED_ATTRIBUTES, contract.ATTR_SHARD}
+    assert set(attempt["attrs"]) == {*contract.REQUIRED_ATTRIBUTES, contract.ATTR_SHARD, contract.ATTR_ENCODING}
+    assert attempt["attrs"][contract.ATTR_ENCODING] == "pcm"
     assert body["bytes"] == len(sent)
     assert set(body) == {"chunk_id", "bytes", "duration_ms"}
 
@@ -619,3 +624,85 @@ def test_chunks_carry_their_users_shard():
         assert shard == str(contract.shard_of(uid, 4))
         shards.add(shard)
     assert len(shards) > 1
+
+
+# --- CHUNK_ENCODING=flac: the checks run on the PCM, the message carries FLAC ---------------
+
+FLAC_CONFIG = dataclasses.replace(CONFIG, chunk_encoding="flac")
+
+
+@pytest.fixture
+def codec_loaded():
+    codec.encode(SECOND_16K, 16000, wait=True)  # soundfile imported now, not in the background
+
+
+def test_flac_publishes_speech_smaller_and_it_decodes_to_the_posted_bytes(codec_loaded):
+    response, body, publisher = call(config=FLAC_CONFIG, headers={"Idempotency-Key": "k-1"})
+    assert response.status_code == 200
+    [attempt] = publisher.attempts
+    attrs, data = attempt["attrs"], attempt["data"]
+    assert attrs[contract.ATTR_ENCODING] == "flac" and data[:4] == b"fLaC"
+    assert len(data) < 0.8 * len(SECOND_16K)
+    assert (attrs["chunk_id"], attrs["sample_rate"], attrs["shard"]) == ("k-1", "16000", "0")
+    # The answer and the assembler see the PCM as posted.
+    assert (body["bytes"], body["duration_ms"]) == (len(SECOND_16K), 1000.0)
+    assert contract.Chunk.from_message(data, attrs).data == SECOND_16K
+
+
+@pytest.mark.parametrize(
+    "body, rate, expected",
+    [
+        (TAIL_16K, 16000, "flac"),  # an odd number of samples (2,205)
+        (SECOND_16K, 8000, "flac"),
+        (bytes(64_000), 16000, "flac"),  # silence, exactly the limit
+        (b"\x01\x80", 16000, "pcm"),  # one sample: FLAC's headers alone are larger
+        (random.Random(7).randbytes(32_000), 16000, "pcm"),  # white noise does not shrink
+    ],
+    ids=["tail", "8 kHz", "silence at the limit", "one sample", "noise"],
+)
+def test_flac_or_pcm_whichever_is_smaller_always_the_posted_bytes(codec_loaded, body, rate, expected):
+    response, answer, publisher = call(config=FLAC_CONFIG, body=body, query=f"sample_rate={rate}&uid=u1")
+    assert response.status_code == 200, answer
+    [attempt] = publisher.attempts
+    assert attempt["attrs"][contract.ATTR_ENCODING] == expected
+    assert (attempt["data"] == body) == (expected == "pcm")
+    assert contract.Chunk.from_message(attempt["data"], attempt["attrs"]).data == body
+
+
+def test_flac_does_not_move_the_size_limit(codec_loaded):
+    # Silence over the limit would be a few hundred bytes of FLAC: still 413, nothing published.
+    response, body, publisher = call(config=FLAC_CONFIG, body=bytes(64_002))
+    assert (response.status_code, body["error"], publisher.attempts) == (413, "too_large", [])
+
+
+def test_until_the_codec_is_loaded_ingest_publishes_pcm_and_loads_it_in_the_background(monkeypatch):
+    monkeypatch.setattr(codec, "_sf", None)  # a fresh instance
+    monkeypatch.setattr(codec, "_loader", None)
+    gate, loads = threading.Event(), []
+
+    def slow_load():  # stands for the ~0.23 s import: holds until the test lets it go
+        gate.wait(10)
+        loads.append(1)
+        codec._load()
+
+    monkeypatch.setattr(codec, "_load_quietly", slow_load)
+    for _ in range(2):
+        response, _, publisher = call(config=FLAC_CONFIG)
+        assert response.status_code == 200
+        [attempt] = publisher.attempts
+        assert (attempt["attrs"][contract.ATTR_ENCODING], attempt["data"]) == ("pcm", SECOND_16K)
+    loader = codec._loader
+    assert loader.is_alive() and not codec.ready()  # started by the first request, once
+    gate.set()
+    loader.join(10)
+    assert loads == [1] and codec.ready()
+    _, _, publisher = call(config=FLAC_CONFIG)
+    assert publisher.attempts[0]["attrs"][contract.ATTR_ENCODING] == "flac"
+
+
+def test_with_chunk_encoding_pcm_the_codec_is_never_loaded(monkeypatch):
+    monkeypatch.setattr(codec, "_sf", None)
+    monkeypatch.setattr(codec, "_loader", None)
+    response, _, publisher = call()  # CONFIG: chunk_encoding="pcm"
+    assert response.status_code == 200 and publisher.attempts[0]["data"] == SECOND_16K
+    assert codec._loader is None and not codec.ready()

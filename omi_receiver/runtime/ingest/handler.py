@@ -27,9 +27,10 @@ published (README, "What ingest accepts", has the same table; checks.py runs the
                                         broke off; 408 if it took longer; 400 if empty or
                                         odd length (body.py).
 
-Then the chunk is published (data = body, no ordering key: see publisher.py) and the
-answer is 200 only once Pub/Sub has it; otherwise 503 + Retry-After. Only a Pub/Sub failure gives a 5xx
-(the sender's retries and circuit breaker make every 5xx cost the user audio).
+Then the chunk is published (data = body, as FLAC when CHUNK_ENCODING=flac and that makes it
+smaller: codec.py; no ordering key: see publisher.py) and the answer is 200 only once Pub/Sub
+has it; otherwise 503 + Retry-After. Only a Pub/Sub failure gives a 5xx (the sender's retries
+and circuit breaker make every 5xx cost the user audio).
 Refusals are logged through rejections.py, which bounds the lines per instance.
 """
 
@@ -41,7 +42,7 @@ import time
 from flask import Response
 from google.cloud.pubsub_v1.publisher import exceptions as pubsub_exceptions
 
-from .. import clients, contract, logs
+from .. import clients, codec, contract, logs
 from ..config import Config, ConfigError
 from ..errors import BadRequest, PayloadTooLarge, RequestError, Unavailable
 from ..lazy import Lazy
@@ -90,10 +91,12 @@ def handle(request, config: Config, publisher) -> Response:
     started = time.perf_counter()
     deadline = body.deadline_for(request, config.body_read_seconds)
     log_fields: dict[str, object] = {}  # filled in as values are validated
+    if config.encoding is codec.Encoding.FLAC:
+        codec.warm_up()  # the first request of an instance starts loading it, off this thread
     try:
         chunk = accept(request, config, deadline, log_fields)
         log_fields.update(chunk_id=chunk.chunk_id, bytes=len(chunk.data))
-        _publish(publisher, config, chunk, started, log_fields)
+        published, encoding = _publish(publisher, config, chunk, started, log_fields)
     except (RequestError, contract.InvalidChunk) as exc:
         # The one place where failures become HTTP answers.
         err = exc if isinstance(exc, RequestError) else BadRequest(exc.code, exc.detail)
@@ -113,18 +116,23 @@ def handle(request, config: Config, publisher) -> Response:
             uid=chunk.uid,
             chunk_id=chunk.chunk_id,
             bytes=len(chunk.data),
+            published_bytes=published,
+            encoding=encoding.value,
             latency_ms=_ms_since(started),
             sample_rate=chunk.sample_rate,
         )
     return _json(200, {"chunk_id": chunk.chunk_id, "bytes": len(chunk.data), "duration_ms": chunk.duration_us / 1000})
 
 
-def _publish(publisher, config: Config, chunk: contract.Chunk, started: float, log_fields: dict) -> None:
-    """Publish to the user's shard topic; raises the RequestError the sender should hear."""
+def _publish(
+    publisher, config: Config, chunk: contract.Chunk, started: float, log_fields: dict
+) -> tuple[int, codec.Encoding]:
+    """Publish to the user's shard topic; returns the size and encoding of what was
+    published. Raises the RequestError the sender should hear."""
     try:
         shard = contract.shard_of(chunk.uid, config.assembler_shards)
         topic = config.topic_path(config.shard_topic(shard))
-        publish_chunk(publisher, topic, chunk, config.publish_timeout_seconds, shard)
+        return publish_chunk(publisher, topic, chunk, config.publish_timeout_seconds, shard, config.encoding)
     except pubsub_exceptions.MessageTooLargeError:
         # Only reachable when MAX_CHUNK_BYTES is set at Pub/Sub's limit; still the
         # request's size, so a 4xx: a retry could never succeed.

@@ -28,6 +28,7 @@ from google.cloud.pubsub_v1.publisher.exceptions import MessageTooLargeError
 from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage
 
 from .. import contract
+from ..codec import Encoding
 
 # Raw protobuf classes: skip proto-plus marshalling of the (up to 10 MB) body.
 _Request = PublishRequest.pb()
@@ -152,8 +153,15 @@ _RETRYABLE = (
 )
 
 
-def publish_chunk(publisher, topic: str, chunk: contract.Chunk, timeout: float, shard: int) -> None:
-    """Publish and wait until Pub/Sub has the message, within `timeout` seconds in all.
+def publish_chunk(
+    publisher, topic: str, chunk: contract.Chunk, timeout: float, shard: int, encoding: Encoding = Encoding.PCM
+) -> tuple[int, Encoding]:
+    """Publish and wait until Pub/Sub has the message, within `timeout` seconds in all;
+    returns the size and encoding of the data published.
+
+    The chunk is encoded once, before the first attempt (contract.Chunk.message: FLAC when
+    `encoding` is FLAC, it pays and the codec is loaded; PCM otherwise), after every check
+    of the request ran on the PCM.
 
     Each attempt gets the time left; transient errors are retried here until the time is
     spent. A timed-out attempt may still land later; the sender retries with the same
@@ -162,13 +170,12 @@ def publish_chunk(publisher, topic: str, chunk: contract.Chunk, timeout: float, 
     """
     deadline = time.monotonic() + timeout
     delay = 0.05
-    attributes = chunk.attributes()
-    attributes[contract.ATTR_SHARD] = str(shard)
+    data, attributes = chunk.message(encoding, shard)
     while True:
         remaining = deadline - time.monotonic()
         try:
-            publisher.publish(topic, chunk.data, attributes=attributes, timeout=remaining)
-            return
+            publisher.publish(topic, data, attributes=attributes, timeout=remaining)
+            return len(data), Encoding(attributes[contract.ATTR_ENCODING])
         except _RETRYABLE:
             if deadline - time.monotonic() <= delay:
                 raise
