@@ -117,7 +117,7 @@ def run(quick: bool, log=print) -> dict:
                 feed.now_minute_us() - 5 * 3600 * 1_000_000,
             ).result()
     summary = summarize(single, many, series, lengths)
-    summary["idle_pass"] = idle
+    summary.update(idle)  # idle_pass, full_idle_pass, busy_pass_overhead
     return {
         "single": single,
         "many": many,
@@ -129,19 +129,64 @@ def run(quick: bool, log=print) -> dict:
 
 
 def _idle(em: Emulators, proxy: FaultProxy, log) -> dict:
-    """A tick with nothing to do (no chunks, no open recordings): the idle cost of a pass."""
+    """The idle cost of a shard, on a fresh bucket and subscription:
+
+    idle_pass       a tick with nothing waiting and no recording open, after the pass that
+                    finalized the last one: it reads the shard lease and probes the
+                    subscription (one short pull), nothing more
+    full_idle_pass  the same, once a day, when the sweeps are due (erase markers): a full
+                    pass that finds nothing (lease read, take, state listing, release)
+    busy_pass_overhead  what every pass with work pays besides its flushes: a full pass that
+                    flushes nothing and sweeps nothing (lease read, take, release; the sweeps
+                    wait for the time a recording could be finalized). Measured on a pass
+                    whose probe finds one chunk still settling, which it hands back.
+
+    Each has wall_s, cpu_s and proxy_counts; pull_s: how long each of the pass's collecting
+    pulls took (the probe is not one of them)."""
     config = em.config()
-    with worker.pool({**em.env, "STORAGE_EMULATOR_HOST": proxy.url}, config) as pool:
-        pool.submit(worker.run_pass).result()  # first pass pays for imports and channels
+    env = {**em.env, "STORAGE_EMULATOR_HOST": proxy.url}
+    uid = "asm-idle"
+    with worker.pool(env, config) as pool:
+        t0 = feed.now_minute_us()
+        feed.minute_of_audio([uid], config, t0, chunks=5)
+        at = t0 + MINUTE_US
+        pool.submit(worker.run_pass, at).result()  # flushes; pays for imports and channels
+        for _ in range(6):  # ticks until the idle recording is finalized
+            at += MINUTE_US
+            if pool.submit(worker.run_pass, at).result()["out"]["finalized"]:
+                break
+        else:
+            raise RuntimeError("the idle bench's recording was never finalized")
+        at += MINUTE_US
+        first = pool.submit(worker.run_pass, at).result()  # the instance's first probe waits longer
+        out = {}
+        for name, step in (("idle_pass", MINUTE_US), ("full_idle_pass", 24 * 60 * MINUTE_US + MINUTE_US)):
+            at += step
+            proxy.reset_counts()
+            m = pool.submit(worker.run_pass, at).result()
+            out[name] = {
+                "wall_s": m["wall_s"],
+                "cpu_s": m["cpu_s"],
+                "proxy_counts": dict(proxy.counts),
+                "pull_s": [p[1] for p in m["pulls"]],
+                "skipped": m["out"]["skipped"],
+            }
+        at += MINUTE_US
+        feed.minute_of_audio([uid], config, at - 2_000_000, chunks=1)  # received 1 s ago: settling
         proxy.reset_counts()
-        m = pool.submit(worker.run_pass).result()
-    log(f"  assembler idle pass: {m['wall_s']} s wall, {m['cpu_s']} CPU-s, proxy {dict(proxy.counts)}")
-    return {
-        "wall_s": m["wall_s"],
-        "cpu_s": m["cpu_s"],
-        "proxy_counts": dict(proxy.counts),
-        "pull_s": [p[1] for p in m["pulls"]],
-    }
+        busy = pool.submit(worker.run_pass, at).result()["out"]
+        busy_counts = dict(proxy.counts)
+    if out["idle_pass"]["skipped"] != "idle" or out["full_idle_pass"]["skipped"]:
+        raise RuntimeError(f"the idle bench did not measure what it says: {out}")
+    if busy["skipped"] or busy["swept"] or busy["flushes"] or busy["held"] != 1:
+        raise RuntimeError(f"the busy-pass overhead bench did not measure what it says: {busy}")
+    out["idle_pass"]["first_probe_wall_s"] = first["wall_s"]
+    out["busy_pass_overhead"] = {"proxy_counts": busy_counts}
+    for name in ("idle_pass", "full_idle_pass"):
+        m = out[name]
+        log(f"  assembler {name}: {m['wall_s']} s wall, {m['cpu_s']} CPU-s, proxy {m['proxy_counts']}")
+    log(f"  assembler busy_pass_overhead: proxy {busy_counts}")
+    return out
 
 
 def summarize(single, many, series, lengths) -> dict:

@@ -3,7 +3,7 @@ shard's subscription into WAV recordings in Cloud Storage. docs/design.md has th
 exactly-once argument.
 
   assembler.py     the Assembler: the parts below wired together
-  passes.py        one pass: the shard lease, rounds of collect -> flush -> ack, sweeps
+  passes.py        one pass: the shard lease, the idle probe, rounds of collect -> flush -> ack, sweeps
   collect.py       a round's pulls: decode or dead-letter, settle holds, hold-beyond; StopReason
   subscription.py  pull, ack, release (shared with the dead-letter commands)
   flush.py         one user's flush: plan, audio writes, commit, clean-up

@@ -61,6 +61,8 @@ class Rounds:
     started: float  # time.monotonic() at the start of the pass
     stats: PassStats
     held: list[str] = dataclasses.field(default_factory=list)  # ack ids to release when the pass ends
+    # What the pass's probe pulled (passes.py): the first pull's messages start with it.
+    probed: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -89,13 +91,17 @@ class Collector:
                 or time.monotonic() - rounds.started >= self.config.pass_seconds / 2
             ):
                 return self._stop_early(taken, rounds)
-            received = self.pull(rounds.subscription)
+            received = self._next_pull(rounds)
             if not received:
                 return taken.by_uid, StopReason.DRAINED
             rounds.stats.pulled += len(received)
             fresh_only = 0 if self._take(received, taken, rounds) else fresh_only + 1
             if fresh_only >= FRESH_ONLY_PULLS:
                 return taken.by_uid, StopReason.DRAINED
+
+    def _next_pull(self, rounds: Rounds) -> list:
+        probed, rounds.probed = rounds.probed, []
+        return probed + self.pull(rounds.subscription)
 
     def pull(self, subscription: Subscription) -> list:
         try:

@@ -42,13 +42,30 @@ class ShardLease:
     # Every chunk received before this was committed by a pass that pulled its
     # subscription empty: recordings idle since well before it really are idle.
     drained_us: int = 0
+    # The earliest time a sweep could find work: until then a pass that finds the lease
+    # released only probes the subscription, and a pass that finds chunks lists no state
+    # object (passes.py). 0: due now, as in a lease written before this field existed.
+    sweep_due_us: int = 0
+    # What it is the earliest of. The shard's open recordings by uid: when a sweep could
+    # first finalize each (moved on by every flush of the user, so a user who keeps
+    # streaming keeps no pass listing) ...
+    open_due: dict[str, int] = dataclasses.field(default_factory=dict)
+    # ... and the next daily sweep (erase markers), or earlier: the earliest due of open
+    # recordings `open_due` has no room for.
+    daily_due_us: int = 0
+    # The pass that wrote this pulled chunks: the next pass takes the lease before it pulls
+    # (no probe), so while a user streams every pull is covered by the dead-pass rule.
+    pulled: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
 
     @classmethod
     def from_json(cls, blob: bytes) -> ShardLease:
-        return cls(**json.loads(blob))
+        body = json.loads(blob)
+        # Fields a newer release added are ignored, so a rollback still reads its leases.
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in known})
 
 
 def user_prefixes(uid: str) -> tuple[str, str]:

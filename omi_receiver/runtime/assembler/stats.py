@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+
+
+class Skipped(enum.StrEnum):
+    """Why a pass took no lease and collected nothing (the `skipped` field)."""
+
+    # Another pass holds the shard.
+    BUSY = "shard busy"
+    # A pass died holding chunks: the shard waits for their redelivery (passes.py).
+    DEAD_PASS = "waiting for a dead pass's chunks to be redelivered"
+    # No sweep due (passes.py), and the probe found nothing waiting.
+    IDLE = "idle"
 
 
 @dataclasses.dataclass
 class PassStats:
     shard: int = 0
-    skipped: str = ""  # why the pass did nothing, if it did nothing
+    skipped: str = ""  # why the pass did nothing, if it did nothing: a Skipped
     pulled: int = 0
     chunks: int = 0
     assembled: int = 0
@@ -25,6 +37,7 @@ class PassStats:
     retried: int = 0
     flushes: int = 0
     finalized: int = 0
+    swept: bool = False  # listed the state objects and swept (due: passes.py)
     seconds: float = 0.0
     storage: dict = dataclasses.field(default_factory=dict)
 

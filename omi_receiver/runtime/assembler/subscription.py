@@ -17,7 +17,8 @@ from google.api_core import exceptions, gapic_v1
 
 from .. import logs
 
-# An empty pull on the emulator waits ~9 s; real Pub/Sub answers at once when idle.
+# How long a pull may wait for messages. Pub/Sub may hold an empty pull up to it; the
+# emulator holds one ~1 s at this value and answers at once when given under ~1 s.
 PULL_TIMEOUT_SECONDS = 2.0
 # Pub/Sub takes at most this many ack ids per Acknowledge or ModifyAckDeadline request.
 ACK_IDS_PER_REQUEST = 2500
@@ -33,10 +34,13 @@ class Subscription:
     retry: Any = gapic_v1.method.DEFAULT
     timeout: Any = gapic_v1.method.DEFAULT
 
-    def pull(self, max_messages: int) -> list:
-        """One pull of at most `max_messages` (`ReceivedMessage`s), never retried."""
+    def pull(self, max_messages: int, wait_seconds: float | None = None) -> list:
+        """One pull of at most `max_messages` (`ReceivedMessage`s), never retried, given
+        `wait_seconds` (default PULL_TIMEOUT_SECONDS)."""
         response = self.subscriber.pull(
-            request={"subscription": self.path, "max_messages": max_messages}, timeout=PULL_TIMEOUT_SECONDS, retry=None
+            request={"subscription": self.path, "max_messages": max_messages},
+            timeout=PULL_TIMEOUT_SECONDS if wait_seconds is None else wait_seconds,
+            retry=None,
         )
         return list(response.received_messages)
 

@@ -26,8 +26,21 @@ from .store import PreconditionFailed, Store
 # a day more, then the state object, which still names the uid, is deleted.
 ERASE_MARKER_KEEP_US = 22 * 86_400 * 1_000_000
 
+# With no recording open, the listing is needed only to forget erase markers: once a day
+# is enough (ERASE_MARKER_KEEP_US is a lower bound; a marker kept a day longer is harmless).
+SWEEP_INTERVAL_US = 86_400 * 1_000_000
+
 # (state object name, its custom metadata), as Store.list_states yields them.
 StateListing = list[tuple[str, dict[str, str]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Swept:
+    """What the sweeps after a pass found."""
+
+    finalized: int  # recordings finalized
+    # The shard's recordings still open after the sweep: uid -> last_received_us.
+    open: dict[str, int]
 
 
 @dataclasses.dataclass
@@ -39,12 +52,19 @@ class Sweeps:
     flusher: Flusher
     rules: Rules
 
-    def after_pass(self, shard: int, drained_us: int) -> int:
-        """Both sweeps from one listing; returns how many recordings were finalized."""
+    def after_pass(self, shard: int, drained_us: int) -> Swept:
+        """Both sweeps from one listing."""
         states = list(self.store.list_states())
-        finalized = self.finalize_idle(shard, drained_us, states)
+        finalized = self._finalize_idle(shard, drained_us, states)
         self.forget_erase_markers(shard, states)
-        return finalized
+        still_open = {
+            uid_of_state(name): int(metadata.get("last_received_us", "0"))
+            for name, metadata in states
+            if metadata.get("open") == "1"
+            and shard_of(uid_of_state(name), self.config.assembler_shards) == shard
+            and uid_of_state(name) not in finalized
+        }
+        return Swept(finalized=len(finalized), open=still_open)
 
     def finalize_idle(self, shard: int = 0, drained_us: int | None = None, states: StateListing | None = None) -> int:
         """Finalize the shard's open recordings with no chunk for SESSION_GAP_SECONDS before
@@ -53,8 +73,12 @@ class Sweeps:
         Only the shard's own users: their pass knows no chunk of theirs is still with a
         dead pass (see passes.py), so an idle recording really is idle.
         """
+        return len(self._finalize_idle(shard, drained_us, states))
+
+    def _finalize_idle(self, shard: int, drained_us: int | None, states: StateListing | None) -> set[str]:
+        """finalize_idle; returns the uids finalized."""
         if drained_us == 0:
-            return 0  # no clean drain known yet
+            return set()  # no clean drain known yet
         horizon = (self.clock() if drained_us is None else drained_us) - self.rules.session_gap_us
 
         def idle(metadata: dict[str, str]) -> bool:
@@ -70,7 +94,7 @@ class Sweeps:
         def old_marker(metadata: dict[str, str]) -> bool:
             return "erased_before_us" in metadata and int(metadata["erased_before_us"]) < horizon
 
-        return self._sweep(shard, states, old_marker, self._forget, horizon, "forget")
+        return len(self._sweep(shard, states, old_marker, self._forget, horizon, "forget"))
 
     def _sweep(
         self,
@@ -80,11 +104,12 @@ class Sweeps:
         work: Callable[[Held, int], int],
         horizon_us: int,
         event: str,
-    ) -> int:
+    ) -> set[str]:
         """`work(held, horizon_us)` under the lease of each of the shard's users whose state
-        metadata is `due` (from `states`, or a fresh listing); returns the sum of the results.
-        A user a pass holds is logged `<event>_deferred` and left for the next tick."""
-        count = 0
+        metadata is `due` (from `states`, or a fresh listing); returns the uids it did work
+        for (a nonzero result). A user a pass holds is logged `<event>_deferred` and left for
+        the next tick."""
+        done: set[str] = set()
         for name, metadata in self.store.list_states() if states is None else states:
             if not due(metadata):
                 continue
@@ -92,12 +117,13 @@ class Sweeps:
             if shard_of(uid, self.config.assembler_shards) != shard:
                 continue
             try:
-                count += self.leases.run(uid, work, horizon_us)
+                if self.leases.run(uid, work, horizon_us):
+                    done.add(uid)
             except (LeaseBusy, PreconditionFailed):
                 logs.info(f"{event}_deferred", uid=uid)
             except Exception as exc:  # noqa: BLE001 - try again next tick
                 logs.error(f"{event}_failed", uid=uid, error=repr(exc))
-        return count
+        return done
 
     def _finalize(self, held: Held, horizon_us: int) -> int:
         rec = held.state.open
