@@ -16,6 +16,10 @@ pipeline.
   it describes; a repeat finds it and does nothing; a write is generation-checked.
 * Erase-safe: a WAV that is gone is a no-op, and a sidecar written while the WAV was being
   erased is deleted again (see `process`).
+* Compaction-aware: where the receiver compacts finished recordings (COMPACTION_FORMAT), the
+  WAV may have become `<start>.flac` or `<start>.opus` before or while this runs; that file
+  is analyzed instead (decoded with soundfile), and counts as the same audio as the WAV
+  generation it names in its `source_generation` metadata.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import BinaryIO
 
+import soundfile
 import webrtcvad
 from google.api_core import exceptions
 from google.cloud import storage
@@ -44,6 +49,10 @@ SIDECAR_SUFFIX = ".vad.json"  # replaces the WAV's ".wav"
 RECORDINGS_PREFIX = "recordings/"
 HEADER_BYTES = 44
 SAMPLE_BYTES = 2
+# ... and, where compaction is on, the WAV is replaced by one of these, carrying the WAV's
+# generation in its metadata.
+COMPACTED_SUFFIXES = (".flac", ".opus")
+SOURCE_GENERATION = "source_generation"
 
 RATES = (8000, 16000, 32000, 48000)  # what webrtcvad accepts; others get a "skipped" sidecar
 FRAME_MS = 30  # webrtcvad takes 10, 20 or 30 ms frames; 30 gives the steadiest decisions
@@ -176,6 +185,61 @@ def analyze(stream: BinaryIO, mode: int = DEFAULT_AGGRESSIVENESS) -> dict:
         rate, data_bytes = parse_header(stream.read(HEADER_BYTES))
     except ValueError as exc:
         return {"skipped": f"not a PCM16 mono WAV: {exc}"}
+    return analyze_pcm(stream, rate, data_bytes, mode)
+
+
+class DecodedPCM:
+    """A compacted recording (FLAC or Opus, any stream soundfile reads) as PCM16 bytes,
+    decoded as they are read."""
+
+    def __init__(self, audio: soundfile.SoundFile):
+        self.audio = audio
+
+    def read(self, size: int) -> bytes:
+        return self.audio.read(size // SAMPLE_BYTES, dtype="int16").astype("<i2", copy=False).tobytes()
+
+
+class _Remembering:
+    """A stream whose errors survive libsndfile: soundfile's read callbacks print an
+    exception and report end of file, so a NotFound mid-read would look like a short file."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.error: BaseException | None = None
+
+    def __getattr__(self, name):
+        method = getattr(self.stream, name)
+        if name not in ("read", "seek", "tell", "readinto"):
+            return method
+
+        def remembered(*args):
+            try:
+                return method(*args)
+            except BaseException as exc:
+                self.error = self.error or exc
+                raise
+
+        return remembered
+
+
+def analyze_compacted(stream: BinaryIO, mode: int = DEFAULT_AGGRESSIVENESS) -> dict:
+    """VAD over a compacted recording (.flac, .opus) read from a seekable `stream`."""
+    source = _Remembering(stream)
+    try:
+        with soundfile.SoundFile(source) as audio:
+            if audio.channels != 1:
+                result = {"skipped": f"{audio.channels} channels, not mono"}
+            else:
+                result = analyze_pcm(DecodedPCM(audio), audio.samplerate, audio.frames * SAMPLE_BYTES, mode)
+    except soundfile.LibsndfileError as exc:
+        result = {"skipped": f"does not decode: {exc}"}
+    if source.error is not None:
+        raise source.error
+    return result
+
+
+def analyze_pcm(stream, rate: int, data_bytes: int, mode: int) -> dict:
+    """VAD over `data_bytes` of PCM16 mono at `rate` read from `stream`."""
     seconds = data_bytes / (SAMPLE_BYTES * rate)
     result = {"sample_rate": rate, "duration_seconds": round(seconds, 3)}
     if rate not in RATES:
@@ -237,28 +301,32 @@ def process(bucket_name: str, name: str, settings: Settings) -> dict | None:
     None when there was nothing to write (erased, already done)."""
     started = time.monotonic()
     bucket = storage_client().bucket(bucket_name)
-    recording = bucket.get_blob(name)
-    if recording is None:
+    found = recording_audio(bucket, name)
+    if found is None:
         log("INFO", "vad_recording_gone", name=name)  # erased: nothing to do
         return None
-    generation = str(recording.generation)
+    audio, generation = found
     sidecar = bucket.get_blob(sidecar_name(name))
     if _describes(sidecar, generation):
         log("INFO", "vad_already_done", name=name, generation=generation)  # a repeated event
         return None
 
     try:
-        # Pinned to the generation just seen: a WAV erased or rewritten meanwhile is a
-        # NotFound here (the bucket keeps no old generations), never a mix of two.
-        with bucket.blob(name, generation=recording.generation).open("rb", chunk_size=READ_BYTES) as stream:
-            result = analyze(stream, settings.aggressiveness)
+        result = _read_and_analyze(bucket, audio, settings)
     except exceptions.NotFound:
-        return _gone_or_changed(bucket, name, generation)
+        # Erased, rewritten, or compacted while it was read: compaction keeps the audio
+        # (same generation named), so analyze the compacted file instead.
+        found = recording_audio(bucket, name)
+        if found is None or found[1] != generation or found[0].name == audio.name:
+            return _gone_or_changed(bucket, name, generation)
+        audio = found[0]
+        result = _read_and_analyze(bucket, audio, settings)
 
     body = {
         "recording": name,
         "bucket": bucket_name,
         "generation": generation,
+        "file": audio.name,
         **result,
         "analyzed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "version": VERSION,
@@ -277,10 +345,10 @@ def process(bucket_name: str, name: str, settings: Settings) -> dict | None:
         raise  # it describes another generation: let the retry sort it out
 
     # Erase race: an eraser that listed the recording's objects before this sidecar
-    # existed would leave it behind. The WAV still being there now means the eraser has
-    # not deleted it yet, and it lists the sidecars again after that (docs/consumers.md).
-    current = bucket.get_blob(name)
-    if current is None or str(current.generation) != generation:
+    # existed would leave it behind. The recording still being there now means the eraser
+    # has not deleted it yet, and it lists the sidecars again after that (docs/consumers.md).
+    current = recording_audio(bucket, name)
+    if current is None or current[1] != generation:
         _delete_quietly(written)
         return _gone_or_changed(bucket, name, generation)
 
@@ -300,13 +368,37 @@ def process(bucket_name: str, name: str, settings: Settings) -> dict | None:
     return body
 
 
+def recording_audio(bucket, name: str) -> tuple[storage.Blob, str] | None:
+    """(object, WAV generation) holding the recording named `name` (its WAV): the WAV
+    itself, else the file compaction made of it; None when neither exists (erased)."""
+    recording = bucket.get_blob(name)
+    if recording is not None:
+        return recording, str(recording.generation)
+    stem = name.removesuffix(".wav")
+    for suffix in COMPACTED_SUFFIXES:
+        compacted = bucket.get_blob(stem + suffix)
+        source = (compacted.metadata or {}).get(SOURCE_GENERATION) if compacted is not None else None
+        if source:
+            return compacted, source
+    return None
+
+
+def _read_and_analyze(bucket, audio, settings: Settings) -> dict:
+    # Pinned to the generation just seen: an object erased or rewritten meanwhile is a
+    # NotFound here (the bucket keeps no old generations), never a mix of two.
+    with bucket.blob(audio.name, generation=audio.generation).open("rb", chunk_size=READ_BYTES) as stream:
+        if audio.name.endswith(COMPACTED_SUFFIXES):
+            return analyze_compacted(stream, settings.aggressiveness)
+        return analyze(stream, settings.aggressiveness)
+
+
 def _describes(sidecar, generation: str) -> bool:
     metadata = (sidecar.metadata or {}) if sidecar is not None else {}
     return metadata.get("wav_generation") == generation and metadata.get("vad_version") == str(VERSION)
 
 
 def _gone_or_changed(bucket, name: str, generation: str) -> None:
-    if bucket.get_blob(name) is None:
+    if recording_audio(bucket, name) is None:
         log("INFO", "vad_recording_gone", name=name, generation=generation)
         return
     log("WARNING", "vad_recording_changed", name=name, generation=generation)

@@ -2,6 +2,8 @@
 
 Read-only; everything comes from object listings (name, size, CRC32C and the custom
 metadata the assembler writes on every WAV), so listing a user never downloads audio.
+A recording is a WAV, or, once compacted (runtime/compaction), a .flac or .opus carrying
+the WAV's metadata plus `pcm_bytes`; while both exist for a moment, the WAV counts.
 Erasing is erase.py's job (`erase_user`): it must hold the user's lease.
 """
 
@@ -25,6 +27,8 @@ from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX, WORK_PRE
 from omi_receiver.runtime.contract import BYTES_PER_SAMPLE, InvalidChunk, parse_time
 
 WAV_SUFFIX = ".wav"
+# A recording's object: the assembler's WAV, or what compaction made of it (same metadata).
+SUFFIXES = {".wav": "wav", ".flac": "flac", ".opus": "opus"}
 _BLOCK = 1 << 20
 # An open recording is rewritten on every flush; a download that loses its generation to a
 # newer one starts again on the newest, this many times.
@@ -40,9 +44,10 @@ class RecordingInfo:
     uid: str
     id: str  # the file name without .wav: start stamp, plus -late-<chunk id> for late chunks
     name: str  # object name
+    format: str  # "wav", or "flac" / "opus" once compacted
     start: dt.datetime
     duration_seconds: float
-    bytes: int
+    bytes: int  # stored: the object's size
     sample_rate: int
     status: str  # "open" (still growing) or "finalized"
     late: bool
@@ -55,9 +60,16 @@ class RecordingInfo:
         return body
 
 
+def suffix_of(name: str) -> str | None:
+    """The recording suffix `name` ends in (.wav, .flac, .opus), or None."""
+    return next((suffix for suffix in SUFFIXES if name.endswith(suffix)), None)
+
+
 def recording_info(blob: storage.Blob) -> RecordingInfo | None:
-    """A WAV object of the assembler's, or None for anything else (sidecars, strangers)."""
-    if not blob.name.startswith(RECORDINGS_PREFIX) or not blob.name.endswith(WAV_SUFFIX):
+    """A recording (WAV, or its compacted FLAC or Opus), or None for anything else
+    (sidecars, strangers)."""
+    suffix = suffix_of(blob.name)
+    if not blob.name.startswith(RECORDINGS_PREFIX) or suffix is None:
         return None
     uid = blob.name[len(RECORDINGS_PREFIX) :].split("/", 1)[0]
     meta = blob.metadata or {}
@@ -65,13 +77,16 @@ def recording_info(blob: storage.Blob) -> RecordingInfo | None:
     try:
         sample_rate = int(meta["sample_rate"])
         start = dt.datetime.fromtimestamp(parse_time(meta["start"]) / 1e6, tz=dt.UTC)
-    except (KeyError, ValueError, InvalidChunk):  # not written by the assembler: skip it
+        # A compacted file's size says nothing of its length: the WAV's data size came along.
+        pcm = max(0, size - wav.HEADER_BYTES) if suffix == WAV_SUFFIX else int(meta["pcm_bytes"])
+    except (KeyError, ValueError, InvalidChunk):  # not written by the assembler or compaction: skip it
         return None
-    duration = max(0, size - wav.HEADER_BYTES) / (BYTES_PER_SAMPLE * sample_rate)
+    duration = pcm / (BYTES_PER_SAMPLE * sample_rate)
     return RecordingInfo(
         uid=uid,
-        id=blob.name.rsplit("/", 1)[1][: -len(WAV_SUFFIX)],
+        id=blob.name.rsplit("/", 1)[1][: -len(suffix)],
         name=blob.name,
+        format=SUFFIXES[suffix],
         start=start,
         duration_seconds=round(duration, 3),
         bytes=size,
@@ -98,7 +113,7 @@ class Catalog:
     def recordings(self, uid: str, since: dt.datetime | None = None) -> list[RecordingInfo]:
         """The user's recordings, newest first; `since` keeps those starting at or after it.
         Raises CatalogError for an unknown uid, an empty or missing bucket."""
-        found = [info for info in map(recording_info, self._list(f"{RECORDINGS_PREFIX}{uid}/")) if info]
+        found = _one_per_recording(map(recording_info, self._list(f"{RECORDINGS_PREFIX}{uid}/")))
         if not found:
             self._explain_nothing_for(uid)
         if since is not None:
@@ -109,10 +124,7 @@ class Catalog:
         """Users, recordings, hours and bytes stored, open recordings, temporary bytes:
         two listings (recordings/ and work/), no object read."""
         users, recordings, seconds, size, open_count = set(), 0, 0.0, 0, 0
-        for blob in self._list(RECORDINGS_PREFIX):
-            info = recording_info(blob)
-            if info is None:
-                continue
+        for info in _one_per_recording(map(recording_info, self._list(RECORDINGS_PREFIX))):
             users.add(info.uid)
             recordings += 1
             seconds += info.duration_seconds
@@ -139,13 +151,14 @@ class Catalog:
     def download(
         self, info: RecordingInfo, directory: Path, progress: Callable[[int, int], None] | None = None
     ) -> tuple[Path, RecordingInfo]:
-        """Download to `directory`/<id>.wav, checking size and CRC32C (composed objects carry
-        no MD5). An open recording is taken at the generation listed; if a flush replaces
-        it meanwhile, the newest is taken instead. Returns (path, what was downloaded)."""
-        target = directory / f"{info.id}{WAV_SUFFIX}"
-        partial = target.with_name(target.name + ".part")
-        _ready_to_write(directory, target, partial)
+        """Download to `directory`/<id>.wav (.flac, .opus: the object as it is), checking
+        size and CRC32C (composed objects carry no MD5). An open recording is taken at the
+        generation listed; if a flush replaces it meanwhile, the newest is taken instead.
+        Returns (path, what was downloaded)."""
         for _ in range(DOWNLOAD_ATTEMPTS):
+            target = directory / f"{info.id}.{info.format}"  # a WAV compacted meanwhile: .flac
+            partial = target.with_name(target.name + ".part")
+            _ready_to_write(directory, target, partial)
             try:
                 ok = self._fetch(info, partial, progress)
             except exceptions.NotFound:  # that generation was replaced (or the object erased)
@@ -158,6 +171,8 @@ class Catalog:
                 return target, info
             partial.unlink(missing_ok=True)
             newest = self._get_blob(info.name)
+            if newest is None and info.format == "wav":
+                newest = self._compacted(info)  # compaction replaced it meanwhile
             if newest is None:
                 raise CatalogError(f"{info.name} was deleted while downloading")
             current = recording_info(newest) or info
@@ -167,8 +182,12 @@ class Catalog:
                     f"{info.name}: the downloaded size or CRC32C does not match the object's "
                     f"({info.bytes} bytes, CRC32C {info.crc32c}); the file was not kept"
                 )
-            info = current  # a flush replaced it meanwhile: take the newest
+            info = current  # a flush replaced it meanwhile (or compaction): take the newest
         raise CatalogError(f"{info.name} kept changing while downloading; try again")
+
+    def _compacted(self, info: RecordingInfo) -> storage.Blob | None:
+        stem = info.name.removesuffix(WAV_SUFFIX)
+        return next(filter(None, (self._get_blob(stem + s) for s in SUFFIXES if s != WAV_SUFFIX)), None)
 
     def _fetch(self, info: RecordingInfo, path: Path, progress) -> bool:
         """Download the listed generation; True if size and CRC32C match the listing."""
@@ -220,6 +239,39 @@ class Catalog:
 
     def _get_blob(self, name: str) -> storage.Blob | None:
         return self.bucket.get_blob(name, retry=self.retry, timeout=self.timeout)
+
+
+def _one_per_recording(infos: Iterable[RecordingInfo | None]) -> list[RecordingInfo]:
+    """Between compaction's upload and its delete of the WAV, a recording has two objects:
+    count it once, as its WAV (still the original)."""
+    chosen: dict[tuple[str, str], RecordingInfo] = {}
+    for info in infos:
+        if info is None:
+            continue
+        key = (info.name.rsplit("/", 1)[0], info.id)
+        if key not in chosen or info.format == "wav":
+            chosen[key] = info
+    return list(chosen.values())
+
+
+def decode_to_wav(path: Path) -> Path:
+    """A downloaded .flac or .opus decoded to PCM16 WAV next to it (the compressed file is
+    removed). Opus is lossy: the WAV is what it decodes to, not the original bytes."""
+    import soundfile  # only this option needs it
+
+    target = path.with_suffix(WAV_SUFFIX)
+    partial = target.with_name(target.name + ".part")
+    try:
+        with soundfile.SoundFile(path) as source, _writing(path.parent):
+            with soundfile.SoundFile(partial, "w", source.samplerate, source.channels, "PCM_16", format="WAV") as out:
+                for block in source.blocks(_BLOCK, dtype="int16"):
+                    out.write(block)
+    except soundfile.LibsndfileError as exc:
+        partial.unlink(missing_ok=True)
+        raise CatalogError(f"{path} does not decode: {exc}") from None
+    _keep(partial, target)
+    path.unlink()
+    return target
 
 
 # --- this machine's side of a download -------------------------------------------------------

@@ -1,7 +1,7 @@
 """`omi-receiver`: find, fetch and delete audio and replay dead letters, without the Console.
 
     omi-receiver recordings list     --uid U [--since DATE] [--json]
-    omi-receiver recordings download --uid U [--id ID | --since DATE] [-o DIR]
+    omi-receiver recordings download --uid U [--id ID | --since DATE] [-o DIR] [--wav]
     omi-receiver recordings erase    --uid U [--yes]
     omi-receiver recordings stats    [--json]
     omi-receiver dlq inspect         [--limit N] [--json]
@@ -30,7 +30,7 @@ from google.auth.exceptions import DefaultCredentialsError, RefreshError
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from omi_receiver.ops import deadletter, explain
-from omi_receiver.ops.catalog import Catalog, CatalogError, parse_since, recording_info
+from omi_receiver.ops.catalog import Catalog, CatalogError, decode_to_wav, parse_since, recording_info, suffix_of
 from omi_receiver.ops.erase import erase_user
 from omi_receiver.runtime import clients, logs
 from omi_receiver.runtime.assembler import Assembler, LeaseBusy
@@ -81,13 +81,14 @@ def cmd_list(args) -> int:
     if args.json:
         print(json.dumps([info.to_json() for info in found], indent=1))
         return 0
-    rows = [("START (UTC)", "DURATION", "SIZE", "RATE", "STATUS", "ID")]
+    rows = [("START (UTC)", "DURATION", "SIZE", "RATE", "FORMAT", "STATUS", "ID")]
     rows += [
         (
             info.start.strftime("%Y-%m-%d %H:%M:%S"),
             _duration(info.duration_seconds),
             _size(info.bytes),
             f"{info.sample_rate} Hz",
+            info.format,
             info.status + (" (late)" if info.late else ""),
             info.id,
         )
@@ -104,7 +105,8 @@ def cmd_download(args) -> int:
     catalog = _catalog(config)
     found = catalog.recordings(args.uid, _since(args))
     if args.id:
-        wanted = args.id.rsplit("/", 1)[-1].removesuffix(".wav")
+        wanted = args.id.rsplit("/", 1)[-1]
+        wanted = wanted.removesuffix(suffix_of(wanted) or "")
         found = [info for info in found if info.id == wanted]
         if not found:
             raise CommandError(
@@ -118,6 +120,8 @@ def cmd_download(args) -> int:
         for info in found:
             path, got = catalog.download(info, directory, _advance(bar))
             bar.write(f"{path}  {_size(got.bytes)}  {got.status}  crc32c {got.crc32c} verified")
+            if args.wav and got.format != "wav":
+                bar.write(f"{decode_to_wav(path)}  decoded from {got.format}")
     return 0
 
 
@@ -269,13 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(run=cmd_list)
 
-    p = commands.add_parser("download", help="download recordings, verifying size and CRC32C")
+    p = commands.add_parser(
+        "download",
+        help="download recordings, verifying size and CRC32C",
+        description="Download recordings as stored, verifying size and CRC32C: <id>.wav, or <id>.flac / "
+        "<id>.opus for a compacted recording (COMPACTION_FORMAT). --wav decodes those to <id>.wav "
+        "(PCM16; FLAC gives the original samples exactly, Opus what it decodes to).",
+    )
     p.add_argument("--uid", required=True)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--id", help="one recording (its id from `list`, or its object name)")
     which.add_argument("--since", help="recordings starting at or after this date/time")
     p.add_argument("-o", "--output", default=".", help="directory to write to (default: .)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--wav", action="store_true", help="decode a compacted .flac or .opus to <id>.wav after the check")
     p.set_defaults(run=cmd_download)
 
     p = commands.add_parser("erase", help="delete every object of a user (privacy requests)")

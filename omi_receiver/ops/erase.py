@@ -19,6 +19,8 @@ from omi_receiver.runtime.assembler.recording import UserState, state_name, user
 from omi_receiver.runtime.assembler.store import Store
 from omi_receiver.runtime.contract import format_time
 
+RECORDING_SUFFIXES = (".wav", ".flac", ".opus")  # the assembler's WAV and compaction's files
+
 
 @dataclasses.dataclass
 class Erased:
@@ -74,9 +76,12 @@ def _mark_erased(held: Held, store: Store, leases: UserLeases) -> tuple[list[str
 
 
 def _sidecars_written_since(store: Store, uid: str, names: list[str]) -> list[str]:
-    """A consumer may have written a sidecar of an erased WAV after the listing (it read the
-    WAV before the delete): look once more, by the erased WAVs' names."""
-    stems = tuple(name.removesuffix(".wav") + "." for name in names if name.endswith(".wav"))
+    """A consumer may have written a sidecar of an erased recording after the listing (it
+    read the WAV before the delete), and compaction a .flac or .opus of it: look once more,
+    by the erased recordings' names (WAVs, or what compaction made of them)."""
+    stems = tuple(
+        name.removesuffix(suffix) + "." for name in names for suffix in RECORDING_SUFFIXES if name.endswith(suffix)
+    )
     if not stems:
         return []
     return [

@@ -168,11 +168,12 @@ def pins(path) -> dict[str, str]:
 
 def test_its_requirements_are_its_own_exact_pins_at_the_repository_s_versions():
     own = pins(EXAMPLE / "requirements.txt")
-    assert set(own) == {"functions-framework", "google-cloud-storage", "webrtcvad-wheels"}
+    # soundfile (and numpy, which it imports) decode compacted recordings (.flac, .opus).
+    assert set(own) == {"functions-framework", "google-cloud-storage", "webrtcvad-wheels", "soundfile", "numpy"}
     runtime = pins(REPO / "requirements.txt")
     assert "webrtcvad-wheels" not in runtime  # ingest and the assembler do not load it
     shared = own.keys() & runtime.keys()
-    assert shared == {"functions-framework", "google-cloud-storage"}
+    assert shared == {"functions-framework", "google-cloud-storage", "soundfile", "numpy"}
     assert {name: own[name] for name in shared} == {name: runtime[name] for name in shared}
     # The development environment installs them (the tests import the consumer).
     assert "-r examples/vad/requirements.txt" in (REPO / "requirements-dev.txt").read_text().splitlines()

@@ -496,3 +496,56 @@ def test_cloud_storage_out_of_reach_fails_within_seconds_in_one_line(dead_port, 
     for result in cli_processes(environ, commands):
         assert_fails_fast_in_one_line(result, f"STORAGE_EMULATOR_HOST={host}", "bucket omi-unreachable", reason)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- compacted recordings (runtime/compaction) -----------------------------------------------
+
+
+def test_compacted_recordings_are_listed_counted_and_downloaded(env, capsys, tmp_path):
+    """ "ann"'s finalized recording compacted to FLAC, her open one still a WAV: list shows
+    both with their format and true duration, stats counts them once, download writes the
+    FLAC as stored (its CRC32C checked), and --wav decodes it to the original samples."""
+    from omi_receiver.runtime.compaction import Compactor, Format, Settings
+
+    first, _ = two_recordings(env)
+    [finalized] = [r for r in recordings(env, "ann") if r[2]["status"] == "final"]
+    outcome = Compactor(clients.storage_client(), Settings(Format.FLAC)).compact(env.recordings_bucket, finalized[0])
+    assert outcome.result == "done"
+
+    rows = json.loads(run(capsys, "recordings", "list", "--uid", "ann", "--json")[1])
+    assert [(r["format"], r["duration_seconds"], r["status"]) for r in rows] == [
+        ("wav", 3.0, "open"),
+        ("flac", 4.0, "finalized"),
+    ]
+    flac = clients.storage_client().bucket(env.recordings_bucket).get_blob(outcome.target)
+    assert rows[1]["name"] == outcome.target and rows[1]["bytes"] == flac.size
+    code, out, _ = run(capsys, "recordings", "list", "--uid", "ann")
+    assert code == 0 and out.splitlines()[0].split()[5] == "FORMAT" and " flac " in out.splitlines()[2]
+
+    stats = json.loads(run(capsys, "recordings", "stats", "--json")[1])
+    assert (stats["recordings"], stats["hours"]) == (2, round(7 / 3600, 3))
+
+    flac_id = rows[1]["id"]
+    code, out, err = run(
+        capsys, "recordings", "download", "--uid", "ann", "--id", flac_id + ".flac", "-o", str(tmp_path), "-q"
+    )
+    assert code == 0, err
+    assert (tmp_path / f"{flac_id}.flac").read_bytes() == flac.download_as_bytes() and "verified" in out
+
+    code, out, err = run(
+        capsys, "recordings", "download", "--uid", "ann", "--id", flac_id, "-o", str(tmp_path / "w"), "--wav", "-q"
+    )
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "w").iterdir()] == [f"{flac_id}.wav"]
+    assert audio_of((tmp_path / "w" / f"{flac_id}.wav").read_bytes(), 16000) == joined(first)
+
+
+def test_a_wav_compacted_while_listed_is_downloaded_from_its_flac(env, tmp_path):
+    from omi_receiver.runtime.compaction import Compactor, Format, Settings
+
+    first, _ = two_recordings(env)
+    catalog = Catalog(clients.storage_client(), env.recordings_bucket)
+    [listed] = [info for info in catalog.recordings("ann") if info.status == "finalized"]
+    Compactor(clients.storage_client(), Settings(Format.FLAC)).compact(env.recordings_bucket, listed.name)
+    path, got = catalog.download(listed, tmp_path)
+    assert got.format == "flac" and path.name == f"{listed.id}.flac"

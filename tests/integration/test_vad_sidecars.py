@@ -357,3 +357,69 @@ def test_a_finalized_recording_gets_its_sidecar_through_pubsub_push(stack_config
     assert_covers_the_speech(body, start, end)
     logged = [json.loads(line)["event"] for line in served_vad.read_text().splitlines() if line.startswith("{")]
     assert logged[0] == "vad_analyzed" and set(logged[1:]) <= {"vad_already_done"}, logged
+
+
+# --- recordings the receiver compacted (runtime/compaction) -----------------------------------
+
+
+def compact(bucket, name: str, fmt: str = "flac"):
+    from omi_receiver.runtime.compaction import Compactor, Format, Settings
+
+    return Compactor(clients.storage_client(), Settings(Format(fmt))).compact(bucket.name, name)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "opus"])
+def test_a_compacted_recording_gets_its_sidecar(bucket, capsys, fmt):
+    """The event comes after compaction replaced the WAV: the .flac or .opus is analyzed,
+    and the sidecar names the WAV generation it stands for."""
+    pcm, rate, start, end = speech_with_silence()
+    name = put_wav(bucket, pcm, rate)
+    generation = str(bucket.get_blob(name).generation)
+    assert compact(bucket, name, fmt).result == "done" and bucket.get_blob(name) is None
+    body = vad.handle_event(event_for(bucket, name))
+    assert body["generation"] == generation and body["file"] == name.removesuffix(".wav") + f".{fmt}"
+    assert body["recording"] == name and body["duration_seconds"] == round(len(pcm) / (2 * rate), 3)
+    assert_covers_the_speech(body, start, end)
+    assert sidecar_of(bucket, name)[0] == body
+    assert vad.handle_event(event_for(bucket, name)) is None  # a repeat: already done
+    assert [e for e in events(capsys) if e.startswith("vad")] == ["vad_analyzed", "vad_already_done"]
+
+
+def test_a_sidecar_of_the_wav_still_counts_after_compaction(bucket, capsys):
+    pcm, rate, _, _ = speech_with_silence()
+    name = put_wav(bucket, pcm, rate)
+    first = vad.handle_event(event_for(bucket, name))
+    compact(bucket, name)
+    assert vad.handle_event(event_for(bucket, name)) is None  # same audio: not analyzed again
+    assert sidecar_of(bucket, name)[0] == first
+    assert [e for e in events(capsys) if e.startswith("vad")] == ["vad_analyzed", "vad_already_done"]
+
+
+def test_compacted_while_analyzing_the_wav(bucket, capsys, monkeypatch):
+    """VAD and compaction race on the same event: the WAV is gone when VAD reads it; VAD
+    analyzes the FLAC instead, and its check after writing keeps the sidecar."""
+    pcm, rate, start, end = speech_with_silence()
+    name = put_wav(bucket, pcm, rate)
+    generation = str(bucket.get_blob(name).generation)
+    during_analysis(monkeypatch, lambda: compact(bucket, name) if bucket.get_blob(name) else None, _nothing)
+    body = vad.handle_event(event_for(bucket, name))
+    assert body is not None and body["generation"] == generation and body["file"].endswith(".flac")
+    assert_covers_the_speech(body, start, end)
+    assert sidecar_of(bucket, name)[0] == body
+
+
+def test_erased_after_compaction_leaves_no_sidecar(bucket, capsys, monkeypatch):
+    pcm, rate, _, _ = speech_with_silence()
+    name = put_wav(bucket, pcm, rate)
+    compact(bucket, name)
+    flac = name.removesuffix(".wav") + ".flac"
+    real = vad.analyze_compacted
+
+    def analyze_then_erase(stream, mode):
+        result = real(stream, mode)
+        bucket.blob(flac).delete()  # the eraser, after listing before the sidecar existed
+        return result
+
+    monkeypatch.setattr(vad, "analyze_compacted", analyze_then_erase)
+    assert vad.handle_event(event_for(bucket, name)) is None
+    assert sidecar_of(bucket, name) == (None, None)

@@ -359,3 +359,73 @@ def test_the_example_refuses_the_headers_the_runtime_refuses(blob):
     for parse in (vad.parse_header, wav.parse_header):
         with pytest.raises(ValueError):
             parse(blob)
+
+
+# --- compacted recordings (the receiver's optional compaction) ----------------------------
+
+
+def test_the_example_knows_the_files_compaction_writes():
+    from omi_receiver.runtime.compaction import Format, compactor
+
+    assert set(vad.COMPACTED_SUFFIXES) == {f.suffix for f in Format if f is not Format.OFF}
+    assert vad.SOURCE_GENERATION == compactor.SOURCE_GENERATION
+
+
+def _compacted(pcm: bytes, rate: int, fmt) -> bytes:
+    import tempfile
+
+    from omi_receiver.runtime.compaction import codec
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"x{fmt.suffix}"
+        codec.encode(io.BytesIO(wav_bytes(pcm, rate)), path, fmt)
+        return path.read_bytes()
+
+
+def test_a_flac_is_analyzed_exactly_as_its_wav():
+    from omi_receiver.runtime.compaction import Format
+
+    pcm, rate = sample_pcm()
+    silence = bytes(2 * rate)
+    audio = silence + pcm + silence
+    assert vad.analyze_compacted(io.BytesIO(_compacted(audio, rate, Format.FLAC)), mode=2) == vad.analyze(
+        io.BytesIO(wav_bytes(audio, rate)), mode=2
+    )
+
+
+def test_an_opus_is_analyzed_close_to_its_wav():
+    from omi_receiver.runtime.compaction import Format
+
+    pcm, rate = sample_pcm()
+    silence = bytes(2 * rate)
+    audio = silence + pcm + silence
+    opus = vad.analyze_compacted(io.BytesIO(_compacted(audio, rate, Format.OPUS)), mode=2)
+    original = vad.analyze(io.BytesIO(wav_bytes(audio, rate)), mode=2)
+    assert (opus["sample_rate"], opus["duration_seconds"]) == (original["sample_rate"], original["duration_seconds"])
+    assert abs(opus["speech_seconds"] - original["speech_seconds"]) < 0.05 * original["speech_seconds"]
+    assert abs(opus["segments"][0]["start"] - original["segments"][0]["start"]) < 0.1
+
+
+def test_a_compacted_file_that_does_not_decode_is_skipped():
+    assert vad.analyze_compacted(io.BytesIO(b"fLaC not really"))["skipped"].startswith("does not decode")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # cffi prints it: the point
+def test_a_read_error_inside_the_decoder_is_raised_not_taken_for_the_end():
+    """libsndfile calls back into Python to read; soundfile turns an exception there into
+    end of file. The consumer must see the NotFound of an object deleted mid-read."""
+    from google.api_core import exceptions
+
+    from omi_receiver.runtime.compaction import Format
+
+    pcm, rate = sample_pcm()
+    blob = _compacted(pcm, rate, Format.FLAC)
+
+    class Vanishing(io.BytesIO):
+        def readinto(self, buffer):  # what soundfile calls
+            if self.tell() > len(blob) // 2:
+                raise exceptions.NotFound("deleted")
+            return super().readinto(buffer)
+
+    with pytest.raises(exceptions.NotFound):
+        vad.analyze_compacted(Vanishing(blob))
