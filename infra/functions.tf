@@ -1,14 +1,15 @@
 # ---------------------------------------------------------------------------------------
 # The Cloud Functions (2nd gen), one resource for all of them: ingest and the assembler,
 # built from the same source zip (storage.tf), and the optional VAD example consumer, built
-# from its own (vad.tf). local.functions holds what differs between them. Every setting the
-# code reads (omi_receiver/runtime/config.py) is set from a variable of the same name;
-# tests/infra checks that none is missing.
+# from its own (vad.tf). local.functions holds what differs between them; their sizing comes
+# from var.deployment_size and its overrides (sizing.tf). Every setting the code reads
+# (omi_receiver/runtime/config.py) is set from a variable of the same name (the sized ones
+# through sizing.tf's locals); tests/infra checks that none is missing.
 # ---------------------------------------------------------------------------------------
 
 locals {
   # One instance per shard's pass, plus one for a pass that overruns into the next tick.
-  assembler_max_instances = coalesce(var.assembler_max_instances, var.assembler_shards + 1)
+  assembler_max_instances = coalesce(var.assembler_max_instances, local.assembler_shards + 1)
 
   # Config's "shared" and "ingest" settings: ingest needs them, and the assembler reads them
   # too (publish_timeout_seconds bounds when a drain is complete). CHUNKS_TOPIC is a base
@@ -18,13 +19,14 @@ locals {
   pipeline_env = {
     GOOGLE_CLOUD_PROJECT    = var.project_id
     CHUNKS_TOPIC            = var.chunks_topic
-    ASSEMBLER_SHARDS        = tostring(var.assembler_shards)
+    ASSEMBLER_SHARDS        = tostring(local.assembler_shards)
     MAX_CHUNK_BYTES         = tostring(var.max_chunk_bytes)
     BODY_READ_SECONDS       = tostring(var.body_read_seconds)
     ALLOWED_UIDS            = join(",", var.allowed_uids)
     PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
     RETRY_AFTER_SECONDS     = tostring(var.retry_after_seconds)
     LOG_ACCEPTED_CHUNKS     = tostring(var.log_accepted_chunks)
+    CHUNK_ENCODING          = var.chunk_encoding
   }
 
   # Config's "assembler" settings. CHUNKS_SUBSCRIPTION is a base name: the pass for shard i
@@ -42,8 +44,8 @@ locals {
     LEASE_SECONDS         = tostring(var.lease_seconds)
     ACK_DEADLINE_SECONDS  = tostring(local.ack_deadline_seconds)
     MAX_MESSAGES_PER_PULL = tostring(var.max_messages_per_pull)
-    MAX_PASS_BYTES        = tostring(var.max_pass_bytes)
-    FLUSH_WORKERS         = tostring(var.flush_workers)
+    MAX_PASS_BYTES        = tostring(local.max_pass_bytes)
+    FLUSH_WORKERS         = tostring(local.flush_workers)
   }
 
   # What differs between the functions. Every entry has the same attributes, so the map has
@@ -55,12 +57,12 @@ locals {
       description     = "Omi receiver ingest: accepts an audio chunk (POST /<token>) and publishes it to Pub/Sub."
       entry_point     = "receive_chunk"
       source_object   = google_storage_bucket_object.source.name
-      memory          = var.ingest_memory
-      cpu             = var.ingest_cpu
-      concurrency     = var.ingest_concurrency
+      memory          = local.sizing.ingest.memory
+      cpu             = local.sizing.ingest.cpu
+      concurrency     = local.sizing.ingest.concurrency
       timeout_seconds = var.ingest_timeout_seconds
-      min_instances   = var.ingest_min_instances
-      max_instances   = var.ingest_max_instances
+      min_instances   = local.sizing.ingest.min_instances
+      max_instances   = local.sizing.ingest.max_instances
       ingress         = "ALLOW_ALL"
       service_account = google_service_account.this["ingest"].email
       env             = local.pipeline_env
@@ -76,11 +78,11 @@ locals {
       description     = "Omi receiver assembler: on each tick, pulls chunks and writes one WAV per recording to Cloud Storage."
       entry_point     = "assemble_recordings"
       source_object   = google_storage_bucket_object.source.name
-      memory          = var.assembler_memory
-      cpu             = var.assembler_cpu
-      concurrency     = var.assembler_concurrency
+      memory          = local.sizing.assembler.memory
+      cpu             = local.sizing.assembler.cpu
+      concurrency     = local.sizing.assembler.concurrency
       timeout_seconds = var.assembler_timeout_seconds
-      min_instances   = var.assembler_min_instances
+      min_instances   = local.sizing.assembler.min_instances
       max_instances   = local.assembler_max_instances
       ingress         = "ALLOW_INTERNAL_ONLY"
       service_account = google_service_account.this["assembler"].email
@@ -111,8 +113,33 @@ locals {
       trigger_topic = google_pubsub_topic.this["recordings"].id
       trigger_retry = "RETRY_POLICY_RETRY"
     }
+    # compact_recording (compaction.tf): idempotent per WAV generation; a failed check keeps
+    # the WAV and is acknowledged, so retries only repeat what can heal (a WAV rewritten
+    # meanwhile, storage errors).
+    compactor = {
+      description     = "Omi receiver compaction: replaces each finished recording's WAV by a verified FLAC or Opus copy."
+      entry_point     = "compact_recording"
+      source_object   = google_storage_bucket_object.source.name
+      memory          = local.compaction_memory
+      cpu             = local.compaction_cpu
+      concurrency     = 1
+      timeout_seconds = local.compaction_timeout_seconds
+      min_instances   = 0
+      max_instances   = local.compaction_max_instances
+      ingress         = "ALLOW_INTERNAL_ONLY"
+      service_account = one(google_service_account.compactor[*].email)
+      # Its one setting (runtime/compaction/settings.py); the bucket and object come with
+      # each event.
+      env           = { COMPACTION_FORMAT = var.recordings_compaction }
+      reads_token   = false
+      trigger_topic = google_pubsub_topic.this["recordings"].id
+      trigger_retry = "RETRY_POLICY_RETRY"
+    }
   }
-  functions = { for name, fn in local.all_functions : name => fn if name != "vad" || var.vad_consumer_enabled }
+  functions = {
+    for name, fn in local.all_functions : name => fn
+    if(name != "vad" || var.vad_consumer_enabled) && (name != "compactor" || local.compaction_enabled)
+  }
 
   # Memory in MiB and CPU as a number, for the checks against Cloud Run's limits below (the
   # variables' validations allow only <n>Mi and <n>Gi, and plain or fractional numbers).
@@ -237,6 +264,12 @@ resource "google_cloudfunctions2_function" "this" {
       error_message = "${each.key}: too little memory for its CPU (Cloud Run: at least 2 GiB at 4 vCPU, 4 GiB at 6 or 8) or below 128 MiB."
     }
 
+    # compaction: libopus takes ~215 CPU s per audio hour; an event function stops at 540 s.
+    precondition {
+      condition     = each.key != "compactor" || var.recordings_compaction != "opus" || var.max_recording_seconds <= 7200
+      error_message = "recordings_compaction = \"opus\" needs max_recording_seconds <= 7200: encoding a longer recording would outlast the function's 540 s."
+    }
+
     # ingest
     precondition {
       condition     = each.key != "ingest" || var.ingest_timeout_seconds > var.body_read_seconds + var.publish_timeout_seconds
@@ -265,13 +298,13 @@ resource "google_cloudfunctions2_function" "this" {
     }
     # Every tick starts one pass per shard at once; each needs an instance slot.
     precondition {
-      condition     = each.key != "assembler" || local.assembler_max_instances * var.assembler_concurrency >= var.assembler_shards
+      condition     = each.key != "assembler" || local.assembler_max_instances * local.sizing.assembler.concurrency >= local.assembler_shards
       error_message = "assembler_max_instances (times assembler_concurrency) must be at least assembler_shards: every tick starts one pass per shard."
     }
     # A pass holds up to max_pass_bytes of audio, plus the Python objects around it and the
     # copy a flush uploads: keep it to half the instance's memory, per concurrent pass.
     precondition {
-      condition     = each.key != "assembler" || var.max_pass_bytes * var.assembler_concurrency <= local.assembler_memory_bytes / 2
+      condition     = each.key != "assembler" || local.max_pass_bytes * local.sizing.assembler.concurrency <= local.assembler_memory_bytes / 2
       error_message = "max_pass_bytes (times assembler_concurrency) must be at most half of assembler_memory: raise assembler_memory or lower max_pass_bytes."
     }
   }
@@ -290,6 +323,7 @@ resource "google_cloudfunctions2_function" "this" {
     google_project_iam_member.build_reads_staged_source,
     google_storage_bucket_iam_member.this,
     google_storage_bucket_iam_member.vad,
+    google_storage_bucket_iam_member.compactor,
     # CHUNKS_TOPIC and CHUNKS_SUBSCRIPTION are base names, not references: wait for the
     # topics, subscriptions and their grants.
     google_pubsub_topic.chunks,

@@ -47,7 +47,7 @@ resource "google_pubsub_topic_iam_member" "this" {
 # should a topic be replaced under the same name, replace_triggered_by rewrites the grant
 # (a renamed topic replaces it anyway, through its topic argument).
 resource "google_pubsub_topic_iam_member" "ingest_publishes_chunks" {
-  count = var.assembler_shards
+  count = local.assembler_shards
 
   project = var.project_id
   topic   = google_pubsub_topic.chunks[count.index].name
@@ -89,7 +89,7 @@ resource "google_pubsub_subscription_iam_member" "this" {
 # only when the subscription is replaced, not on an in-place update, so that is the only
 # time it fires.
 resource "google_pubsub_subscription_iam_member" "assembler_pulls_chunks" {
-  count = var.assembler_shards
+  count = local.assembler_shards
 
   project      = var.project_id
   subscription = google_pubsub_subscription.chunks[count.index].name
@@ -102,7 +102,7 @@ resource "google_pubsub_subscription_iam_member" "assembler_pulls_chunks" {
 }
 
 resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks_chunks" {
-  count = var.assembler_shards
+  count = local.assembler_shards
 
   project      = var.project_id
   subscription = google_pubsub_subscription.chunks[count.index].name

@@ -11,10 +11,12 @@
 #                       --> topic audio-chunks-dead-letter (poison chunks; kept by <name>-hold)
 #   topic recordings --Eventarc--> analyze_recording (optional example consumer, vad.tf)
 #                    --> <recording>.vad.json next to each WAV
+#   topic recordings --Eventarc--> compact_recording (optional, compaction.tf)
+#                    --> <recording>.flac or .opus in place of each WAV
 #
 # Files: storage.tf (buckets, source zip), pubsub.tf, functions.tf, iam.tf, agents.tf
 # (Google's service agents and the first apply's waits), secrets.tf, scheduler.tf,
-# monitoring.tf, vad.tf, outputs.tf.
+# monitoring.tf, vad.tf, compaction.tf, outputs.tf.
 
 locals {
   # On every resource that takes labels, through the providers' default_labels (versions.tf);
@@ -33,6 +35,7 @@ locals {
     ingest    = local.ingest_function_name
     assembler = local.assembler_function_name
     vad       = local.vad_function_name
+    compactor = "${var.name_prefix}-compact-recording"
   }
 
   recordings_bucket_name = coalesce(var.recordings_bucket_name, "${var.project_id}-${var.name_prefix}-recordings")

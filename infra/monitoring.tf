@@ -16,8 +16,8 @@ locals {
   chunks_subscription_regex  = join("|", [for s in google_pubsub_subscription.chunks : replace(s.name, "/([.+])/", "[$1]")])
   chunks_subscription_filter = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=monitoring.regex.full_match(\"${local.chunks_subscription_regex}\")"
   # For titles and texts: the subscription, or the pattern of the shards' subscriptions.
-  chunks_subscriptions_label = var.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-0 ... -${var.assembler_shards - 1}"
-  chunks_topics_label        = var.assembler_shards == 1 ? "`${var.chunks_topic}`" : "`${var.chunks_topic}-<shard>`, 0 to ${var.assembler_shards - 1}"
+  chunks_subscriptions_label = local.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-0 ... -${local.assembler_shards - 1}"
+  chunks_topics_label        = local.assembler_shards == 1 ? "`${var.chunks_topic}`" : "`${var.chunks_topic}-<shard>`, 0 to ${local.assembler_shards - 1}"
   hold_subscription_filter   = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.dead_letter_hold.name}\""
   ingest_requests_filter     = "metric.type=\"run.googleapis.com/request_count\" AND ${local.ingest_logs}"
 
@@ -209,7 +209,7 @@ resource "google_monitoring_alert_policy" "dead_letters" {
     content   = <<-EOT
       The assembler gave up on at least one message after ${local.max_delivery_attempts} attempts and Pub/Sub moved it to `${var.dead_letter_topic}`. The messages wait in the pull subscription `${google_pubsub_subscription.dead_letter_hold.name}` for at most 7 days.
 
-      Look at the assembler's errors in Cloud Logging, then inspect them with `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letter_hold.name} --limit=10` (without `--auto-ack` they stay). Republish fixed chunks with the same attributes and ordering key to the chunk topic of their user's shard, crc32(uid) % ${var.assembler_shards} (${local.chunks_topics_label}), or ack them to discard.
+      Look at the assembler's errors in Cloud Logging, then inspect them with `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letter_hold.name} --limit=10` (without `--auto-ack` they stay). Republish fixed chunks with the same attributes and ordering key to the chunk topic of their user's shard, crc32(uid) % ${local.assembler_shards} (${local.chunks_topics_label}), or ack them to discard.
     EOT
   }
 

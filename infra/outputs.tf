@@ -39,15 +39,16 @@ output "subscriptions" {
 }
 
 output "functions" {
-  description = "Cloud Functions names: ingest (receive_chunk), assembler (assemble_recordings), and vad (analyze_recording) when vad_consumer_enabled is true."
+  description = "Cloud Functions names: ingest (receive_chunk), assembler (assemble_recordings), vad (analyze_recording) when vad_consumer_enabled is true, and compactor (compact_recording) unless recordings_compaction is \"off\"."
   value       = { for name, fn in google_cloudfunctions2_function.this : name => fn.name }
 }
 
 output "service_accounts" {
-  description = "Service account e-mails by role: ingest, assembler, trigger, build, and vad when vad_consumer_enabled is true."
+  description = "Service account e-mails by role: ingest, assembler, trigger, build, vad when vad_consumer_enabled is true, and compactor unless recordings_compaction is \"off\"."
   value = merge(
     { for k, sa in google_service_account.this : k => sa.email },
     { for sa in google_service_account.vad : "vad" => sa.email },
+    { for sa in google_service_account.compactor : "compactor" => sa.email },
   )
 }
 

@@ -57,9 +57,9 @@ resource "google_pubsub_topic" "this" {
 # i >= N, each subscription with its backlog. Drain them first (README).
 resource "google_pubsub_topic" "chunks" {
   #checkov:skip=CKV_GCP_83:Google-managed encryption; messages live at most 7 days. CMEK is offered for the recordings bucket (var.kms_key_name), where audio is kept.
-  count = var.assembler_shards
+  count = local.assembler_shards
 
-  name    = var.assembler_shards == 1 ? var.chunks_topic : "${var.chunks_topic}-${count.index}"
+  name    = local.assembler_shards == 1 ? var.chunks_topic : "${var.chunks_topic}-${count.index}"
   project = var.project_id
 
   depends_on = [google_project_service.apis]
@@ -73,9 +73,9 @@ moved {
 }
 
 resource "google_pubsub_subscription" "chunks" {
-  count = var.assembler_shards
+  count = local.assembler_shards
 
-  name    = var.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-${count.index}"
+  name    = local.assembler_shards == 1 ? var.chunks_subscription : "${var.chunks_subscription}-${count.index}"
   project = var.project_id
   # Subscription i on topic i, and no filter: the topic already holds only shard i's chunks.
   topic = google_pubsub_topic.chunks[count.index].id

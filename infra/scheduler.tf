@@ -7,12 +7,12 @@
 # ---------------------------------------------------------------------------------------
 
 resource "google_cloud_scheduler_job" "assembler_tick" {
-  count = var.assembler_shards
+  count = local.assembler_shards
 
   name        = "${var.name_prefix}-assembler-tick-${count.index}"
   project     = var.project_id
   region      = var.region
-  description = "Starts the assembler pass of shard ${count.index} (of ${var.assembler_shards}) on every tick."
+  description = "Starts the assembler pass of shard ${count.index} (of ${local.assembler_shards}) on every tick."
   schedule    = var.assembler_schedule
   time_zone   = "Etc/UTC"
 
@@ -23,7 +23,7 @@ resource "google_cloud_scheduler_job" "assembler_tick" {
 
   pubsub_target {
     topic_name = google_pubsub_topic.this["ticks"].id
-    data       = base64encode(jsonencode({ shard = count.index, shards = var.assembler_shards }))
+    data       = base64encode(jsonencode({ shard = count.index, shards = local.assembler_shards }))
   }
 
   depends_on = [google_project_service.apis]

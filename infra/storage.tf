@@ -38,6 +38,23 @@ resource "google_storage_bucket" "recordings" {
     enabled = false
   }
 
+  # Storage class by use (var.recordings_autoclass): a finished recording is written once
+  # and rarely read, so Autoclass moves it to Nearline after 30 days unread, Coldline after
+  # 90 and Archive after 365 (per GB-month ~$0.020 -> 0.010 -> 0.004 -> 0.0012), and back to
+  # Standard when someone reads it. Autoclass rather than SetStorageClass lifecycle rules:
+  # it charges no retrieval fee ($0.01-0.05 per GB otherwise) and no early-deletion minimum
+  # (30-365 days otherwise) when a recording is downloaded, erased or expired by
+  # recordings_retention_days; objects under 128 KiB (state/, small work/ parts) stay
+  # Standard and pay no management fee; the rest pays $0.0025 per 1,000 objects per month.
+  # Autoclass forbids SetStorageClass lifecycle actions; the Delete and
+  # AbortIncompleteMultipartUpload rules below are allowed. Always written, with enabled =
+  # false when off: removing the block would leave Autoclass on, and the provider shows no
+  # change for enabled = false on a bucket that never had it.
+  autoclass {
+    enabled                = var.recordings_autoclass
+    terminal_storage_class = var.recordings_autoclass ? "ARCHIVE" : null
+  }
+
   # Backstop only: the assembler deletes a recording's work/ objects within minutes of
   # finalizing it. This catches objects left by a recording that was never finalized.
   lifecycle_rule {
@@ -103,12 +120,12 @@ resource "google_kms_crypto_key_iam_member" "storage_agent_uses_cmek" {
 }
 
 # ---------------------------------------------------------------------------------------
-# Function source of ingest and the assembler: an allow-list, zipped. The object name
-# carries the zip's hash, so a code change uploads a new object and redeploys both.
+# Function source of ingest, the assembler and compaction: an allow-list, zipped. The object
+# name carries the zip's hash, so a code change uploads a new object and redeploys them.
 # ---------------------------------------------------------------------------------------
 
 locals {
-  # What the two functions are built from: main.py, the runtime's pins and the runtime
+  # What those functions are built from: main.py, the runtime's pins and the runtime
   # package, nothing else, so a new tool, test or doc can never ship by accident. Paths
   # relative to `dir`, as fileset() globs: `*` stays within a folder, `**/` spans any
   # number of them. tests/infra lists the zip this makes; tests/unit imports main from it.

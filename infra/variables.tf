@@ -110,13 +110,13 @@ variable "chunks_topic" {
 }
 
 variable "assembler_shards" {
-  description = "Shards of the assembler's work (ASSEMBLER_SHARDS, set on ingest and the assembler): ingest publishes each chunk to the topic of shard crc32(uid) % assembler_shards, and each shard gets its own chunk topic and subscription (<chunks_topic>-<i> and <chunks_subscription>-<i>; with 1, one topic named chunks_topic and one subscription named chunks_subscription), Scheduler job and pass per tick. Each chunk is delivered once, whatever the count. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys topics and subscriptions with their backlog: drain first (docs/deploy.md, \"Changing assembler_shards\")."
+  description = "Override of deployment_size's shards (personal 1, team 1, fleet 21); null (default) takes the size's. Shards of the assembler's work (ASSEMBLER_SHARDS, set on ingest and the assembler): ingest publishes each chunk to the topic of shard crc32(uid) % assembler_shards, and each shard gets its own chunk topic and subscription (<chunks_topic>-<i> and <chunks_subscription>-<i>; with 1, one topic named chunks_topic and one subscription named chunks_subscription), Scheduler job and pass per tick. Each chunk is delivered once, whatever the count. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys topics and subscriptions with their backlog: drain first (docs/deploy.md, \"Changing assembler_shards\")."
   type        = number
-  default     = 1
+  default     = null
 
   validation {
-    condition     = var.assembler_shards >= 1 && var.assembler_shards <= 64 && floor(var.assembler_shards) == var.assembler_shards
-    error_message = "assembler_shards must be a whole number between 1 and 64."
+    condition     = var.assembler_shards == null || try(var.assembler_shards >= 1 && var.assembler_shards <= 64 && floor(var.assembler_shards) == var.assembler_shards, false)
+    error_message = "assembler_shards must be null or a whole number between 1 and 64."
   }
 }
 
@@ -184,6 +184,18 @@ variable "retry_after_seconds" {
   validation {
     condition     = var.retry_after_seconds >= 0 && var.retry_after_seconds <= 60 && floor(var.retry_after_seconds) == var.retry_after_seconds
     error_message = "retry_after_seconds must be a whole number of seconds between 0 and 60."
+  }
+}
+
+variable "chunk_encoding" {
+  description = "How ingest stores each chunk's audio in its Pub/Sub message (CHUNK_ENCODING): \"flac\" (default: lossless, ~40 % fewer Pub/Sub bytes on speech, which Pub/Sub bills twice; a chunk FLAC cannot shrink goes as PCM all the same) or \"pcm\" (the body as posted). The assembler reads both either way, so a change needs no drain."
+  type        = string
+  default     = "flac"
+  nullable    = false
+
+  validation {
+    condition     = contains(["flac", "pcm"], var.chunk_encoding)
+    error_message = "chunk_encoding must be \"flac\" or \"pcm\"."
   }
 }
 
@@ -299,24 +311,24 @@ variable "max_messages_per_pull" {
 }
 
 variable "max_pass_bytes" {
-  description = "Bytes of audio one assembler pass collects in memory before it flushes them (MAX_PASS_BYTES); it collects again only if it held no chunk back for ordering, so in practice this is the audio one pass assembles per tick (~140 users at 16 kHz for 256 MiB). At least 16 MiB; at most half of assembler_memory (per concurrent pass), checked at plan time."
+  description = "Override of deployment_size's max_pass_bytes (personal 128 MiB, team 256 MiB, fleet 1 GiB); null (default) takes the size's. Bytes of audio one assembler pass collects in memory before it flushes them (MAX_PASS_BYTES); it collects again only if it held no chunk back for ordering, so in practice this is the audio one pass assembles per tick (~140 users at 16 kHz for 256 MiB). At least 16 MiB; at most half of assembler_memory (per concurrent pass), checked at plan time."
   type        = number
-  default     = 268435456
+  default     = null
 
   validation {
-    condition     = var.max_pass_bytes >= 16777216 && floor(var.max_pass_bytes) == var.max_pass_bytes
-    error_message = "max_pass_bytes must be a whole number of bytes, at least 16 MiB (16777216)."
+    condition     = var.max_pass_bytes == null || try(var.max_pass_bytes >= 16777216 && floor(var.max_pass_bytes) == var.max_pass_bytes, false)
+    error_message = "max_pass_bytes must be null or a whole number of bytes, at least 16 MiB (16777216)."
   }
 }
 
 variable "flush_workers" {
-  description = "Users flushed in parallel within one assembler pass (FLUSH_WORKERS)."
+  description = "Override of deployment_size's flush_workers (personal 4, team 16, fleet 16); null (default) takes the size's. Users flushed in parallel within one assembler pass (FLUSH_WORKERS)."
   type        = number
-  default     = 16
+  default     = null
 
   validation {
-    condition     = var.flush_workers >= 1 && var.flush_workers <= 256 && floor(var.flush_workers) == var.flush_workers
-    error_message = "flush_workers must be a whole number between 1 and 256."
+    condition     = var.flush_workers == null || try(var.flush_workers >= 1 && var.flush_workers <= 256 && floor(var.flush_workers) == var.flush_workers, false)
+    error_message = "flush_workers must be null or a whole number between 1 and 256."
   }
 }
 
@@ -368,6 +380,13 @@ variable "kms_key_name" {
   }
 }
 
+variable "recordings_autoclass" {
+  description = "Autoclass on the recordings bucket (default true): Cloud Storage moves each object not read for 30 days to Nearline, then Coldline (90) and Archive (365), and back to Standard when it is read, with no retrieval or early-deletion fees ($0.0025 per 1,000 objects per month; objects under 128 KiB, such as state/, stay Standard and are not charged it). false turns it off (objects stay where Autoclass left them; Standard from then on)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
 variable "recordings_force_destroy" {
   description = "Let `terraform destroy` delete the recordings bucket with every recording in it. false (default): destroy stops at the recordings bucket while it holds objects, so recordings survive a teardown."
   type        = bool
@@ -376,39 +395,52 @@ variable "recordings_force_destroy" {
 }
 
 # ---------------------------------------------------------------------------------------
-# Functions
+# Functions: deployment_size picks their sizing (sizing.tf); each variable below that
+# defaults to null overrides one of its values.
 # ---------------------------------------------------------------------------------------
 
-variable "ingest_memory" {
-  description = "Memory of one ingest instance (Cloud Run quantity such as 512Mi or 1Gi)."
+variable "deployment_size" {
+  description = "Sizing of the functions (sizing.tf; README, \"Sizing\"): \"personal\" (default: one person, one or two devices; fractional-CPU instances serving one request at a time), \"team\" (the defaults of releases before this setting: 1 vCPU, 80 requests per ingest instance, up to ~140 streaming users per assembler shard) or \"fleet\" (~10,000 users: 21 assembler shards of 2 GiB). It sets CPU, memory, concurrency and instance bounds of ingest and the assembler, and assembler_shards, max_pass_bytes and flush_workers; each of those variables, when set, overrides its value. A size with another shard count re-maps users to shards and replaces chunk topics and subscriptions with their backlog: drain first (docs/deploy.md, \"Changing assembler_shards\")."
   type        = string
-  default     = "512Mi"
+  default     = "personal"
+  nullable    = false
 
   validation {
-    condition     = can(regex("^[1-9][0-9]*(Mi|Gi)$", var.ingest_memory))
-    error_message = "ingest_memory must be a number followed by Mi or Gi, such as 512Mi or 1Gi."
+    condition     = contains(["personal", "team", "fleet"], var.deployment_size)
+    error_message = "deployment_size must be \"personal\", \"team\" or \"fleet\"."
+  }
+}
+
+variable "ingest_memory" {
+  description = "Override of deployment_size's memory of one ingest instance (Cloud Run quantity such as 512Mi or 1Gi; personal 256Mi, team and fleet 512Mi). null (default) takes the size's."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ingest_memory == null || can(regex("^[1-9][0-9]*(Mi|Gi)$", var.ingest_memory))
+    error_message = "ingest_memory must be null or a number followed by Mi or Gi, such as 512Mi or 1Gi."
   }
 }
 
 variable "ingest_cpu" {
-  description = "vCPUs of one ingest instance (\"1\", \"2\", or a fraction such as \"0.5\"; a fraction forces concurrency 1)."
+  description = "Override of deployment_size's vCPUs of one ingest instance (\"1\", \"2\", or a fraction such as \"0.5\", which needs concurrency 1; personal 0.167, team and fleet 1). null (default) takes the size's."
   type        = string
-  default     = "1"
+  default     = null
 
   validation {
-    condition     = can(regex("^([1-9][0-9]*|0\\.[0-9]+)$", var.ingest_cpu))
-    error_message = "ingest_cpu must be a whole number of vCPUs such as \"1\" or a fraction such as \"0.5\"."
+    condition     = var.ingest_cpu == null || can(regex("^([1-9][0-9]*|0\\.[0-9]+)$", var.ingest_cpu))
+    error_message = "ingest_cpu must be null, a whole number of vCPUs such as \"1\" or a fraction such as \"0.5\"."
   }
 }
 
 variable "ingest_concurrency" {
-  description = "Requests one ingest instance serves at once (max_instance_request_concurrency)."
+  description = "Override of deployment_size's requests one ingest instance serves at once (max_instance_request_concurrency; personal 1, team and fleet 80). null (default) takes the size's."
   type        = number
-  default     = 80
+  default     = null
 
   validation {
-    condition     = var.ingest_concurrency >= 1 && var.ingest_concurrency <= 1000 && floor(var.ingest_concurrency) == var.ingest_concurrency
-    error_message = "ingest_concurrency must be a whole number between 1 and 1000."
+    condition     = var.ingest_concurrency == null || try(var.ingest_concurrency >= 1 && var.ingest_concurrency <= 1000 && floor(var.ingest_concurrency) == var.ingest_concurrency, false)
+    error_message = "ingest_concurrency must be null or a whole number between 1 and 1000."
   }
 }
 
@@ -424,57 +456,57 @@ variable "ingest_timeout_seconds" {
 }
 
 variable "ingest_min_instances" {
-  description = "Ingest instances kept warm (billed while idle); 0 scales to zero."
+  description = "Override of deployment_size's ingest instances kept warm (billed while idle; every size: 0, scale to zero). null (default) takes the size's."
   type        = number
-  default     = 0
+  default     = null
 
   validation {
-    condition     = var.ingest_min_instances >= 0 && floor(var.ingest_min_instances) == var.ingest_min_instances
-    error_message = "ingest_min_instances must be a whole number, 0 or more."
+    condition     = var.ingest_min_instances == null || try(var.ingest_min_instances >= 0 && floor(var.ingest_min_instances) == var.ingest_min_instances, false)
+    error_message = "ingest_min_instances must be null or a whole number, 0 or more."
   }
 }
 
 variable "ingest_max_instances" {
-  description = "Upper bound on ingest instances (a cap on cost and on Pub/Sub publish load)."
+  description = "Override of deployment_size's upper bound on ingest instances (a cap on cost and on Pub/Sub publish load; personal 3, team 20, fleet 100). null (default) takes the size's."
   type        = number
-  default     = 20
+  default     = null
 
   validation {
-    condition     = var.ingest_max_instances >= 1 && floor(var.ingest_max_instances) == var.ingest_max_instances
-    error_message = "ingest_max_instances must be a whole number, 1 or more."
+    condition     = var.ingest_max_instances == null || try(var.ingest_max_instances >= 1 && floor(var.ingest_max_instances) == var.ingest_max_instances, false)
+    error_message = "ingest_max_instances must be null or a whole number, 1 or more."
   }
 }
 
 variable "assembler_memory" {
-  description = "Memory of one assembler instance (Cloud Run quantity such as 1Gi); it holds up to max_pass_bytes of audio per pass, which must stay within half of it."
+  description = "Override of deployment_size's memory of one assembler instance (Cloud Run quantity such as 1Gi; personal 512Mi, team 1Gi, fleet 2Gi); it holds up to max_pass_bytes of audio per pass, which must stay within half of it. null (default) takes the size's."
   type        = string
-  default     = "1Gi"
+  default     = null
 
   validation {
-    condition     = can(regex("^[1-9][0-9]*(Mi|Gi)$", var.assembler_memory))
-    error_message = "assembler_memory must be a number followed by Mi or Gi, such as 1Gi or 2Gi."
+    condition     = var.assembler_memory == null || can(regex("^[1-9][0-9]*(Mi|Gi)$", var.assembler_memory))
+    error_message = "assembler_memory must be null or a number followed by Mi or Gi, such as 1Gi or 2Gi."
   }
 }
 
 variable "assembler_cpu" {
-  description = "vCPUs of one assembler instance (\"1\", \"2\", or a fraction such as \"0.5\")."
+  description = "Override of deployment_size's vCPUs of one assembler instance (\"1\", \"2\", or a fraction such as \"0.5\"; personal 0.333, team and fleet 1). null (default) takes the size's."
   type        = string
-  default     = "1"
+  default     = null
 
   validation {
-    condition     = can(regex("^([1-9][0-9]*|0\\.[0-9]+)$", var.assembler_cpu))
-    error_message = "assembler_cpu must be a whole number of vCPUs such as \"1\" or a fraction such as \"0.5\"."
+    condition     = var.assembler_cpu == null || can(regex("^([1-9][0-9]*|0\\.[0-9]+)$", var.assembler_cpu))
+    error_message = "assembler_cpu must be null, a whole number of vCPUs such as \"1\" or a fraction such as \"0.5\"."
   }
 }
 
 variable "assembler_concurrency" {
-  description = "Ticks one assembler instance handles at once; 1 keeps each pass on its own instance."
+  description = "Override of deployment_size's ticks one assembler instance handles at once (every size: 1, each pass on its own instance). null (default) takes the size's."
   type        = number
-  default     = 1
+  default     = null
 
   validation {
-    condition     = var.assembler_concurrency >= 1 && var.assembler_concurrency <= 1000 && floor(var.assembler_concurrency) == var.assembler_concurrency
-    error_message = "assembler_concurrency must be a whole number between 1 and 1000."
+    condition     = var.assembler_concurrency == null || try(var.assembler_concurrency >= 1 && var.assembler_concurrency <= 1000 && floor(var.assembler_concurrency) == var.assembler_concurrency, false)
+    error_message = "assembler_concurrency must be null or a whole number between 1 and 1000."
   }
 }
 
@@ -490,13 +522,13 @@ variable "assembler_timeout_seconds" {
 }
 
 variable "assembler_min_instances" {
-  description = "Assembler instances kept warm (billed while idle); 0 scales to zero between ticks."
+  description = "Override of deployment_size's assembler instances kept warm (billed while idle; every size: 0, scale to zero between ticks). null (default) takes the size's."
   type        = number
-  default     = 0
+  default     = null
 
   validation {
-    condition     = var.assembler_min_instances >= 0 && floor(var.assembler_min_instances) == var.assembler_min_instances
-    error_message = "assembler_min_instances must be a whole number, 0 or more."
+    condition     = var.assembler_min_instances == null || try(var.assembler_min_instances >= 0 && floor(var.assembler_min_instances) == var.assembler_min_instances, false)
+    error_message = "assembler_min_instances must be null or a whole number, 0 or more."
   }
 }
 
@@ -560,6 +592,22 @@ variable "vad_aggressiveness" {
   validation {
     condition     = contains([0, 1, 2, 3], var.vad_aggressiveness)
     error_message = "vad_aggressiveness must be 0, 1, 2 or 3."
+  }
+}
+
+# ---------------------------------------------------------------------------------------
+# Compaction of finished recordings (compaction.tf)
+# ---------------------------------------------------------------------------------------
+
+variable "recordings_compaction" {
+  description = "COMPACTION_FORMAT of compact_recording: \"off\" (default: recordings stay WAV and none of its resources exist), \"flac\" (lossless, ~60 % of the WAV for speech) or \"opus\" (lossy, ~18 kbit/s, ~14x smaller). Each finished WAV is replaced by a verified <recording>.flac or .opus with the same metadata (README, Compaction)."
+  type        = string
+  default     = "off"
+  nullable    = false
+
+  validation {
+    condition     = contains(["off", "flac", "opus"], var.recordings_compaction)
+    error_message = "recordings_compaction must be \"off\", \"flac\" or \"opus\"."
   }
 }
 

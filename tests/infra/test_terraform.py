@@ -57,6 +57,11 @@ NOT_VARIABLES = {
     "ACK_DEADLINE_SECONDS": "local.ack_deadline_seconds",
 }
 
+# Config fields deployment_size sets (infra/sizing.tf), by their variable (and local): the
+# variable defaults to null, "the size's value", and the code's defaults are the "team" size's,
+# the defaults of every release before sizes (test_sizes.py checks the sizes).
+SIZED = {"ASSEMBLER_SHARDS": "assembler_shards", "MAX_PASS_BYTES": "max_pass_bytes", "FLUSH_WORKERS": "flush_workers"}
+
 VERSION_RANGE = re.compile(r"^>=\s*\d+(\.\d+)*\s*,\s*<\s*\d+(\.\d+)*$")
 REGION_LITERAL = re.compile(r"\b(us|europe|asia|australia|northamerica|southamerica|me|africa)-[a-z]+\d+\b")
 
@@ -318,6 +323,10 @@ BAD_VALUES = {
     "assembler_timeout_seconds": [541],
     "vad_aggressiveness": [4, -1],
     "alert_email": ["not-an-address"],
+    "deployment_size": ["Personal", "large", "", None],
+    "chunk_encoding": ["opus", "FLAC", "", None],
+    "flush_workers": [0, 257, 1.5],
+    "ingest_min_instances": [-1, 0.5],
 }
 # Values to accept (besides the defaults).
 GOOD_VALUES = {
@@ -328,6 +337,11 @@ GOOD_VALUES = {
     "extra_ingest_tokens": [[], ["a" * 20, "b" * 128]],
     "max_pass_bytes": [16 * 2**20],
     "assembler_schedule": ["*/2 * * * *"],
+    "deployment_size": ["team", "fleet"],
+    "chunk_encoding": ["pcm"],
+    "assembler_shards": [1, 64],
+    "flush_workers": [1, 256],
+    "ingest_min_instances": [0, 2],
 }
 
 
@@ -1025,11 +1039,14 @@ def test_variable_defaults_equal_the_code_defaults():
     assert without == set(NOT_VARIABLES), (
         f"Config fields without a Terraform variable: {sorted(without)}; expected only {sorted(NOT_VARIABLES)}"
     )
-    env = service_config(functions()["assembler"])["environment_variables"]
+    env = service_config(functions(deployment_size="team")["assembler"])["environment_variables"]
     for name in ENV_VARS:
         if name in NOT_VARIABLES:
             continue
         value = default(name.lower())
+        if name in SIZED:
+            assert value is None, f"var.{name.lower()}: null by default, so deployment_size decides"
+            value = resolver(deployment_size="team").local(SIZED[name])
         code = DEFAULTS[name]
         if isinstance(value, list):  # a list variable the function gets comma-joined
             assert ",".join(value) == code == env[name], (
@@ -1043,29 +1060,25 @@ def test_variable_defaults_equal_the_code_defaults():
             assert isinstance(value, (int, float)) and float(value) == float(code), (
                 f"var.{name.lower()} default {value!r} != code default {code!r}"
             )
-    # The code reads the rendered environment back as its own defaults (but the deployment's
-    # project and bucket).
+    # The code reads the environment rendered for the "team" size back as its own defaults (but
+    # the deployment's project and bucket).
     bucket = the("google_storage_bucket", "recordings")["name"]
     assert Config.from_env(env) == dataclasses.replace(Config(), google_cloud_project=PROJECT, recordings_bucket=bucket)
 
 
-def test_function_sizing_defaults():
+def test_function_timeouts_instances_and_entry_points():
+    """What deployment_size does not set (its sizes: test_sizes.py)."""
     v = {name: default(name) for name in config().variables if "default" in config().variables[name].attributes}
-    assert (v["ingest_memory"], v["ingest_cpu"], v["ingest_concurrency"]) == ("512Mi", "1", 80)
-    assert (v["ingest_timeout_seconds"], v["ingest_max_instances"]) == (30, 20)
-    assert (v["assembler_memory"], v["assembler_cpu"], v["assembler_concurrency"]) == ("1Gi", "1", 1)
-    assert v["assembler_timeout_seconds"] == 120 and v["assembler_shards"] == 1
+    assert (v["ingest_timeout_seconds"], v["assembler_timeout_seconds"]) == (30, 120)
     # The timeout covers a whole pass plus the finalization after it.
     assert v["assembler_timeout_seconds"] > DEFAULTS["PASS_SECONDS"]
     assert v["assembler_max_instances"] is None
-    fns = functions()
-    sc = {key: service_config(fn) for key, fn in fns.items()}
-    assert (sc["ingest"]["available_memory"], sc["ingest"]["available_cpu"]) == ("512Mi", "1")
-    assert sc["ingest"]["max_instance_request_concurrency"] == 80 and sc["ingest"]["timeout_seconds"] == 30
-    assert (sc["assembler"]["available_memory"], sc["assembler"]["timeout_seconds"]) == ("1Gi", 120)
+    sc = {key: service_config(fn) for key, fn in functions().items()}
+    assert (sc["ingest"]["timeout_seconds"], sc["assembler"]["timeout_seconds"]) == (30, 120)
     # One instance per shard's pass plus one for an overrun, unless set.
     assert sc["assembler"]["max_instance_count"] == 2
     assert service_config(functions(assembler_shards=3)["assembler"])["max_instance_count"] == 4
+    assert service_config(functions(deployment_size="fleet")["assembler"])["max_instance_count"] == 22
     assert service_config(functions(assembler_max_instances=7)["assembler"])["max_instance_count"] == 7
     entry_points = {}
     for key, fn in functions(vad_consumer_enabled=True).items():
@@ -1162,7 +1175,8 @@ def test_the_vad_consumer_s_fixed_sizing_passes():
 
 
 MIB = 2**20
-# Settings whose relations are checked at plan time, each refused for the function named.
+# Settings whose relations are checked at plan time, each refused for the function named;
+# rendered on the "team" size (1 vCPU, 1 GiB assembler), whose numbers the comments use.
 BAD_RELATIONS = [
     ("assembler", {"max_pass_bytes": 512 * MIB + 1}),  # over half of the 1 GiB
     ("assembler", {"assembler_memory": "511Mi"}),  # 256 MiB is over half of it
@@ -1190,7 +1204,7 @@ GOOD_RELATIONS = [
 
 @pytest.mark.parametrize("fn, overrides", BAD_RELATIONS)
 def test_settings_that_cannot_work_together_fail_a_precondition(fn, overrides):
-    rendered = preconditions(vad_consumer_enabled=True, **overrides)
+    rendered = preconditions(vad_consumer_enabled=True, deployment_size="team", **overrides)
     assert any(c is not True for c, _ in rendered[fn]), f"{fn} with {overrides}: every precondition holds"
     for other, conds in rendered.items():
         if other != fn:
@@ -1199,14 +1213,15 @@ def test_settings_that_cannot_work_together_fail_a_precondition(fn, overrides):
 
 @pytest.mark.parametrize("overrides", GOOD_RELATIONS)
 def test_settings_at_their_limits_pass_the_preconditions(overrides):
-    for key, conds in preconditions(vad_consumer_enabled=True, **overrides).items():
+    for key, conds in preconditions(vad_consumer_enabled=True, deployment_size="team", **overrides).items():
         for cond, message in conds:
             assert cond is True, f"{key} with {overrides}: {message}"
 
 
 def test_suggested_scaling_settings_pass_the_preconditions():
     # docs/performance.md suggests settings for 10,000 users (bench/cost.plan, from the committed
-    # bench results); a user who applies them must not meet a failing precondition.
+    # bench results); a user who applies them on a 1-vCPU size must not meet a failing
+    # precondition (the "fleet" size is the plan's best option: test_sizes.py).
     from bench import cost
     from bench.common import read_result
 
@@ -1221,13 +1236,13 @@ def test_suggested_scaling_settings_pass_the_preconditions():
             "assembler_shards": option["shards"],
         }
         assert all(all(validations(var, value)) for var, value in overrides.items()), option
-        for key, conds in preconditions(**overrides).items():
+        for key, conds in preconditions(deployment_size="team", **overrides).items():
             assert all(c is True for c, _ in conds), f"{key} with {option}: {[m for c, m in conds if c is not True]}"
     # bench/cost.py's share of memory is the one infra/functions.tf checks.
     memory = 2**30
     at = int(memory * cost.MAX_PASS_SHARE_OF_MEMORY)
-    assert all(c is True for c, _ in preconditions(max_pass_bytes=at)["assembler"])
-    assert not all(c is True for c, _ in preconditions(max_pass_bytes=at + 1)["assembler"])
+    assert all(c is True for c, _ in preconditions(deployment_size="team", max_pass_bytes=at)["assembler"])
+    assert not all(c is True for c, _ in preconditions(deployment_size="team", max_pass_bytes=at + 1)["assembler"])
 
 
 def test_ticks_drive_the_assembler_without_retries():
