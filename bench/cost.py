@@ -1,12 +1,15 @@
 """Section 5, cost: dollars per user-hour from the measured counts (bench/results/*.json) at
-the list prices of docs/prices.md, for this design and for naive designs; the idle cost per
-month; and the assembler settings for a number of users. Writes docs/cost.md.
+the list prices of docs/prices.md, for this design at each `deployment_size` and for naive
+designs; the idle cost per month; one heavy user's first year with the bucket
+(bench/bucket.py); and the assembler settings for a number of users. Writes docs/cost.md.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 
+from bench import bucket
 from bench.common import read_result
 
 # USD list prices, us-central1, late 2026: the rows of docs/prices.md that name these keys
@@ -20,9 +23,24 @@ PRICE = {
     "vcpu_s": 0.000024,  # Cloud Run CPU, request-based billing
     "gib_s": 0.0000025,  # Cloud Run memory
     "scheduler_job": 0.10,  # per job per month; 3 jobs free per billing account
+    "nearline_gb_month": 0.010,
+    "coldline_gb_month": 0.004,
+    "archive_gb_month": 0.0012,
+    "class_a_nearline": 0.01 / 1000,  # a lifecycle SetStorageClass to Nearline
+    "class_a_coldline": 0.02 / 1000,
+    "class_a_archive": 0.05 / 1000,
+    "autoclass_object_month": 0.0025 / 1000,  # per object of 128 KiB or more
 }
-INGEST_VCPU, INGEST_GIB = 1, 0.5  # infra/variables.tf: ingest_cpu, ingest_memory
-ASSEMBLER_VCPU, ASSEMBLER_GIB = 1, 1.0  # assembler_cpu, assembler_memory
+# What infra/sizing.tf's `deployment_size` sets (tests/infra/test_sizes.py checks that the
+# two agree): vCPU and memory (GiB) of each function. The fleet's assembler memory and shard
+# count are also what `plan(10_000)` derives from the measurements.
+SIZES = {
+    "personal": {"ingest": (0.167, 0.25), "assembler": (0.333, 0.5)},
+    "team": {"ingest": (1.0, 0.5), "assembler": (1.0, 1.0)},
+    "fleet": {"ingest": (1.0, 0.5), "assembler": (1.0, 2.0)},
+}
+# The sizes the tables use: one person streams on a personal deployment, 10,000 users on a fleet.
+SIZE_FOR_USERS = {1: "personal", 10_000: "fleet"}
 # Cloud Run adds instances at ~60 % CPU, so under steady load the billed instance time is
 # about the CPU time / 0.6. At 1 user there is no overlap: each burst of requests is its own
 # billed period, rounded up to 100 ms.
@@ -101,53 +119,86 @@ def plan(users: int, asm: dict, scale: dict) -> dict:
     }
 
 
-def per_user_hour(sender: str, users: int, r: dict, design: str = "this") -> dict:
-    """Dollars per user-hour, by item."""
+def _flac_ratio(r: dict) -> float:
+    """Bytes published per byte of PCM with CHUNK_ENCODING=flac, on speech (bench/codec.py)."""
+    return r["codec"]["16000"]["speech"]["bytes_ratio"]
+
+
+def _burst_s(r: dict, sender: str, vcpu: float, encoding: str) -> float:
+    """Wall time of one burst of POSTs at `vcpu` (concurrency 1): for 1-second POSTs, measured
+    under a CPU quota (bench/fractional_cpu.py): one POST at the 1-s cadence (p50), or back to
+    back (the mean, throttling pauses included: a burst's CPU outruns the quota); for the legacy
+    10-second POST, the 1-vCPU latency at 10 connections (an upper bound) plus its server CPU
+    stretched by the quota."""
+    per_burst = SENDERS[sender][3]
+    ing = r["ingest"]["summary"]
+    if SENDERS[sender][1] > 32_000:
+        level = ing["legacy_10s"]["ingest"]
+        return per_burst * (level["p50_ms"] + level["cpu_ms_per_request"]["server"] * (1 / vcpu - 1)) / 1000
+    rows = r["fractional_cpu"]["encodings"][encoding]
+    row = rows[min(rows, key=lambda q: abs(float(q) - vcpu))]
+    if per_burst == 1:
+        return row["cadence"]["p50_ms"] / 1000
+    return per_burst * statistics.mean(row["back_to_back"]["latencies_ms"]) / 1000
+
+
+def per_user_hour(
+    sender: str, users: int, r: dict, design: str = "this", size: str | None = None, encoding: str = "flac"
+) -> dict:
+    """Dollars per user-hour, by item, at a `deployment_size` (default: SIZE_FOR_USERS)."""
     ing, asm, scale = r["ingest"]["summary"], r["assembler"]["summary"], r["scale"]["summary"]
     requests, body, bursts, per_burst, chunks_per_flush = SENDERS[sender]
+    size = size or SIZE_FOR_USERS[users]
+    ingest_vcpu, ingest_gib = SIZES[size]["ingest"]
     legacy = body > 32_000 and "legacy_10s" in ing
     level = ing["legacy_10s"] if legacy else ing.get("c50") or ing[max(ing, key=lambda k: ing[k]["ingest"]["rps"])]
     cpu_req_s = level["ingest"]["cpu_ms_per_request"]["server"] / 1000
-    if legacy:
-        latency_s = level["ingest"]["p50_ms"] / 1000  # at 10 connections: an upper bound for 1 user
-    else:
-        latency_s = ing["c1"]["ingest"]["p50_ms"] / 1000
     cost = {}
     cost["ingest requests"] = requests * PRICE["invocation"]
     if users == 1:
-        billed = bursts * _ceil_granule(per_burst * latency_s)
+        billed = bursts * _ceil_granule(_burst_s(r, sender, ingest_vcpu, encoding))
     else:
         billed = requests * cpu_req_s / UTILIZATION
-    cost["ingest CPU + memory"] = billed * (INGEST_VCPU * PRICE["vcpu_s"] + INGEST_GIB * PRICE["gib_s"])
+    cost["ingest CPU + memory"] = billed * (ingest_vcpu * PRICE["vcpu_s"] + ingest_gib * PRICE["gib_s"])
 
     p = plan(users, asm, scale)
     if design == "this" or design.startswith("rewrite per minute"):
-        message = max(1000, body + ATTRIBUTE_BYTES)
+        ratio = _flac_ratio(r) if encoding == "flac" and design == "this" else 1.0
+        message = max(1000, body * ratio + ATTRIBUTE_BYTES)
         # Chunks still settling when a pass runs are released and delivered again: measured share.
         released = asm["released_per_chunk"]
         cost["Pub/Sub (publish + delivery)"] = requests * (2 + released) * message / TIB * PRICE["pubsub_tib"]
         ticks = 60 * p["shards"]
         cost["assembler invocations"] = ticks / users * PRICE["invocation"]
         if users == 1:
-            assembler_s = 60 * asm["pass_wall_s_single"]  # instance time of the passes
+            vcpu, gib = SIZES[size]["assembler"]
+            # A pass's CPU stretches at a fractional vCPU; its waits do not.
+            wall = asm["pass_wall_s_single"] + asm["pass_cpu_s_single"] * (1 / vcpu - 1)
+            assembler_s = 60 * _ceil_granule(wall)
         else:
+            vcpu, gib = 1.0, p["memory_gib"]
             assembler_s = 60 * p["cpu_ms_per_user_minute"] / 1000 / UTILIZATION
-        gib = ASSEMBLER_GIB if users == 1 else p["memory_gib"]
-        cost["assembler CPU + memory"] = assembler_s * (ASSEMBLER_VCPU * PRICE["vcpu_s"] + gib * PRICE["gib_s"])
+        cost["assembler CPU + memory"] = assembler_s * (vcpu * PRICE["vcpu_s"] + gib * PRICE["gib_s"])
 
     if design == "this":
-        # A recording-hour: the first flush, 59 more and the finalizing tick, each pass less
-        # what an idle pass does too (state listing, shard lease): that per-pass overhead is
-        # paid once per shard per tick, shared by the users (a list page per 1,000 users).
-        idle = asm["idle_pass"]["proxy_counts"]
+        # A recording-hour: the first flush, 59 more and the finalizing ticks, each pass less
+        # what a pass with nothing to flush does too (the shard lease): that per-pass overhead
+        # is paid once per shard per tick, shared by the users. One user's passes list no state
+        # object while the recording is open; with many users one of them is always coming due,
+        # so every tick sweeps (a list page per 1,000 users).
+        idle = asm["busy_pass_overhead" if users == 1 else "full_idle_pass"]["proxy_counts"]
 
         def user_part(counts):
             return {k: counts.get(k, 0) - idle.get(k, 0) for k in set(counts) | set(idle)}
 
+        # The ticks after the last audio (the settled tail, a pass that finds nothing, the
+        # sweeps that finalize) are the recording's, less what an idle shard pays anyway.
+        probe = asm["idle_pass"]["proxy_counts"]
         finalize = {
-            k: v - (asm["finalize_passes"] - 1) * idle.get(k, 0) for k, v in asm["requests_finalize_pass"].items()
+            k: asm["requests_finalize_pass"].get(k, 0) - asm["finalize_passes"] * probe.get(k, 0)
+            for k in set(asm["requests_finalize_pass"]) | set(probe)
         }
-        parts = [user_part(asm["requests_first_flush"]), user_part(finalize)]
+        parts = [user_part(asm["requests_first_flush"]), finalize]
         steady = user_part(asm["requests_steady_pass"])
         class_a = sum(_ops_kinds(c)[0] for c in parts) + 59 * _ops_kinds(steady)[0]
         class_b = sum(_ops_kinds(c)[1] for c in parts) + 59 * _ops_kinds(steady)[1]
@@ -162,10 +213,10 @@ def per_user_hour(sender: str, users: int, r: dict, design: str = "this") -> dic
         )
     else:
         n = 60 if design.startswith("rewrite per minute") else requests
-        size = 115.2e6 / n  # bytes added per write
+        size_bytes = 115.2e6 / n  # bytes added per write
         cost["storage Class A (writes)"] = n * PRICE["class_a"]
         if design.startswith("rewrite"):
-            moved = size * n * (n + 1) / 2  # each write re-uploads the whole file
+            moved = size_bytes * n * (n + 1) / 2  # each write re-uploads the whole file
             cost["storage Class B (read back the file)"] = n * PRICE["class_b"]
             # CPU to move the bytes both ways, at the rate the assembler uploads a part
             # (a 1.92 MB part inside one flush's CPU: an upper bound of CPU per byte).
@@ -177,20 +228,94 @@ def per_user_hour(sender: str, users: int, r: dict, design: str = "this") -> dic
     return cost
 
 
-def idle_month(passes: int, asm: dict) -> dict:
-    idle = asm["idle_pass"]
-    a, b = _ops_kinds(idle["proxy_counts"])  # what every shard's idle pass requests
-    ticks = TICKS_PER_MONTH * passes
+def idle_month(shards: int, asm: dict, size: str) -> dict:
+    """A month with nobody streaming: every tick's pass finds nothing (a lease read and one
+    short pull), and once a day per shard a full pass sweeps (erase markers)."""
+    vcpu, gib = SIZES[size]["assembler"]
+    rate = vcpu * PRICE["vcpu_s"] + gib * PRICE["gib_s"]
+    idle, daily = asm["idle_pass"], asm["full_idle_pass"]
+    ticks = TICKS_PER_MONTH * shards
+    sweeps = 30 * shards
+
+    def instance_s(m: dict) -> float:
+        return _ceil_granule(m["wall_s"] + m["cpu_s"] * (1 / vcpu - 1))
+
+    def requests(counts: dict) -> float:
+        a, b = _ops_kinds(counts)
+        return a * PRICE["class_a"] + b * PRICE["class_b"]
+
+    def kinds(counts: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
     return {
-        f"Cloud Scheduler ({passes} job{'s' if passes > 1 else ''}; 3 free per billing account)": passes
+        f"Cloud Scheduler ({shards} job{'s' if shards > 1 else ''}; 3 free per billing account)": shards
         * PRICE["scheduler_job"],
         "tick messages (1 KB min, publish + Eventarc delivery)": 2 * ticks * 1000 / TIB * PRICE["pubsub_tib"],
         "assembler invocations": ticks * PRICE["invocation"],
-        "idle pass instance time (measured pass wall time)": ticks
-        * _ceil_granule(idle["wall_s"])
-        * (ASSEMBLER_VCPU * PRICE["vcpu_s"] + ASSEMBLER_GIB * PRICE["gib_s"]),
-        f"storage requests of an idle pass ({', '.join(f'{k} {v}' for k, v in sorted(idle['proxy_counts'].items()))})": ticks
-        * (a * PRICE["class_a"] + b * PRICE["class_b"]),
+        "idle pass instance time (measured, stretched to the size's vCPU)": (ticks - sweeps) * instance_s(idle) * rate,
+        f"storage requests of an idle pass ({kinds(idle['proxy_counts'])})": (ticks - sweeps)
+        * requests(idle["proxy_counts"]),
+        "daily sweep pass instance time": sweeps * instance_s(daily) * rate,
+        f"storage requests of a daily sweep pass ({kinds(daily['proxy_counts'])})": sweeps
+        * requests(daily["proxy_counts"]),
+    }
+
+
+HEAVY_HOURS_PER_DAY = 16
+# A recording is closed after MAX_RECORDING_SECONDS (1 h by default): a heavy day is 16 objects.
+HEAVY_OBJECTS_PER_DAY = 16
+
+
+def heavy_user(r: dict, per_hour: float, docs_example_per_hour: float) -> dict:
+    """One user streaming 16 h a day: the pipeline and the bucket, first year and steady months,
+    for each storage policy and stored format; and the docs example's design (an object per
+    1-second POST, which Autoclass cannot tier: objects under 128 KiB stay Standard)."""
+    pcm_hour = 115.2e6
+    compaction = r.get("compaction", {}).get("summary", {})
+    formats = {"WAV": (pcm_hour, 0.0)}
+    for name in ("flac", "opus"):
+        if name in compaction:
+            c = compaction[name]
+            formats[f"compacted to {name.upper()}"] = (c["bytes_per_audio_hour"], _compaction_per_hour(c))
+    hours_year = HEAVY_HOURS_PER_DAY * 365
+    rows = {}
+    for fmt, (bytes_per_hour, compact_per_hour) in formats.items():
+        usage = bucket.Usage(HEAVY_HOURS_PER_DAY, bytes_per_hour, HEAVY_OBJECTS_PER_DAY)
+        for policy in ("standard", "autoclass", "lifecycle"):
+            rows[f"this design, {fmt}, {policy}"] = _heavy_row(
+                bucket.summarize(usage, policy, PRICE), per_hour + compact_per_hour, hours_year
+            )
+    docs = bucket.Usage(HEAVY_HOURS_PER_DAY, pcm_hour + 3600 * 44, 3600 * HEAVY_HOURS_PER_DAY)  # WAV header each
+    rows["docs example (object per POST), WAV, standard"] = _heavy_row(
+        bucket.summarize(docs, "standard", PRICE), docs_example_per_hour, hours_year
+    )
+    return rows
+
+
+def _compaction_per_hour(c: dict) -> float:
+    """Compacting an audio-hour: the function's instance time, reading the WAV, writing the
+    compacted object, the finished-recording event's delivery (a recording is up to an hour)."""
+    vcpu, gib = c["vcpu"], c["memory_gib"]
+    return (
+        c["cpu_s_per_audio_hour"] / vcpu * (vcpu * PRICE["vcpu_s"] + gib * PRICE["gib_s"])
+        + PRICE["invocation"]
+        + PRICE["class_a"]
+        + PRICE["class_b"]
+        + 1000 / TIB * PRICE["pubsub_tib"]
+    )
+
+
+def _heavy_row(b: dict, per_hour: float, hours_year: float) -> dict:
+    month = HEAVY_HOURS_PER_DAY * 30 * per_hour
+    return {
+        "pipeline_first_year": per_hour * hours_year,
+        "bucket_first_year": sum(b["first_year"].values()),
+        "first_year": per_hour * hours_year + sum(b["first_year"].values()),
+        "month_13": month + sum(b["month_13"].values()),
+        "month_60": month + sum(b["month_60"].values()),
+        "bucket_month_13": sum(b["month_13"].values()),
+        "bucket_month_60": sum(b["month_60"].values()),
+        "gb_after_first_year": b["gb_after_first_year"],
     }
 
 
@@ -200,11 +325,38 @@ def usd(x: float) -> str:
     return f"${x:.4f}" if x >= 0.01 else f"${x:.6f}" if x >= 1e-6 else f"${x:.2e}"
 
 
+# Issue 15's targets (USD): per user-hour, per idle month, per heavy user's first year.
+TARGETS = {
+    "current X=1, 1 user": 0.012,
+    "current X=10, 1 user": 0.010,
+    "legacy X=10, 1 user": 0.010,
+    "current X=1, 10,000 users": 0.009,
+    "idle month, personal": 0.50,
+    "heavy user first year, defaults (WAV, Autoclass)": 100.0,
+}
+
+
+def _load_optional(r: dict) -> dict:
+    for name in ("codec", "fractional_cpu", "compaction"):
+        found = read_result(name)
+        if found is None and name != "compaction":
+            raise SystemExit(f"cost model needs bench results for: {name} (run the bench first)")
+        if found is not None:
+            r[name] = found
+    return r
+
+
 def build() -> dict:
-    r = _load()
+    r = _load_optional(_load())
     asm, scale = r["assembler"]["summary"], r["scale"]["summary"]
     columns = [(s, n) for n in (1, big) for s in SENDERS]
     table = {f"{s}, {n:,} user{'s' if n > 1 else ''}": per_user_hour(s, n, r) for s, n in columns}
+    steps = {
+        "team, pcm (the sizing and encoding before)": per_user_hour("current X=1", 1, r, size="team", encoding="pcm"),
+        "team, flac": per_user_hour("current X=1", 1, r, size="team"),
+        "personal, pcm": per_user_hour("current X=1", 1, r, size="personal", encoding="pcm"),
+        "personal, flac (default)": per_user_hour("current X=1", 1, r),
+    }
     designs = [
         "this",
         "object per chunk",
@@ -216,15 +368,46 @@ def build() -> dict:
     naive = {d: {n: per_user_hour("current X=1", n, r, d) for n in (1, big)} for d in designs}
     p_big = plan(big, asm, scale)
     idle = {
-        "1 shard (default)": idle_month(1, asm),
-        f"{p_big['shards']} shards (10,000-user settings)": idle_month(p_big["shards"], asm),
+        "personal, 1 shard (default)": idle_month(1, asm, "personal"),
+        "team, 1 shard": idle_month(1, asm, "team"),
+        f"fleet, {p_big['shards']} shards (10,000-user settings)": idle_month(p_big["shards"], asm, "fleet"),
+    }
+    per_hour = sum(table["current X=1, 1 user"].values())
+    sizes = {
+        "personal": {
+            "per_user_hour_1_user": per_hour,
+            "idle_month": sum(idle["personal, 1 shard (default)"].values()),
+        },
+        "team": {
+            "per_user_hour_1_user": sum(steps["team, flac"].values()),
+            "idle_month": sum(idle["team, 1 shard"].values()),
+        },
+        "fleet": {
+            "per_user_hour_10000_users": sum(table["current X=1, 10,000 users"].values()),
+            "idle_month": sum(idle[next(k for k in idle if k.startswith("fleet"))].values()),
+        },
+    }
+    heavy = heavy_user(r, per_hour, sum(naive["object per chunk"][1].values()))
+    measured = {
+        "current X=1, 1 user": per_hour,
+        "current X=10, 1 user": sum(table["current X=10, 1 user"].values()),
+        "legacy X=10, 1 user": sum(table["legacy X=10, 1 user"].values()),
+        "current X=1, 10,000 users": sum(table["current X=1, 10,000 users"].values()),
+        "idle month, personal": sum(idle["personal, 1 shard (default)"].values()),
+        "heavy user first year, defaults (WAV, Autoclass)": heavy["this design, WAV, autoclass"]["first_year"],
     }
     data = {
         "prices": PRICE,
+        "size_vcpu_gib": SIZES,
+        "targets": {k: {"target": TARGETS[k], "measured": v, "pass": v <= TARGETS[k]} for k, v in measured.items()},
+        "sizes": sizes,
         "per_user_hour": table,
+        "sizing_steps_1_user": steps,
         "naive_per_user_hour": naive,
         "idle_per_month": idle,
+        "heavy_user": heavy,
         "plan_10000": p_big,
+        "flac_ratio_speech": _flac_ratio(r),
         "assumptions": {"utilization": UTILIZATION, "granule_s": GRANULE_S, "gcs_request_s": GCS_REQUEST_S},
     }
     return {"data": data, "markdown": _markdown(r, data)}
@@ -261,7 +444,8 @@ def _long_pass_note(r: dict, data: dict) -> list[str]:
     budget = r["scale"]["summary"]["pass_seconds"]
     if longest < 0.9 * budget:
         return []
-    per_shard_hour = 60 * budget * (ASSEMBLER_VCPU * PRICE["vcpu_s"] + ASSEMBLER_GIB * PRICE["gib_s"])
+    vcpu, gib = SIZES["personal"]["assembler"]
+    per_shard_hour = 60 * budget * (vcpu * PRICE["vcpu_s"] + gib * PRICE["gib_s"])
     return [
         "**As the assembler runs today, a pass that meets a continuous stream lasts its whole budget.** In the",
         f"freshness run (senders posting every second) a pass took {longest} s: it keeps pulling while chunks keep",
@@ -280,53 +464,91 @@ def _markdown(r: dict, data: dict) -> str:
 
     asm, ing = r["assembler"]["summary"], r["ingest"]["summary"]
     p = data["plan_10000"]
+    sources = [r[n] for n in ("ingest", "assembler", "scale", "codec", "fractional_cpu", "compaction") if n in r]
+    personal = SIZES["personal"]
     out = [
         "<!-- GENERATED by `make bench` (bench/cost.py) from bench/results/*.json. Do not edit by hand:",
         "     change bench/cost.py and run `python -m bench.run --report`. -->",
         "# Cost",
         "",
-        provenance([r["ingest"], r["assembler"], r["scale"]]),
+        provenance(sources),
         "",
         "Dollars per **user-hour** of streamed audio (16 kHz PCM16 mono, 115.2 MB), at the list prices",
         "of [prices.md](prices.md) (us-central1, late 2026; verify before quoting; `PRICE` in `bench/cost.py`),",
         "computed from the counts measured by `make bench`: Cloud Storage",
-        "requests by kind counted at the fault proxy, ingest server CPU per request, assembler CPU per",
-        "pass, function invocations per tick. Free tiers are ignored.",
+        "requests by kind counted at the fault proxy, ingest latency and CPU per request (also under a CPU",
+        "quota), the FLAC codec's bytes on real speech, assembler CPU per pass, function invocations per",
+        "tick. Free tiers are ignored.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | result |",
+        "|---|---:|---|",
+        *[
+            f"| {name} <= {usd(v['target'])} | {usd(v['measured'])} | {'PASS' if v['pass'] else 'FAIL'} |"
+            for name, v in data["targets"].items()
+        ],
+        "",
+        *_bounds(data),
+        "## By deployment size",
+        "",
+        'What each `deployment_size` (README, "Sizing") costs, current sender X=1: per user-hour where it is meant to',
+        "run, and per month with nobody streaming (details below).",
+        "",
+        "| size | per user-hour | idle month |",
+        "|---|---:|---:|",
+        f"| personal (one person) | {usd(data['sizes']['personal']['per_user_hour_1_user'])} at 1 user | {usd(data['sizes']['personal']['idle_month'])} |",
+        f"| team (the sizing before `deployment_size`) | {usd(data['sizes']['team']['per_user_hour_1_user'])} at 1 user | {usd(data['sizes']['team']['idle_month'])} |",
+        f"| fleet | {usd(data['sizes']['fleet']['per_user_hour_10000_users'])} at 10,000 users | {usd(data['sizes']['fleet']['idle_month'])} |",
         "",
         "## This design",
         "",
         "Columns: the sender (current Omi backend with interval X=1 or X=10, both sending 1-second",
-        "POSTs; a legacy sender POSTing 10 s of audio at once) and the number of users streaming.",
+        "POSTs; a legacy sender POSTing 10 s of audio at once) and the number of users streaming: one",
+        "person on the `personal` deployment size (the default), 10,000 users on the `fleet` size",
+        '(README, "Sizing").',
         "",
         *_table(data["per_user_hour"]),
         "",
-        f"Storage of the finished WAV is separate: 115.2 MB per user-hour, {usd(0.1152 * PRICE['gb_month'])} per month kept.",
+        "What moved one person's hour (current sender, X=1), size by size and with or without FLAC chunks:",
+        "",
+        *_table(data["sizing_steps_1_user"]),
         "",
         "How each line is computed:",
         "",
         "- **ingest requests**: one invocation per POST (3,600 per hour for 1-second POSTs, 360 for legacy 10-second POSTs).",
-        "- **ingest CPU + memory** (1 vCPU, 512 MiB): at 1 user nothing overlaps, so each burst is one billed period of",
-        f"  `requests in the burst x p50 ack latency` ({ing['c1']['ingest']['p50_ms']} ms measured at 1 connection) rounded up",
-        "  to 100 ms: the X=10 sender's ten back-to-back POSTs share one period. At 10,000 users instances are busy and the",
-        f"  billed time is the measured server CPU per request "
+        f"- **ingest CPU + memory**: `personal` runs ingest at {personal['ingest'][0]} vCPU, {personal['ingest'][1]} GiB,",
+        "  concurrency 1. At 1 user nothing overlaps, so each burst is one billed period of",
+        "  `requests in the burst x p50 ack latency` rounded up to 100 ms, the latency measured with ingest",
+        '  under a CPU quota of the size\'s vCPU ([performance.md](performance.md), "Ingest under a fractional vCPU"):',
+        "  the X=10 sender's ten back-to-back POSTs share one period. At 10,000 users (`fleet`: 1 vCPU, 512 MiB)",
+        "  instances are busy and the billed time is the measured server CPU per request "
         f"({(ing.get('c50') or ing['c1'])['ingest']['cpu_ms_per_request']['server']} ms at 50 connections) / {UTILIZATION} utilization.",
         "- **Pub/Sub**: every chunk is published once and delivered once to the assembler's subscription:",
-        f"  2 x (body + ~{ATTRIBUTE_BYTES} B of attributes) per POST, at $40/TiB; plus one more delivery of the chunks a",
-        f"  pass finds still settling and releases: {asm['released_per_chunk']} per chunk measured (SETTLE_SECONDS / tick = 10/60).",
+        f"  2 x (bytes published + ~{ATTRIBUTE_BYTES} B of attributes) per POST, at $40/TiB. With `CHUNK_ENCODING=flac`",
+        f"  (the default) ingest publishes the chunk as FLAC: {data['flac_ratio_speech']} of the PCM's bytes on real",
+        "  speech (samples/speech-16k.wav; silence compresses far more, and noise is published as PCM when FLAC",
+        f"  saves nothing). Plus one more delivery of the chunks a pass finds still settling and releases: {asm['released_per_chunk']}",
+        "  per chunk measured (SETTLE_SECONDS / tick = 10/60).",
         f"- **assembler invocations**: one per tick per shard ({p['shards']} shards at 10,000 users), shared by all users.",
-        f"- **assembler CPU + memory** (1 vCPU; 1 GiB at 1 user, {p['memory_gib']} GiB in the 10,000-user settings): at 1 user the instance time of a pass ({asm['pass_wall_s_single']} s",
-        "  measured, mostly the final empty pull) every minute; at 10,000 users the measured CPU per user-minute",
-        f"  ({p['cpu_ms_per_user_minute']} ms: pulling, decoding, flushing and acking a user's minute) / {UTILIZATION}.",
+        f"- **assembler CPU + memory**: at 1 user the instance time of a pass ({asm['pass_wall_s_single']} s measured at",
+        f"  1 vCPU, mostly the final empty pull; its {asm['pass_cpu_s_single']} CPU-s stretched to `personal`'s",
+        f"  {personal['assembler'][0]} vCPU) every minute, at {personal['assembler'][1]} GiB; at 10,000 users the measured CPU per",
+        f"  user-minute ({p['cpu_ms_per_user_minute']} ms: pulling, decoding, flushing and acking a user's minute) / {UTILIZATION},",
+        f"  at 1 vCPU and {p['memory_gib']} GiB.",
         "- **Storage**: a recording-hour is one first flush, 59 more (a steady flush: part upload, two composes,",
         f"  header upload, two state writes: Class A; one state read of {asm['state_object_bytes']} B on average: Class B; no",
-        "  audio is ever downloaded) and the finalizing tick, each counted at the proxy less what an idle pass",
-        f"  requests too ({', '.join(f'{k} {v}' for k, v in sorted(asm['idle_pass']['proxy_counts'].items()))}). That per-pass",
-        "  overhead is paid once per shard per tick and shared by the users (a list page per 1,000 users).",
-        "  The same for every sender, since a tick flushes a user's minute at once (legacy: 6 chunks of 10 s).",
+        "  audio is ever downloaded) and the ticks after the last audio until it is finalized, each counted at the",
+        "  proxy. A streaming pass's own overhead is counted apart, once per shard per tick, shared by the users: at",
+        f"  1 user the shard lease ({', '.join(f'{k} {v}' for k, v in sorted(asm['busy_pass_overhead']['proxy_counts'].items()))}; no state listing while the recording is open,",
+        f'  docs/design.md, "An idle pass"), with many users also a sweep every tick ({", ".join(f"{k} {v}" for k, v in sorted(asm["full_idle_pass"]["proxy_counts"].items()))},',
+        "  a list page per 1,000 users). The ticks after the last audio are counted less what an idle shard's probe",
+        "  requests anyway. The same for every sender, since a tick flushes a user's minute at once (legacy: 6",
+        "  chunks of 10 s).",
         "",
         *_long_pass_note(r, data),
         "The X=10 sender costs the same as X=1 except at 1 user, where its bursts fill the 100 ms billing",
-        "granule ten times better. The legacy sender's 10-second POSTs cut ingest requests and CPU by about",
+        "granule better. The legacy sender's 10-second POSTs cut ingest requests and CPU by about",
         "ten, and Pub/Sub bills the same bytes.",
         "",
         "Not in the table: Cloud Logging, whose price is not in prices.md. Ingest writes no log line per",
@@ -336,12 +558,15 @@ def _markdown(r: dict, data: dict) -> str:
         "",
         "## Naive designs, beside this one (current sender, X=1)",
         "",
-        "- *object per chunk*: ingest uploads each POST as its own object; no Pub/Sub, no assembler.",
+        "- *object per chunk*: ingest uploads each POST as its own object; no Pub/Sub, no assembler (the design",
+        "  of Omi's docs example).",
         "- *rewrite per chunk*: each POST reads the user's WAV and writes it back one second longer.",
         "- *rewrite per minute*: this design's buffering, but the WAV is downloaded and re-uploaded instead of composed.",
         "- *7-day soft delete*: the Cloud Storage default for new buckets; every overwritten copy stays billable for",
         "  7 days (infra/storage.tf turns soft delete off for that reason). CPU to move bytes is an estimate",
         "  at the rate the assembler uploads its parts.",
+        "",
+        "Each at the same sizes as this design (`personal` at 1 user, `fleet` at 10,000).",
         "",
         "| design | per user-hour, 1 user | per user-hour, 10,000 users | per user-month at 16 h/day, 10,000 users | largest item (10,000 users) |",
         "|---|---:|---:|---:|---|",
@@ -355,6 +580,7 @@ def _markdown(r: dict, data: dict) -> str:
         "Item by item in `bench/results/cost.json`. The naive designs' CPU to move bytes is a rough estimate;",
         "their Class A writes and soft-deleted bytes are exact arithmetic.",
         "",
+        *_heavy_markdown(data),
         "## Idle cost per month (no user streaming)",
         "",
     ]
@@ -362,13 +588,70 @@ def _markdown(r: dict, data: dict) -> str:
         out += [f"**{name}**", "", "| item | per month |", "|---|---:|"]
         out += [f"| {k} | {usd(v)} |" for k, v in items.items()]
         out += [f"| **total** | **{usd(sum(items.values()))}** |", ""]
-    idle = asm["idle_pass"]
+    idle, daily = asm["idle_pass"], asm["full_idle_pass"]
     out += [
-        f"An idle pass measured {idle['wall_s']} s of wall time and {idle['cpu_s']} CPU-s: almost all of it is the",
-        "final pull waiting for messages that do not come (the emulator returns an empty pull after about",
-        "a second; the assembler allows 2 s). Real Pub/Sub may answer an empty pull sooner or later than the",
-        "emulator; that wait is the largest idle item. Ingest costs nothing when idle (min instances 0).",
-        "Secret Manager is read when an ingest instance starts: $0.03 per 10,000 starts, negligible.",
+        f"An idle pass (nothing waiting, no open recording) measured {idle['wall_s']} s of wall time and {idle['cpu_s']}",
+        'CPU-s: it reads the shard lease and makes one short pull, and writes nothing (docs/design.md, "An idle',
+        f'pass"). Once a day per shard a full pass sweeps for old erase markers: {daily["wall_s"]} s, mostly the',
+        "final empty pull. Real Pub/Sub may answer an empty pull sooner or later than the emulator. Ingest costs",
+        "nothing when idle (min instances 0). Secret Manager is read when an ingest instance starts: $0.03 per",
+        "10,000 starts, negligible. Cloud Scheduler's first 3 jobs per billing account are free, so a personal",
+        "deployment's one job usually costs nothing.",
         "",
     ]
     return "\n".join(out) + "\n"
+
+
+def _bounds(data: dict) -> list[str]:
+    """For each target missed: what bounds it, by how much."""
+    missed = {k: v for k, v in data["targets"].items() if not v["pass"]}
+    if not missed:
+        return []
+    out = ["**Missed, and what bounds them:**", ""]
+    for name, v in missed.items():
+        over = v["measured"] - v["target"]
+        items = data["per_user_hour"].get(name) if name in data["per_user_hour"] else None
+        largest = ""
+        if items:
+            top = sorted(items.items(), key=lambda kv: -kv[1])[:3]
+            largest = "; its largest items: " + ", ".join(f"{k} {usd(x)}" for k, x in top)
+        out.append(f"- {name}: over by {usd(over)} ({over / v['target']:.0%}){largest}.")
+    return [*out, ""]
+
+
+def _heavy_markdown(data: dict) -> list[str]:
+    rows = data["heavy_user"]
+    out = [
+        f"## One heavy user over the years ({HEAVY_HOURS_PER_DAY} h a day), bucket included",
+        "",
+        f"The pipeline at the `personal` size (current sender, X=1: {usd(data['targets']['current X=1, 1 user']['measured'])}",
+        f"per user-hour) and the recordings bucket, day by day (bench/bucket.py): {HEAVY_HOURS_PER_DAY} recordings a day",
+        "(MAX_RECORDING_SECONDS closes one every hour), never read again. *standard*: Standard storage forever;",
+        "*autoclass*: `recordings_autoclass = true` (the default; terminal class Archive): Standard, then Nearline",
+        "after 30 days, Coldline after 90, Archive after 365; *lifecycle*: SetStorageClass rules at the same ages",
+        "instead, which pay a Class A operation of the new class per object moved and, unlike Autoclass,",
+        "retrieval fees when a recording is read and minimum-duration charges when one is erased early.",
+        "*compacted*: `recordings_compaction` replaces each finished WAV with FLAC (lossless) or Opus (lossy),",
+        "its compaction cost added to the pipeline's hour. Month 13 is the first month of year 2; month 60",
+        "the last of year 5.",
+        "",
+        "| design, stored format, storage policy | pipeline, first year | bucket, first year | **first year** "
+        "| month 13 (bucket) | month 60 (bucket) | GB after a year |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in rows.items():
+        out.append(
+            f"| {name} | {usd(v['pipeline_first_year'])} | {usd(v['bucket_first_year'])} | **{usd(v['first_year'])}** "
+            f"| {usd(v['month_13'])} ({usd(v['bucket_month_13'])}) | {usd(v['month_60'])} ({usd(v['bucket_month_60'])}) "
+            f"| {v['gb_after_first_year']:,} |"
+        )
+    out += [
+        "",
+        "Autoclass and lifecycle rules cost the same for audio nobody reads; Autoclass wins as soon as",
+        "recordings are read back or erased early, and its fee ($0.0025 per 1,000 objects a month) is cents",
+        "at one object per recording-hour. The docs example's objects (one per 1-second POST, ~32 KB) are",
+        "under Autoclass's 128 KiB minimum, and a lifecycle rule would pay a Class A operation for each of",
+        "its 21 million objects a year, so its audio stays in Standard.",
+        "",
+    ]
+    return out

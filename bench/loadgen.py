@@ -19,7 +19,17 @@ import sys
 import time
 import uuid
 
-from bench.common import cpu_seconds, percentile, process_tree
+from bench.common import ROOT, cpu_seconds, percentile, process_tree
+from omi_receiver.devtools.simulate.wavfile import read_wav
+
+# The body is real speech: ingest compresses it (CHUNK_ENCODING=flac), and a codec's time
+# depends on what it encodes. Taken from 1 s in, repeated if the sample is shorter.
+SPEECH = ROOT / "samples" / "speech-16k.wav"
+
+
+def speech_body(body_bytes: int) -> bytes:
+    pcm = read_wav(SPEECH)[0][32_000:]
+    return (pcm * (body_bytes // len(pcm) + 1))[:body_bytes]
 
 
 async def _connection(i: int, args: dict, body: bytes, state: dict) -> None:
@@ -72,7 +82,7 @@ async def _edges(args: dict, state: dict, watch: dict[str, list[int]]) -> dict:
 
 
 async def main(args: dict) -> dict:
-    body = (bytes(range(256)) * (args["body_bytes"] // 256 + 1))[: args["body_bytes"]]
+    body = speech_body(args["body_bytes"])
     watch = {name: process_tree(pid) for name, pid in args.get("watch", {}).items()}
     now = time.monotonic()
     state = {

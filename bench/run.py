@@ -17,9 +17,17 @@ import signal
 import sys
 import time
 
-from bench import assembler, common, cost, freshness, ingest, report, scale
+from bench import assembler, codec, common, compaction, cost, fractional_cpu, freshness, ingest, report, scale
 
-SECTIONS = {"ingest": ingest, "assembler": assembler, "freshness": freshness, "scale": scale}
+SECTIONS = {
+    "ingest": ingest,
+    "assembler": assembler,
+    "freshness": freshness,
+    "scale": scale,
+    "fractional_cpu": fractional_cpu,
+    "codec": codec,
+    "compaction": compaction,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
