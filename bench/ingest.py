@@ -33,9 +33,9 @@ from omi_receiver.devtools import emulators, functions
 from omi_receiver.runtime.ingest.publisher import DirectPublisher
 
 TOKEN = "bench-token-0123456789"
-# The publish floor (bench/publish_floor_main.py) runs at these levels only, as a third arm, and
-# ingest with CHUNK_ENCODING=pcm as a fourth: at 1 connection ingest is counted against the
-# publish floor, and the pcm arm shows what the FLAC codec adds to a request.
+# The publish floor (bench/publish_floor_main.py) runs at these levels only, as a third arm: at
+# 1 connection ingest is counted against it. Ingest with CHUNK_ENCODING=pcm runs at every level
+# of 1-second chunks, as a fourth arm: what the FLAC codec adds to a request.
 PUBLISH_FLOOR_LABELS = ("c1",)
 # 1 connection is the level where the throughput ratio is closest to its target; its rounds are
 # short, so it gets more of them (a multiple of 3: each arm runs first, second and third alike).
@@ -107,7 +107,8 @@ def run(quick: bool, log=print) -> dict:
             runs = []
             plan = [(f"c{c}", c, 32_000) for c in levels] + extra
             for label, concurrency, body in plan:
-                arms = ["ingest", "floor"] + (["publish_floor", "ingest_pcm"] if label in PUBLISH_FLOOR_LABELS else [])
+                arms = ["ingest", "floor", *(["publish_floor"] if label in PUBLISH_FLOOR_LABELS else [])]
+                arms += ["ingest_pcm"] if label.startswith("c") else []
                 n_rounds = 2 if not label.startswith("c") else C1_ROUNDS if label == "c1" and not quick else rounds
                 for r in range(n_rounds):
                     # Rotate which arm goes first so drift hits them alike (A/B, B/A, ...).
@@ -243,9 +244,11 @@ def summarize(runs: list[dict]) -> dict:
             row["ratios"]["publish_floor_throughput"] = ratio(row["publish_floor"]["rps"], flo["rps"])
             row["ratios"]["throughput_vs_publish_floor"] = ratio(ing["rps"], row["publish_floor"]["rps"])
         if "ingest_pcm" in row:
-            row["ratios"]["pcm_throughput_vs_publish_floor"] = ratio(
-                row["ingest_pcm"]["rps"], row["publish_floor"]["rps"]
-            )
+            pcm = row["ingest_pcm"]
+            row["ratios"]["pcm_throughput"] = ratio(pcm["rps"], flo["rps"])
+            row["ratios"]["pcm_cpu"] = ratio(pcm["cpu_ms_per_request"]["server"], flo["cpu_ms_per_request"]["server"])
+            if "publish_floor" in row:
+                row["ratios"]["pcm_throughput_vs_publish_floor"] = ratio(pcm["rps"], row["publish_floor"]["rps"])
         row["pass"] = {
             "throughput": row["ratios"]["throughput_vs_publish_floor"] >= TARGETS["throughput_vs_publish_floor_min"]
             if "publish_floor" in row
