@@ -13,9 +13,10 @@
 #   give an instance less than one vCPU. A POST costs ~2-3 CPU-ms (bench/results/ingest.json).
 #   Measured under functions-framework after 120 POSTs, with the FLAC codec (numpy) loaded,
 #   an ingest instance holds ~86 MiB (PSS; ~150 MiB RSS counting gunicorn's master and worker
-#   each in full): over 128 MiB's comfort, so 256 MiB. CPU 0.167: starting an instance took
-#   ~0.9 CPU-seconds on the bench machine, which is ~5 s of a cold start at 0.167 vCPU and
-#   ~11 s at 0.083, too close to the sender's 15 s timeout. Three instances: one per device,
+#   each in full): over 128 MiB's comfort, so 256 MiB. CPU 0.167: a cold start is CPU-bound
+#   (~1 CPU-second to the first answer); under a CPU quota it measured ~7 s at 0.167 vCPU and
+#   ~14 s at 0.083, too close to the sender's 15 s timeout (docs/performance.md, "Ingest under
+#   a fractional vCPU"). Three instances: one per device,
 #   and a third for a retry or a reconnecting second stream that overlaps them. The assembler gets
 #   0.333 vCPU and 512 MiB: one or two users' minute of audio is ~2-4 MB, so 128 MiB of
 #   max_pass_bytes (a quarter of the memory) leaves a backlog of over an hour for one pass.
@@ -23,8 +24,9 @@
 #   ingest instances serving 80 requests each, up to 20; one assembler shard on 1 vCPU and
 #   1 GiB holding 256 MiB of audio per pass (~140 users streaming at 16 kHz).
 # fleet: ~10,000 users, the settings docs/performance.md ("Settings for 10,000 users")
-#   derives from the bench (bench/cost.py plan(10_000)): 21 shards of 2 GiB assembler
-#   instances holding 1 GiB of audio per pass (~483 users each). Ingest: 10,000 POSTs a second
+#   derives from the bench (bench/cost.py plan(10_000)): 37 shards of 1 GiB assembler
+#   instances holding 512 MiB of audio per pass (~273 users each: CPU-bound, decoding FLAC
+#   chunks included, in half of PASS_SECONDS). Ingest: 10,000 POSTs a second
 #   at ~2 CPU-ms each is ~20 busy vCPUs, ~34 instances at Cloud Run's ~60 % target
 #   utilization; up to 100 leaves room for bursts without an unbounded bill.
 #
@@ -44,7 +46,7 @@ locals {
     }
     fleet = {
       ingest    = { cpu = "1", memory = "512Mi", concurrency = 80, min_instances = 0, max_instances = 100 }
-      assembler = { cpu = "1", memory = "2Gi", concurrency = 1, min_instances = 0, shards = 21, max_pass_bytes = 1073741824, flush_workers = 16 }
+      assembler = { cpu = "1", memory = "1Gi", concurrency = 1, min_instances = 0, shards = 37, max_pass_bytes = 536870912, flush_workers = 16 }
     }
   }
   size = local.sizes[var.deployment_size]

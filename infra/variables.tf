@@ -110,7 +110,7 @@ variable "chunks_topic" {
 }
 
 variable "assembler_shards" {
-  description = "Override of deployment_size's shards (personal 1, team 1, fleet 21); null (default) takes the size's. Shards of the assembler's work (ASSEMBLER_SHARDS, set on ingest and the assembler): ingest publishes each chunk to the topic of shard crc32(uid) % assembler_shards, and each shard gets its own chunk topic and subscription (<chunks_topic>-<i> and <chunks_subscription>-<i>; with 1, one topic named chunks_topic and one subscription named chunks_subscription), Scheduler job and pass per tick. Each chunk is delivered once, whatever the count. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys topics and subscriptions with their backlog: drain first (docs/deploy.md, \"Changing assembler_shards\")."
+  description = "Override of deployment_size's shards (personal 1, team 1, fleet 37); null (default) takes the size's. Shards of the assembler's work (ASSEMBLER_SHARDS, set on ingest and the assembler): ingest publishes each chunk to the topic of shard crc32(uid) % assembler_shards, and each shard gets its own chunk topic and subscription (<chunks_topic>-<i> and <chunks_subscription>-<i>; with 1, one topic named chunks_topic and one subscription named chunks_subscription), Scheduler job and pass per tick. Each chunk is delivered once, whatever the count. Raise it when one pass cannot keep up (oldest-unacked alert). Changing it re-maps users and replaces or destroys topics and subscriptions with their backlog: drain first (docs/deploy.md, \"Changing assembler_shards\")."
   type        = number
   default     = null
 
@@ -311,7 +311,7 @@ variable "max_messages_per_pull" {
 }
 
 variable "max_pass_bytes" {
-  description = "Override of deployment_size's max_pass_bytes (personal 128 MiB, team 256 MiB, fleet 1 GiB); null (default) takes the size's. Bytes of audio one assembler pass collects in memory before it flushes them (MAX_PASS_BYTES); it collects again only if it held no chunk back for ordering, so in practice this is the audio one pass assembles per tick (~140 users at 16 kHz for 256 MiB). At least 16 MiB; at most half of assembler_memory (per concurrent pass), checked at plan time."
+  description = "Override of deployment_size's max_pass_bytes (personal 128 MiB, team 256 MiB, fleet 512 MiB); null (default) takes the size's. Bytes of audio one assembler pass collects in memory before it flushes them (MAX_PASS_BYTES); it collects again only if it held no chunk back for ordering, so in practice this is the audio one pass assembles per tick (~140 users at 16 kHz for 256 MiB). At least 16 MiB; at most half of assembler_memory (per concurrent pass), checked at plan time."
   type        = number
   default     = null
 
@@ -400,7 +400,7 @@ variable "recordings_force_destroy" {
 # ---------------------------------------------------------------------------------------
 
 variable "deployment_size" {
-  description = "Sizing of the functions (sizing.tf; README, \"Sizing\"): \"personal\" (default: one person, one or two devices; fractional-CPU instances serving one request at a time), \"team\" (the defaults of releases before this setting: 1 vCPU, 80 requests per ingest instance, up to ~140 streaming users per assembler shard) or \"fleet\" (~10,000 users: 21 assembler shards of 2 GiB). It sets CPU, memory, concurrency and instance bounds of ingest and the assembler, and assembler_shards, max_pass_bytes and flush_workers; each of those variables, when set, overrides its value. A size with another shard count re-maps users to shards and replaces chunk topics and subscriptions with their backlog: drain first (docs/deploy.md, \"Changing assembler_shards\")."
+  description = "Sizing of the functions (sizing.tf; README, \"Sizing\"): \"personal\" (default: one person, one or two devices; fractional-CPU instances serving one request at a time), \"team\" (the defaults of releases before this setting: 1 vCPU, 80 requests per ingest instance, up to ~140 streaming users per assembler shard) or \"fleet\" (~10,000 users: 37 assembler shards of 1 GiB). It sets CPU, memory, concurrency and instance bounds of ingest and the assembler, and assembler_shards, max_pass_bytes and flush_workers; each of those variables, when set, overrides its value. A size with another shard count re-maps users to shards and replaces chunk topics and subscriptions with their backlog: drain first (docs/deploy.md, \"Changing assembler_shards\")."
   type        = string
   default     = "personal"
   nullable    = false
@@ -478,7 +478,7 @@ variable "ingest_max_instances" {
 }
 
 variable "assembler_memory" {
-  description = "Override of deployment_size's memory of one assembler instance (Cloud Run quantity such as 1Gi; personal 512Mi, team 1Gi, fleet 2Gi); it holds up to max_pass_bytes of audio per pass, which must stay within half of it. null (default) takes the size's."
+  description = "Override of deployment_size's memory of one assembler instance (Cloud Run quantity such as 1Gi; personal 512Mi, team and fleet 1Gi); it holds up to max_pass_bytes of audio per pass, which must stay within half of it. null (default) takes the size's."
   type        = string
   default     = null
 

@@ -1078,7 +1078,8 @@ def test_function_timeouts_instances_and_entry_points():
     # One instance per shard's pass plus one for an overrun, unless set.
     assert sc["assembler"]["max_instance_count"] == 2
     assert service_config(functions(assembler_shards=3)["assembler"])["max_instance_count"] == 4
-    assert service_config(functions(deployment_size="fleet")["assembler"])["max_instance_count"] == 22
+    fleet = service_config(functions(deployment_size="fleet")["assembler"])
+    assert fleet["max_instance_count"] == int(fleet["environment_variables"]["ASSEMBLER_SHARDS"]) + 1
     assert service_config(functions(assembler_max_instances=7)["assembler"])["max_instance_count"] == 7
     entry_points = {}
     for key, fn in functions(vad_consumer_enabled=True).items():

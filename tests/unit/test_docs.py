@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import math
 import os
 import re
@@ -268,3 +269,15 @@ def test_the_cost_model_uses_the_prices_in_docs():
     assert re.search(
         r"late 2026.*verify before quoting", (ROOT / "docs/prices.md").read_text(), re.IGNORECASE | re.DOTALL
     )
+
+
+def test_readme_sizing_costs_are_the_committed_cost_model():
+    """README's Sizing table quotes what `make bench` computed for each size (bench/results/cost.json):
+    a bench run that moves a number must move the README with it."""
+    data = json.loads((ROOT / "bench" / "results" / "cost.json").read_text())["sizes"]
+    section = (ROOT / "README.md").read_text().split("### Sizing", 1)[1].split("\n#", 1)[0]
+    for size, values in data.items():
+        [row] = [line for line in section.splitlines() if line.startswith(f"| {size}")]
+        hour = values.get("per_user_hour_1_user", values.get("per_user_hour_10000_users"))
+        assert f"${hour:.4f} per user-hour" in row, (size, row)
+        assert f"${values['idle_month']:.2f} a month idle" in row, (size, row)
