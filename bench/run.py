@@ -1,6 +1,6 @@
 """`make bench`: every benchmark section, then docs/performance.md and docs/cost.md.
 
-    python -m bench.run            full run (~13 min on 2 cores): bench/results/*.json + docs/
+    python -m bench.run            full run (~25 min on 2 cores): bench/results/*.json + docs/
     python -m bench.run --quick    smoke run (~2-3 min): bench/results/tmp/ only, docs untouched
     python -m bench.run --only ingest,scale     some sections (results merged with the rest)
     python -m bench.run --report   regenerate the docs from the stored results only
