@@ -52,7 +52,7 @@ PROVIDER_PACKAGES = {
     "hashicorp/random": "cdktf-cdktf-provider-random",  # 12.0.1: hashicorp/random 3.7.2
     "hashicorp/archive": "cdktf-cdktf-provider-archive",  # 11.0.1: hashicorp/archive 2.7.1
     "hashicorp/time": "cdktf-cdktf-provider-time",  # 11.0.1: hashicorp/time 0.13.1
-    # Only needed if infra/ uses google-beta (google_project_service_identity is beta-only).
+    # google_project_service_identity (agents.tf) is only in google-beta.
     "hashicorp/google-beta": "cdktf-cdktf-provider-google-beta",  # 16.12.1: hashicorp/google-beta 6.50.0
 }
 

@@ -29,6 +29,11 @@ def _pinned_version() -> str:
 
 @pytest.fixture(scope="module")
 def report() -> dict:
+    return scan()
+
+
+def scan(var_file: Path | None = None) -> dict:
+    """checkov's terraform report over infra/ (with `var_file`'s settings, when given)."""
     # `make test` builds it; a missing scanner is a failure, never a silent skip.
     assert CHECKOV.exists(), f"{CHECKOV} not found; `make test` builds it, or: {BUILD_HINT}"
     # Not --quiet: with it the JSON holds only the failed checks, and the skipped ones (with
@@ -41,6 +46,7 @@ def report() -> dict:
             "infra",
             "--framework",
             "terraform",
+            *(["--var-file", str(var_file)] if var_file else []),
             "-o",
             "json",
             "--compact",

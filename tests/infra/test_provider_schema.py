@@ -33,10 +33,9 @@ CHECKED_VERSIONS = {
     "hashicorp/time": "0.13.1",
     "hashicorp/google-beta": "6.50.0",
 }
+
+
 # Needed only once infra/ uses the provider.
-OPTIONAL_PACKAGES = {"hashicorp/google-beta"}
-
-
 @pytest.fixture(scope="module")
 def config() -> tf_config.Config:
     return tf_config.load(INFRA)
@@ -56,8 +55,7 @@ def findings(config) -> list[provider_schema.Finding]:
 def test_schema_package_is_the_checked_provider_version(source, config):
     asm = provider_schema.assembly(source)
     used = {e.get("source", f"hashicorp/{k}") for k, e in config.required_providers.items()}
-    if asm is None and source in OPTIONAL_PACKAGES and source not in used:
-        pytest.skip(f"{provider_schema.PROVIDER_PACKAGES[source]} not installed; infra/ does not use {source}")
+    assert source in used, f"infra/ does not require {source}: drop it from PROVIDER_PACKAGES"
     assert asm is not None, f"{provider_schema.PROVIDER_PACKAGES[source]} is not installed (requirements-dev.txt)"
     assert (asm.source, asm.version) == (source, CHECKED_VERSIONS[source])
 
@@ -544,8 +542,6 @@ def test_planned_constructs_pass(tmp_path):
     """for_each over a map of function specs, a dynamic block fed by each.value, moved
     blocks to keyed instances, the provider's default_labels, time_sleep (hashicorp/time)
     and google_project_service_identity through google-beta (it is not in hashicorp/google)."""
-    if provider_schema.assembly("hashicorp/google-beta") is None:
-        pytest.skip("cdktf-cdktf-provider-google-beta is not installed")
     root = tmp_path / "infra"
     root.mkdir()
     (root / "main.tf").write_text(PLANNED)

@@ -7,17 +7,14 @@ tests/source_zips.py."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
 
 import addresses
 import pytest
 import source_zips
 import vad_consumer as vad
 from hcl_eval import Unknown
-from test_checkov import BUILD_HINT, CHECKOV
+from test_checkov import scan
 from test_terraform import (
     INFRA,
     MEMBER,
@@ -260,38 +257,16 @@ def test_tfvars_example_shows_how_to_turn_it_on():
 
 @pytest.mark.slow
 @pytest.mark.checkov
-def test_checkov_passes_with_the_consumer_on(tmp_path):
-    """The default run (test_checkov.py) sees the consumer's counted resources switched off;
-    scan them switched on too. checkov does not expand the functions' for_each (a map built
+def test_checkov_passes_with_the_consumer_and_compaction_on(tmp_path):
+    """The default run (test_checkov.py) sees the consumer's and the compactor's counted
+    resources switched off; scan them switched on too. checkov does not expand the functions' for_each (a map built
     from references), so it scans google_cloudfunctions2_function.this as one block either way."""
-    assert CHECKOV.exists(), f"{CHECKOV} not found; `make test` builds it, or: {BUILD_HINT}"
     var_file = tmp_path / "on.tfvars"
-    var_file.write_text('project_id = "my-omi-project"\nvad_consumer_enabled = true\n')
-    proc = subprocess.run(
-        [
-            str(CHECKOV),
-            "-d",
-            "infra",
-            "--framework",
-            "terraform",
-            "--var-file",
-            str(var_file),
-            "-o",
-            "json",
-            "--compact",
-            "--skip-download",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
-    )
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    data = json.loads(proc.stdout)
-    [report] = [r for r in (data if isinstance(data, list) else [data]) if r.get("check_type") == "terraform"]
+    var_file.write_text('project_id = "my-omi-project"\nvad_consumer_enabled = true\nrecordings_compaction = "flac"\n')
+    report = scan(var_file)
     failed = [f"{c['check_id']} {c['resource']}" for c in report["results"].get("failed_checks", [])]
     assert not failed, failed
     checked = {c["resource"] for kind in ("passed_checks", "skipped_checks") for c in report["results"].get(kind, [])}
     assert "google_cloudfunctions2_function.this" in checked, "the functions were not scanned"
     assert any(r.startswith("google_storage_bucket_iam_member.vad") for r in checked), "its grants were not scanned"
+    assert any(r.startswith("google_storage_bucket_iam_member.compactor") for r in checked), "the compactor's neither"

@@ -27,6 +27,7 @@ from assembly import Clock, audio_of, drain, publish
 from cloudevents.http import CloudEvent
 from google.api_core import exceptions
 from google.cloud import storage
+from served import served_on_recordings
 
 from omi_receiver.ops.erase import erase_user
 from omi_receiver.runtime import clients, compaction
@@ -419,34 +420,15 @@ def served_compactor(stack_config, tmp_path):
     """main.py's compact_recording under the functions-framework CLI with
     COMPACTION_FORMAT=flac, fed by a push subscription on the recordings topic (as Eventarc
     feeds it in production)."""
-    from omi_receiver.devtools import emulators
-    from omi_receiver.devtools.functions import FunctionServer, Signature
-
-    server = FunctionServer(
+    with served_on_recordings(
+        stack_config,
         "compact_recording",
         ROOT / "main.py",
-        emulators.free_port(),
         tmp_path / "functions-framework.log",
-        {**os.environ, "COMPACTION_FORMAT": "flac"},
-        Signature.CLOUDEVENT,
-    )
-    server.spawn()
-    subscriber = clients.subscriber()
-    push = stack_config.subscription_path(f"{stack_config.recordings_topic}-compaction")
-    try:
-        server.wait_listening(timeout=30)
-        subscriber.create_subscription(
-            request={
-                "name": push,
-                "topic": stack_config.topic_path(stack_config.recordings_topic),
-                "push_config": {"push_endpoint": f"{server.url}/"},
-                "ack_deadline_seconds": 60,
-            }
-        )
-        yield server.log
-    finally:
-        subscriber.delete_subscription(request={"subscription": push})
-        server.stop()
+        {"COMPACTION_FORMAT": "flac"},
+        "compaction",
+    ) as log:
+        yield log
 
 
 def test_a_finalized_recording_is_compacted_through_pubsub_push(stack_config, served_compactor):
@@ -454,7 +436,10 @@ def test_a_finalized_recording_is_compacted_through_pubsub_push(stack_config, se
 
     uid, pcm = assemble(stack_config)  # the push may compact the WAV at any moment now
     deadline = time.monotonic() + 20
-    while not (names := names_of(stack_config, uid))[0].endswith(".flac") and time.monotonic() < deadline:
+    # Until the WAV is deleted too: the copy is uploaded first, so for a moment both are there.
+    while not ((names := names_of(stack_config, uid)) and len(names) == 1 and names[0].endswith(".flac")):
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.2)
     [flac_name] = names
     assert flac_name.endswith(".flac"), served_compactor.read_text(errors="replace")[-3000:]

@@ -22,9 +22,8 @@ import pytest
 import vad_consumer as vad
 from assembly import Clock, drain, publish
 from cloudevents.http import CloudEvent
+from served import served_on_recordings
 
-from omi_receiver.devtools import emulators
-from omi_receiver.devtools.functions import FunctionServer, Signature
 from omi_receiver.runtime import clients, wav
 from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.contract import Chunk
@@ -296,32 +295,15 @@ def test_the_command_line_prints_the_sidecar_it_writes(bucket, gcs_emulator):
 def served_vad(stack_config, tmp_path):
     """examples/vad/main.py's analyze_recording under the functions-framework CLI, fed by a push subscription
     on the recordings topic (as Eventarc feeds it in production)."""
-    server = FunctionServer(
+    with served_on_recordings(
+        stack_config,
         "analyze_recording",
         ROOT / "examples" / "vad" / "main.py",
-        emulators.free_port(),
         tmp_path / "functions-framework.log",
-        {**os.environ, "VAD_AGGRESSIVENESS": "3"},
-        Signature.CLOUDEVENT,
-    )
-    log = server.log
-    server.spawn()
-    subscriber = clients.subscriber()
-    push = stack_config.subscription_path(f"{stack_config.recordings_topic}-vad")
-    try:
-        server.wait_listening(timeout=30)
-        subscriber.create_subscription(
-            request={
-                "name": push,
-                "topic": stack_config.topic_path(stack_config.recordings_topic),
-                "push_config": {"push_endpoint": f"{server.url}/"},
-                "ack_deadline_seconds": 60,
-            }
-        )
+        {"VAD_AGGRESSIVENESS": "3"},
+        "vad",
+    ) as log:
         yield log
-    finally:
-        subscriber.delete_subscription(request={"subscription": push})
-        server.stop()
 
 
 def test_a_finalized_recording_gets_its_sidecar_through_pubsub_push(stack_config, served_vad):
