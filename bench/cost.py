@@ -631,10 +631,16 @@ def _what_bounds(name: str, r: dict, data: dict) -> str:
     vcpu, gib = SIZES["personal"]["assembler"]
     pull_cut = 60 * 0.5 * (vcpu * PRICE["vcpu_s"] + gib * PRICE["gib_s"])
     if name.startswith("current X=10"):
+        ingest_vcpu = SIZES["personal"]["ingest"][0]
+        burst, single = (
+            _burst_s(r, "current X=10", ingest_vcpu, "flac"),
+            _burst_s(r, "current X=1", ingest_vcpu, "flac"),
+        )
         return (
             f"Pub/Sub bytes, the flush writes and the POSTs alone are {usd(fixed)}. Besides, the X=10 sender's ten "
-            "back-to-back POSTs outrun `personal`'s 0.167 vCPU quota (bench/fractional_cpu.py: a mean of "
-            "about 21 ms each back to back, 7 ms at the 1-s cadence), so a burst bills 300 ms instead of 100. "
+            f"back-to-back POSTs outrun `personal`'s {ingest_vcpu} vCPU quota (bench/fractional_cpu.py: a mean of "
+            f"{burst * 100:.0f} ms each back to back, {single * 1000:.0f} ms at the 1-s cadence), so a burst bills "
+            f"{_ceil_granule(burst) * 1000:.0f} ms instead of {_ceil_granule(10 * single) * 1000:.0f}. "
             f"The assembler's passes ({asm['pass_wall_s_single']} s each, mostly the final empty pull, which the emulator "
             f"holds ~1 s) cost {usd(hour.get('assembler CPU + memory', 0))}: a final pull bounded like the idle probe (0.5 s) "
             f"would take up to {usd(pull_cut)} off, if real Pub/Sub answers a drained subscription that fast."
