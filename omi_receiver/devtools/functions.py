@@ -4,17 +4,23 @@ the soak, the benchmarks and the tests.
 
     ingest = FunctionServer("receive_chunk", ROOT / "main.py", port, log, env).start()
     ...
-    ingest.stop()     # quick: SIGINT to gunicorn's master, then SIGKILL to what is left
+    ingest.stop()     # SIGTERM to gunicorn's master, then SIGKILL to what is left
 
-Stopping: SIGINT goes to the master alone, never to the whole group. The master answers it
-with gunicorn's quick shutdown: it sends its worker SIGQUIT, and the worker runs its exit
-hooks (ingest writes the refusals it only counted) and leaves. Signalling the whole group,
-as the test fixtures and the soak used to, gave the worker SIGINT and, moments later, its master's SIGQUIT:
-gunicorn's quit handler ran twice, the second run interrupted the first inside
-ThreadPoolExecutor.shutdown() and waited forever for the lock the first one held. About one
-stop in four hung until SIGKILL (the 10-15 s test teardowns); others lost the exit hooks'
-lines. Once the worker has gone the group is SIGKILLed: the master would only spend another
-second or so tearing down its interpreter, with nothing left to write.
+Stopping: SIGTERM goes to the master alone, never to the whole group, as Cloud Run sends
+it to an instance it stops. The master answers it with gunicorn's graceful shutdown: it
+sends its worker SIGTERM, whose handler only marks the worker as ending and wakes its
+event loop; the loop answers what is in flight, closes its connections and returns, and
+the worker runs its exit hooks (ingest writes the refusals it only counted) and leaves.
+
+Not SIGINT (gunicorn's quick shutdown): the master then sends SIGQUIT, and the gthread
+worker's SIGQUIT handler shuts its thread pool down from inside the signal handler. When
+the signal lands while the worker's own loop is in ThreadPoolExecutor.submit() (a client
+closing its kept-alive connection at that moment is enough), the handler waits for the
+lock submit() holds, forever: about one stop in 30 hung until SIGKILL and lost the exit
+hooks' lines (gunicorn's gthread, benoitc/gunicorn#3146 and its kin). Not the whole group
+either: the worker got the signal twice, directly and from its master, and ran the
+handler twice. Once the worker has gone the group is SIGKILLed: the master would only
+spend another second or so tearing down its interpreter, with nothing left to write.
 """
 
 from __future__ import annotations
@@ -111,7 +117,7 @@ class FunctionServer:
         return self
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """gunicorn's quick shutdown, then SIGKILL for anything left (see the module)."""
+        """gunicorn's graceful shutdown, then SIGKILL for anything left (see the module)."""
         if self.proc is not None:
             stop(self.proc.pid, grace, self.proc)
 
@@ -124,10 +130,10 @@ class FunctionServer:
 
 def stop(pid: int, grace: float = STOP_GRACE_SECONDS, proc: subprocess.Popen | None = None) -> None:
     """Stop the functions-framework process group led by `pid` (`proc` when it is a child
-    of this process): SIGINT to the master, up to `grace` s for its workers to exit, then
+    of this process): SIGTERM to the master, up to `grace` s for its workers to exit, then
     SIGKILL to the group."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _running(pid, proc) and _workers(pid):
         time.sleep(_POLL_SECONDS)

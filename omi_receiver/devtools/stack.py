@@ -28,7 +28,7 @@ from omi_receiver.runtime.config import ENV_VARS, Config, ConfigError
 
 # The stack's defaults by variable name (bench/freshness.py measures with them).
 LOCAL_DEFAULTS = {**CONFIG_DEFAULTS, "TICK_SECONDS": f"{LocalSettings.tick_seconds:g}"}
-FUNCTIONS = ("ingest", "assembler")  # stopped with gunicorn's quick shutdown
+FUNCTIONS = ("ingest", "assembler")  # stopped with gunicorn's graceful shutdown
 
 
 class StackError(RuntimeError):
@@ -188,8 +188,9 @@ def write_env(path: Path, values: dict[str, str]) -> None:
 
 def down(quiet: bool = False) -> list[str]:
     """Stop what `up` recorded, last started first (the ticker before the assembler it
-    ticks, the functions before the emulators they use): the functions with gunicorn's
-    quick shutdown, the rest with SIGTERM; anything left after a few seconds with SIGKILL."""
+    ticks, the functions before the emulators they use): the functions with SIGTERM to
+    gunicorn's master alone, the rest with SIGTERM to their whole process group; anything
+    left after a few seconds with SIGKILL."""
     running = {name: pid for name, pid in _read_pids().items() if emulators.alive(pid)}
     for name, pid in reversed(running.items()):
         if name in FUNCTIONS:

@@ -2,9 +2,11 @@
 function stops within a couple of seconds, its worker's exit hooks run to the end (ingest
 writes the refusals it only counted), and nothing of its process group is left.
 
-Signalling the whole group instead (SIGINT to gunicorn's master and worker alike) made the
-worker run gunicorn's quit handler twice, re-entering ThreadPoolExecutor.shutdown(): about
-one stop in four hung until SIGKILL, and others lost the exit hooks' lines.
+Each stop comes right as the client closes its kept-alive connection: with gunicorn's quick
+shutdown (SIGINT to the master), the worker's SIGQUIT handler then deadlocked about one stop
+in 30 on the lock ThreadPoolExecutor.submit() held, until SIGKILL, and the exit hooks' lines
+were lost. Signalling the whole group made the worker run the handler twice: one stop in four
+hung.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def test_stop_is_quick_and_the_worker_flushes_its_exit_hooks(stack_config, tmp_p
         "CHUNKS_TOPIC": stack_config.chunks_topic,
         "INGEST_TOKENS": stack_config.ingest_tokens,
     }
-    for attempt in range(3):
+    for attempt in range(6):
         server = FunctionServer(
             "receive_chunk", ROOT / "main.py", free_port(), tmp_path / f"ingest-{attempt}.log", env
         ).start(timeout=30)
