@@ -6,6 +6,7 @@ Used by `make up` (omi_receiver.devtools.stack) and by the test fixtures, so bot
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,23 +21,58 @@ class EmulatorError(RuntimeError):
     pass
 
 
+# Listening ports are chosen below the kernel's ephemeral range. A port from there (what
+# binding port 0 returns) can be taken as the local end of any outgoing connection, a
+# client's to an emulator say, before the server it was chosen for binds it: the demo test
+# failed that way ("Address already in use" on ingest's port).
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on, outside the ephemeral range, and not
+    returned before by this process."""
+    ceiling = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randrange(_LOWEST_PORT, ceiling) if ceiling > _LOWEST_PORT else _kernel_port()
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise EmulatorError("found no free port on 127.0.0.1 in 200 tries")
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: let the kernel choose
+        return 0
+
+
+def _kernel_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def ensure_port_free(port: int, what: str) -> None:
+def _bindable(port: int, reuse_address: bool = False) -> bool:
     with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_address:  # a socket in TIME_WAIT does not stop a server from binding
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
-            raise EmulatorError(
-                f"port {port} for {what} is already in use on 127.0.0.1; "
-                f"stop what holds it (`make down`, or `ss -ltnp 'sport = :{port}'` to find it) "
-                f"or choose another port"
-            ) from None
+            return False
+        return True
+
+
+def ensure_port_free(port: int, what: str) -> None:
+    if not _bindable(port, reuse_address=True):
+        raise EmulatorError(
+            f"port {port} for {what} is already in use on 127.0.0.1; "
+            f"stop what holds it (`make down`, or `ss -ltnp 'sport = :{port}'` to find it) "
+            f"or choose another port"
+        )
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:

@@ -33,6 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omi_receiver.devtools import simulate
+from omi_receiver.devtools.emulators import free_port
 from omi_receiver.devtools.simulate import cli as simulate_cli
 from omi_receiver.runtime import contract
 
@@ -164,12 +165,6 @@ def write_wav(path: Path, pcm: bytes, rate: int, channels: int = 1, width: int =
         out.setframerate(rate)
         out.writeframes(pcm)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 RUN_ARGUMENTS = ("ledger", "stop", "session", "progress")  # stream()'s own keywords
