@@ -24,11 +24,12 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from omi_receiver.runtime import wav
 from omi_receiver.runtime.assembler.recording import RECORDINGS_PREFIX, WORK_PREFIX, state_name, user_prefixes
+from omi_receiver.runtime.compaction import Format, compacted_name
+from omi_receiver.runtime.compaction.compactor import PCM_BYTES, RECORDING_FORMATS, WAV_SUFFIX
 from omi_receiver.runtime.contract import BYTES_PER_SAMPLE, InvalidChunk, parse_time
 
-WAV_SUFFIX = ".wav"
 # A recording's object: the assembler's WAV, or what compaction made of it (same metadata).
-SUFFIXES = {".wav": "wav", ".flac": "flac", ".opus": "opus"}
+SUFFIXES = RECORDING_FORMATS
 _BLOCK = 1 << 20
 # An open recording is rewritten on every flush; a download that loses its generation to a
 # newer one starts again on the newest, this many times.
@@ -42,7 +43,7 @@ class CatalogError(Exception):
 @dataclasses.dataclass(frozen=True)
 class RecordingInfo:
     uid: str
-    id: str  # the file name without .wav: start stamp, plus -late-<chunk id> for late chunks
+    id: str  # the file name without its suffix: start stamp, plus -late-<chunk id> for late chunks
     name: str  # object name
     format: str  # "wav", or "flac" / "opus" once compacted
     start: dt.datetime
@@ -78,7 +79,7 @@ def recording_info(blob: storage.Blob) -> RecordingInfo | None:
         sample_rate = int(meta["sample_rate"])
         start = dt.datetime.fromtimestamp(parse_time(meta["start"]) / 1e6, tz=dt.UTC)
         # A compacted file's size says nothing of its length: the WAV's data size came along.
-        pcm = max(0, size - wav.HEADER_BYTES) if suffix == WAV_SUFFIX else int(meta["pcm_bytes"])
+        pcm = max(0, size - wav.HEADER_BYTES) if suffix == WAV_SUFFIX else int(meta[PCM_BYTES])
     except (KeyError, ValueError, InvalidChunk):  # not written by the assembler or compaction: skip it
         return None
     duration = pcm / (BYTES_PER_SAMPLE * sample_rate)
@@ -186,8 +187,8 @@ class Catalog:
         raise CatalogError(f"{info.name} kept changing while downloading; try again")
 
     def _compacted(self, info: RecordingInfo) -> storage.Blob | None:
-        stem = info.name.removesuffix(WAV_SUFFIX)
-        return next(filter(None, (self._get_blob(stem + s) for s in SUFFIXES if s != WAV_SUFFIX)), None)
+        copies = (compacted_name(info.name, fmt) for fmt in Format if fmt is not Format.OFF)
+        return next(filter(None, map(self._get_blob, copies)), None)
 
     def _fetch(self, info: RecordingInfo, path: Path, progress) -> bool:
         """Download the listed generation; True if size and CRC32C match the listing."""

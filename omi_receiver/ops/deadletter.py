@@ -176,11 +176,10 @@ def replay(
 def _take(received, store: Store, states: dict, publisher, config: Config, report: ReplayReport) -> bool:
     """One dead letter: poison stays (False); a chunk the user's state already holds, or one
     republished to its shard's topic, may be acked (True)."""
-    letter = describe(received)
-    if not letter.replayable:
+    letter, chunk = _read(received)
+    if chunk is None:
         report.skipped_poison.append(letter)
         return False
-    chunk = Chunk.from_message(received.message.data, letter.attributes)
     if _already_assembled(store, states, chunk):
         report.already_assembled.append(letter)
     else:
@@ -191,16 +190,21 @@ def _take(received, store: Store, states: dict, publisher, config: Config, repor
 
 def describe(received) -> DeadLetter:
     """A pulled message (`ReceivedMessage`) as a DeadLetter."""
+    return _read(received)[0]
+
+
+def _read(received) -> tuple[DeadLetter, Chunk | None]:
+    """The DeadLetter, and the chunk it holds (None for poison): decoded once, as a FLAC
+    chunk costs a decode."""
     message = received.message
     attributes = dict(message.attributes)
     try:
-        audio_bytes = len(Chunk.from_message(message.data, attributes).data)
-        reason = ""
+        chunk = Chunk.from_message(message.data, attributes)
+        audio_bytes, reason = len(chunk.data), ""
     except InvalidChunk as exc:
-        audio_bytes = len(message.data)
-        reason = f"{exc.code}: {exc.detail}"
+        chunk, audio_bytes, reason = None, len(message.data), f"{exc.code}: {exc.detail}"
     count = attributes.get(ATTR_DELIVERY_COUNT)
-    return DeadLetter(
+    letter = DeadLetter(
         message_id=message.message_id,
         publish_time=message.publish_time,
         uid=attributes.get("uid"),
@@ -217,6 +221,7 @@ def describe(received) -> DeadLetter:
         reason=reason,
         attributes=attributes,
     )
+    return letter, chunk
 
 
 # --- what replay does with one chunk -----------------------------------------------------

@@ -17,9 +17,8 @@ from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.assembler.leases import Held, UserLeases
 from omi_receiver.runtime.assembler.recording import UserState, state_name, user_prefixes
 from omi_receiver.runtime.assembler.store import Store
+from omi_receiver.runtime.compaction.compactor import RECORDING_FORMATS
 from omi_receiver.runtime.contract import format_time
-
-RECORDING_SUFFIXES = (".wav", ".flac", ".opus")  # the assembler's WAV and compaction's files
 
 
 @dataclasses.dataclass
@@ -80,7 +79,7 @@ def _sidecars_written_since(store: Store, uid: str, names: list[str]) -> list[st
     read the WAV before the delete), and compaction a .flac or .opus of it: look once more,
     by the erased recordings' names (WAVs, or what compaction made of them)."""
     stems = tuple(
-        name.removesuffix(suffix) + "." for name in names for suffix in RECORDING_SUFFIXES if name.endswith(suffix)
+        name.removesuffix(suffix) + "." for name in names for suffix in RECORDING_FORMATS if name.endswith(suffix)
     )
     if not stems:
         return []

@@ -14,8 +14,8 @@ never the recording.
   noise by its band energies), digital silence 0; against the speech sample, the same audio
   shifted by 0.5 s is 16.7 dB off, reversed 15.6, at half the gain 5.5, all zeros 52.
 
-soundfile (libsndfile) is imported on first use: ingest and the assembler share this zip's
-main.py and never load it.
+soundfile (libsndfile) is imported on first use: importing this package loads nothing of
+it (ingest and the assembler load it for FLAC chunks only, through runtime/codec.py).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import wav
+from ..contract import BYTES_PER_SAMPLE
 from .settings import Format
 
 READ_BYTES = 4 * 2**20  # one ranged download (and one decoded block) at a time
-SAMPLE_BYTES = 2
 # libsndfile maps compression_level 0..1 onto Opus's target bitrate (high..low). 0.95 gives
 # ~18 kbit/s VBR on 16 kHz speech (measured: 7.96 MB per hour, 14.5x below the WAV), inside
 # the 16-20 kbit/s Opus recommends for wideband speech.
@@ -107,7 +107,7 @@ class Source:
 
     @property
     def samples(self) -> int:
-        return self.data_bytes // SAMPLE_BYTES
+        return self.data_bytes // BYTES_PER_SAMPLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +126,7 @@ def encode(stream: BinaryIO, target: Path, fmt: Format) -> Source:
         rate, data_bytes = wav.parse_header(stream.read(wav.HEADER_BYTES))
     except ValueError as exc:
         raise NotCompactable(f"not a PCM16 mono WAV: {exc}") from None
-    if data_bytes % SAMPLE_BYTES:
+    if data_bytes % BYTES_PER_SAMPLE:
         raise NotCompactable(f"odd PCM16 data size {data_bytes}")
     sf = _soundfile()
     digest = hashlib.sha256()
@@ -137,7 +137,7 @@ def encode(stream: BinaryIO, target: Path, fmt: Format) -> Source:
             block = stream.read(min(READ_BYTES, left))
             if not block:
                 raise NotCompactable(f"the WAV ends {left} bytes before its header's data size {data_bytes}")
-            if len(block) % SAMPLE_BYTES:  # a short read mid-sample: complete it
+            if len(block) % BYTES_PER_SAMPLE:  # a short read mid-sample: complete it
                 block += stream.read(1)
             left -= len(block)
             digest.update(block)
@@ -174,7 +174,7 @@ def verify(target: Path, fmt: Format, source: Source) -> Verified:
 
 def _same_pcm(encoded, source: Source) -> Verified:
     digest, samples = hashlib.sha256(), 0
-    for block in encoded.blocks(READ_BYTES // SAMPLE_BYTES, dtype="int16"):
+    for block in encoded.blocks(READ_BYTES // BYTES_PER_SAMPLE, dtype="int16"):
         digest.update(block.astype("<i2", copy=False).tobytes())
         samples += len(block)
     if samples != source.samples or digest.hexdigest() != source.sha256:
@@ -188,7 +188,7 @@ def _same_pcm(encoded, source: Source) -> Verified:
 def _close_enough(encoded, source: Source) -> Verified:
     envelope = Envelope(max(1, source.sample_rate // ENVELOPE_WINDOWS_PER_SECOND))
     samples = 0
-    for block in encoded.blocks(READ_BYTES // SAMPLE_BYTES, dtype="int16"):
+    for block in encoded.blocks(READ_BYTES // BYTES_PER_SAMPLE, dtype="int16"):
         envelope.add(block)
         samples += len(block)
     frame = round(source.sample_rate * OPUS_FRAME_SECONDS)

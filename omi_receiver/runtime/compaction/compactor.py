@@ -32,11 +32,13 @@ from google.api_core import exceptions
 
 from .. import logs, wav
 from ..assembler.recording import RECORDINGS_PREFIX, UserState, state_name
-from ..contract import InvalidChunk, parse_time
+from ..contract import BYTES_PER_SAMPLE, InvalidChunk, parse_time
 from . import codec
 from .settings import Format, Settings
 
 WAV_SUFFIX = ".wav"
+# Every file a recording can be, by suffix: the assembler's WAV or what compaction made of it.
+RECORDING_FORMATS = {WAV_SUFFIX: "wav", **{f.suffix: f.value for f in Format if f is not Format.OFF}}
 # Custom metadata the compacted object adds to the WAV's (which it carries over unchanged).
 SOURCE_GENERATION = "source_generation"  # the WAV generation it was verified against
 PCM_BYTES = "pcm_bytes"  # the WAV's data size: the exact duration, for listings
@@ -45,7 +47,7 @@ COMPACTION = "compaction"  # "flac" or "opus"
 # file sits in /tmp, which is memory on Cloud Run: FLAC of speech is ~60 % of the WAV, so
 # 600 MB of WAV (5.2 h at 16 kHz) stays within a 1 GiB instance. libopus needs ~215 CPU
 # seconds per audio hour (measured): 2 h fits the 540 s an event-driven function may run.
-MAX_WAV_BYTES = {Format.FLAC: 600_000_000, Format.OPUS: 600_000_000}
+MAX_WAV_BYTES = 600_000_000
 MAX_SECONDS = {Format.FLAC: 6 * 3600, Format.OPUS: 2 * 3600}
 
 
@@ -139,11 +141,11 @@ class Compactor:
         if (recording.metadata or {}).get("status") == "open":  # events name final WAVs only
             return "the recording is still open: the assembler may append to it"
         rate = int((recording.metadata or {}).get("sample_rate") or 16000)
-        seconds = max(0, (recording.size or 0) - wav.HEADER_BYTES) / (codec.SAMPLE_BYTES * rate)
-        if (recording.size or 0) > MAX_WAV_BYTES[fmt] or seconds > MAX_SECONDS[fmt]:
+        seconds = max(0, (recording.size or 0) - wav.HEADER_BYTES) / (BYTES_PER_SAMPLE * rate)
+        if (recording.size or 0) > MAX_WAV_BYTES or seconds > MAX_SECONDS[fmt]:
             return (
                 f"{recording.size} bytes ({seconds / 3600:.1f} h) is over what one run compacts to "
-                f"{fmt.value} ({MAX_WAV_BYTES[fmt]} bytes, {MAX_SECONDS[fmt] / 3600:.0f} h)"
+                f"{fmt.value} ({MAX_WAV_BYTES} bytes, {MAX_SECONDS[fmt] / 3600:.0f} h)"
             )
         return None
 
@@ -193,24 +195,31 @@ class Compactor:
             logs.warning("compaction_wav_changed", name=recording.name, generation=str(recording.generation))
             raise WavChanged(f"{recording.name} was rewritten; the retry compacts the new generation") from None
         except exceptions.NotFound:
-            if self._erased(bucket, recording):
-                _delete_quietly(sibling)
-                logs.info("compaction_gone", name=recording.name, target=sibling.name, erased=True)
-                return Outcome("gone", sibling.name)
-            logs.info("compaction_already_done", name=recording.name, target=sibling.name)
-            return Outcome("already_done", sibling.name)
+            return self._wav_gone(sibling, recording.name)
         return Outcome("done", sibling.name)
 
-    def _erased(self, bucket, recording) -> bool:
+    def _wav_gone(self, sibling, name: str) -> Outcome:
+        """The WAV is gone and its compacted copy is there: another delivery of ours
+        finished, or an erase deleted the WAV after listing the stem before the copy was
+        uploaded (then the copy is the erased user's audio, and goes too)."""
+        if self._erased(sibling):
+            _delete_quietly(sibling)
+            logs.info("compaction_gone", name=name, target=sibling.name, erased=True)
+            return Outcome("gone", sibling.name)
+        logs.info("compaction_already_done", name=name, target=sibling.name)
+        return Outcome("already_done", sibling.name)
+
+    def _erased(self, copy) -> bool:
         """Whether the user was erased after this recording started (the erase marker in
-        their state): then the WAV was deleted by the erase, not by another delivery."""
-        uid = recording.name[len(RECORDINGS_PREFIX) :].split("/", 1)[0]
-        state = bucket.get_blob(state_name(uid))
+        their state): then the WAV was deleted by the erase, not by another delivery.
+        `copy` is the compacted object, which carries the WAV's metadata."""
+        uid = copy.name[len(RECORDINGS_PREFIX) :].split("/", 1)[0]
+        state = copy.bucket.get_blob(state_name(uid))
         if state is None:
             return True  # no state at all: nothing of this user is kept
         try:
             erased_before = UserState.from_json(state.download_as_bytes()).erased_before_us
-            start = parse_time((recording.metadata or {}).get("start", ""))
+            start = parse_time((copy.metadata or {}).get("start", ""))
         except (ValueError, KeyError, InvalidChunk):
             return False
         return start < erased_before

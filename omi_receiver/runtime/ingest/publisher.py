@@ -154,7 +154,7 @@ _RETRYABLE = (
 
 
 def publish_chunk(
-    publisher, topic: str, chunk: contract.Chunk, timeout: float, shard: int, encoding: Encoding = Encoding.PCM
+    publisher, topic: str, chunk: contract.Chunk, timeout: float, shard: int, encoding: Encoding
 ) -> tuple[int, Encoding]:
     """Publish and wait until Pub/Sub has the message, within `timeout` seconds in all;
     returns the size and encoding of the data published.
