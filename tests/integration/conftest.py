@@ -1,13 +1,21 @@
-"""Fixtures the CLI tests share (test_cli.py, test_cli_dlq.py)."""
+"""Fixtures the integration tests share: the CLI's (test_cli.py, test_cli_dlq.py) and the
+assembler's clock."""
 
 from __future__ import annotations
 
 import socket
 
 import pytest
+from assembly import Clock
 
 from omi_receiver.devtools.emulators import free_port
 from omi_receiver.runtime import logs
+
+
+@pytest.fixture
+def clock():
+    """The assembler's clock, which the test moves on."""
+    return Clock()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import threading
 
 import pytest
 from assembly import (
-    Clock,
     KillAt,
     Killed,
     NothingWaiting,
@@ -33,11 +32,6 @@ from omi_receiver.runtime.assembler import Assembler, LeaseBusy
 from omi_receiver.runtime.contract import Chunk
 
 HOUR_US = 3600 * 1_000_000
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 def make(config, clock, **kw):

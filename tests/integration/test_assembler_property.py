@@ -25,7 +25,7 @@ def schedules(draw):
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=4)))) if n > 1 else []
     batches_idx = [list(range(a, b)) for a, b in zip([0] + cuts, cuts + [n], strict=True)]
     plan = []
-    for _i, batch in enumerate(batches_idx):
+    for batch in batches_idx:
         extra = draw(st.lists(st.integers(0, batch[-1]), max_size=3))  # redeliveries (<= this batch)
         order = draw(st.permutations(batch + extra))
         kill = draw(st.one_of(st.none(), st.integers(1, 14)))

@@ -5,40 +5,27 @@ attribute) assemble alongside; an unknown encoding is dead-lettered as poison.""
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 
 import pytest
 import requests
-from assembly import Clock, audio_of, drain, joined, publish, recordings, speech_stream
+from assembly import audio_of, drain, joined, publish, recordings, speech_stream
 from google.api_core import exceptions
-from werkzeug import Request
-from werkzeug.test import EnvironBuilder
+from test_deadletter import spy_on_chunk_topic
+from test_ingest_pubsub import OCTET, TOKEN
+from test_ingest_pubsub import post as post_request
 
 from omi_receiver.ops.deadletter import inspect
-from omi_receiver.runtime import clients, codec, contract, ingest
+from omi_receiver.runtime import clients, codec, contract
 from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.codec import Encoding
-
-TOKEN = "test-token-a"
-OCTET = "application/octet-stream"
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
 def spy(stack_config):
     """A second subscription on the chunks topic: sees what was published while the
     assembler consumes its own."""
-    name = stack_config.subscription_path(f"spy-{uuid.uuid4().hex[:10]}")
-    clients.subscriber().create_subscription(
-        request={"name": name, "topic": stack_config.topic_path(stack_config.chunks_topic)}
-    )
-    return name
+    return spy_on_chunk_topic(stack_config)
 
 
 def spied(subscription: str, want: int, within: float = 20.0) -> list:
@@ -60,16 +47,14 @@ def spied(subscription: str, want: int, within: float = 20.0) -> list:
 
 
 def post(config, chunk: contract.Chunk) -> dict:
-    environ = EnvironBuilder(
-        method="POST",
-        path=f"/fn/{TOKEN}",
-        query_string=f"sample_rate={chunk.sample_rate}&uid={chunk.uid}",
-        data=chunk.data,
-        headers={"Content-Type": OCTET, "Idempotency-Key": chunk.chunk_id},
-    ).get_environ()
-    response = ingest.handle(Request(environ), config, clients.chunk_publisher())
-    assert response.status_code == 200, response.get_data()
-    return json.loads(response.get_data())
+    status, answer, _ = post_request(
+        config,
+        query=f"sample_rate={chunk.sample_rate}&uid={chunk.uid}",
+        body=chunk.data,
+        headers={"Idempotency-Key": chunk.chunk_id},
+    )
+    assert status == 200, answer
+    return answer
 
 
 def test_speech_through_ingest_is_published_as_flac_and_assembled_byte_identical(stack_config, spy, clock):

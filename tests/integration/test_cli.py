@@ -23,6 +23,7 @@ from omi_receiver.ops.erase import erase_user
 from omi_receiver.runtime import clients, logs
 from omi_receiver.runtime.assembler import ERASE_MARKER_KEEP_US, Assembler, LeaseBusy
 from omi_receiver.runtime.assembler.recording import WORK_PREFIX, state_name
+from omi_receiver.runtime.compaction import Compactor, Format, Settings
 from omi_receiver.runtime.contract import UID_PATTERN, now_us
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -505,8 +506,6 @@ def test_compacted_recordings_are_listed_counted_and_downloaded(env, capsys, tmp
     """ "ann"'s finalized recording compacted to FLAC, her open one still a WAV: list shows
     both with their format and true duration, stats counts them once, download writes the
     FLAC as stored (its CRC32C checked), and --wav decodes it to the original samples."""
-    from omi_receiver.runtime.compaction import Compactor, Format, Settings
-
     first, _ = two_recordings(env)
     [finalized] = [r for r in recordings(env, "ann") if r[2]["status"] == "final"]
     outcome = Compactor(clients.storage_client(), Settings(Format.FLAC)).compact(env.recordings_bucket, finalized[0])
@@ -541,9 +540,7 @@ def test_compacted_recordings_are_listed_counted_and_downloaded(env, capsys, tmp
 
 
 def test_a_wav_compacted_while_listed_is_downloaded_from_its_flac(env, tmp_path):
-    from omi_receiver.runtime.compaction import Compactor, Format, Settings
-
-    first, _ = two_recordings(env)
+    two_recordings(env)
     catalog = Catalog(clients.storage_client(), env.recordings_bucket)
     [listed] = [info for info in catalog.recordings("ann") if info.status == "finalized"]
     Compactor(clients.storage_client(), Settings(Format.FLAC)).compact(env.recordings_bucket, listed.name)

@@ -12,10 +12,11 @@ rule for the tests that need it: a delete whose generation is not the live one i
 from __future__ import annotations
 
 import base64
+import io
 import json
-import os
 import subprocess
 import sys
+import time
 import uuid
 import wave
 from pathlib import Path
@@ -136,7 +137,7 @@ def test_flac_decodes_to_the_wavs_pcm_byte_for_byte_and_replaces_it(stack_config
     assert names_of(stack_config, uid) == [flac_name]  # the WAV is gone
 
     flac = bucket_of(stack_config).get_blob(flac_name)
-    decoded, rate = soundfile.read(_bytes_io(flac.download_as_bytes()), dtype="int16")
+    decoded, rate = soundfile.read(io.BytesIO(flac.download_as_bytes()), dtype="int16")
     assert rate == 16000 and decoded.astype("<i2").tobytes() == data
     assert flac.content_type == "audio/flac"
     carried = {k: v for k, v in flac.metadata.items() if k in wav_blob.metadata}
@@ -156,17 +157,11 @@ def test_opus_is_over_ten_times_smaller_and_checked(stack_config, use):
     opus = bucket_of(stack_config).get_blob(outcome.target)
     assert opus.content_type == "audio/ogg" and opus.metadata["compaction"] == "opus"
     assert opus.size * 10 < wav_blob.size, (opus.size, wav_blob.size)
-    decoded, rate = soundfile.read(_bytes_io(opus.download_as_bytes()), dtype="int16")
+    decoded, rate = soundfile.read(io.BytesIO(opus.download_as_bytes()), dtype="int16")
     assert rate == 16000 and abs(len(decoded) - len(pcm) // 2) <= 320  # within a 20 ms frame
     original = np.frombuffer(pcm, dtype="<i2").astype(float)
     n = min(len(original), len(decoded))
     assert np.corrcoef(original[:n], decoded[:n].astype(float))[0, 1] > 0.95  # measured 0.988
-
-
-def _bytes_io(blob: bytes):
-    import io
-
-    return io.BytesIO(blob)
 
 
 # --- off, bad events, repeats ----------------------------------------------------------------
@@ -215,18 +210,18 @@ def test_a_repeated_event_after_success_changes_nothing(stack_config, use, capsy
     assert logged(capsys) == ["compaction_already_done"]
 
 
-def test_a_delivery_that_died_after_the_upload_is_finished_without_encoding_again(stack_config, monkeypatch, capsys):
-    wav_blob, pcm, uid = finished_recording(stack_config)
+def test_a_delivery_that_died_after_the_upload_is_finished_without_encoding_again(stack_config, monkeypatch):
+    wav_blob, _, uid = finished_recording(stack_config)
     worker = Compactor(clients.storage_client(), Settings(Format.FLAC))
 
     def die(*args, **kwargs):
         raise KeyboardInterrupt("the instance died")
 
-    monkeypatch.setattr(Compactor, "_delete_wav", die)
-    with pytest.raises(KeyboardInterrupt):
-        worker.compact(stack_config.recordings_bucket, wav_blob.name)
-    assert len(names_of(stack_config, uid)) == 2  # both, for now
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(Compactor, "_delete_wav", die)
+        with pytest.raises(KeyboardInterrupt):
+            worker.compact(stack_config.recordings_bucket, wav_blob.name)
+        assert len(names_of(stack_config, uid)) == 2  # both, for now
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("encoded again")
@@ -236,7 +231,7 @@ def test_a_delivery_that_died_after_the_upload_is_finished_without_encoding_agai
     assert outcome.result == "done" and names_of(stack_config, uid) == [outcome.target]
 
 
-def test_two_deliveries_at_once_leave_one_compacted_copy(stack_config, monkeypatch, capsys):
+def test_two_deliveries_at_once_leave_one_compacted_copy(stack_config, monkeypatch):
     """The other delivery finishes while this one encodes: this one's upload loses its
     precondition, finds the copy describes the same WAV, and its delete finds the WAV gone."""
     wav_blob, _, uid = finished_recording(stack_config)
@@ -336,7 +331,7 @@ def test_a_wav_rewritten_before_the_delete_is_kept_and_retried(
     assert outcome.result == "done" and names_of(stack_config, uid) == [outcome.target]
     flac = bucket.get_blob(outcome.target)
     assert flac.metadata["source_generation"] == str(rewritten.generation)
-    decoded, _ = soundfile.read(_bytes_io(flac.download_as_bytes()), dtype="int16")
+    decoded, _ = soundfile.read(io.BytesIO(flac.download_as_bytes()), dtype="int16")
     assert decoded.astype("<i2").tobytes() == pcm
 
 
@@ -409,7 +404,7 @@ def test_importing_the_package_does_not_load_soundfile():
 
 def test_compacted_name():
     assert compactor.compacted_name("recordings/a/d/x.wav", Format.OPUS) == "recordings/a/d/x.opus"
-    assert os.path.splitext(compactor.compacted_name("recordings/a/d/x-late-1.wav", Format.FLAC))[1] == ".flac"
+    assert compactor.compacted_name("recordings/a/d/x-late-1.wav", Format.FLAC) == "recordings/a/d/x-late-1.flac"
 
 
 # --- end to end: assembler -> recordings topic -> push -> compact_recording (main.py) --------
@@ -432,19 +427,20 @@ def served_compactor(stack_config, tmp_path):
 
 
 def test_a_finalized_recording_is_compacted_through_pubsub_push(stack_config, served_compactor):
-    import time
-
     uid, pcm = assemble(stack_config)  # the push may compact the WAV at any moment now
     deadline = time.monotonic() + 20
+
+    def only_the_flac(names: list[str]) -> bool:
+        return len(names) == 1 and names[0].endswith(".flac")
+
     # Until the WAV is deleted too: the copy is uploaded first, so for a moment both are there.
-    while not ((names := names_of(stack_config, uid)) and len(names) == 1 and names[0].endswith(".flac")):
-        if time.monotonic() > deadline:
-            break
+    while time.monotonic() < deadline and not only_the_flac(names_of(stack_config, uid)):
         time.sleep(0.2)
+    names = names_of(stack_config, uid)
+    assert only_the_flac(names), (names, served_compactor.read_text(errors="replace")[-3000:])
     [flac_name] = names
-    assert flac_name.endswith(".flac"), served_compactor.read_text(errors="replace")[-3000:]
     flac = bucket_of(stack_config).get_blob(flac_name)
-    decoded, _ = soundfile.read(_bytes_io(flac.download_as_bytes()), dtype="int16")
+    decoded, _ = soundfile.read(io.BytesIO(flac.download_as_bytes()), dtype="int16")
     assert decoded.astype("<i2").tobytes() == pcm
     assert flac.metadata["status"] == "final" and flac.metadata["source_generation"].isdigit()
     events = [json.loads(line)["event"] for line in served_compactor.read_text().splitlines() if line.startswith("{")]
@@ -454,9 +450,9 @@ def test_a_finalized_recording_is_compacted_through_pubsub_push(stack_config, se
 def test_an_open_or_too_long_recording_keeps_its_wav(stack_config, monkeypatch, capsys):
     wav_blob, _, uid = finished_recording(stack_config)
     worker = Compactor(clients.storage_client(), Settings(Format.OPUS))
-    monkeypatch.setitem(compactor.MAX_SECONDS, Format.OPUS, 10)  # the sample is 29.7 s
-    assert worker.compact(stack_config.recordings_bucket, wav_blob.name).result == "skipped"
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setitem(compactor.MAX_SECONDS, Format.OPUS, 10)  # the sample is 29.7 s
+        assert worker.compact(stack_config.recordings_bucket, wav_blob.name).result == "skipped"
     blob = bucket_of(stack_config).get_blob(wav_blob.name)
     blob.metadata = {**blob.metadata, "status": "open"}
     blob.patch()

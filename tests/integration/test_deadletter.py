@@ -16,7 +16,7 @@ import time
 import uuid
 
 import pytest
-from assembly import Clock, audio_of, drain, joined, publish, recordings, speech_stream, stream
+from assembly import audio_of, drain, joined, publish, recordings, speech_stream, stream
 from google.api_core import exceptions
 
 from omi_receiver.devtools import resources
@@ -31,11 +31,6 @@ HOUR_US = 3600 * 1_000_000
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture(autouse=True)

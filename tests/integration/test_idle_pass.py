@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from assembly import Clock, Killed, PullSpy, audio_of, drain, joined, publish, recordings, stream
+from assembly import Killed, PullSpy, audio_of, drain, joined, publish, recordings, stream
 
 from omi_receiver.devtools import resources
 from omi_receiver.runtime import clients
 from omi_receiver.runtime.assembler import Assembler
 from omi_receiver.runtime.assembler.recording import ShardLease, UserState, shard_lease_name, state_name
 from omi_receiver.runtime.assembler.sweeps import ERASE_MARKER_KEEP_US
+from omi_receiver.runtime.contract import shard_of
 
 HOUR_S = 3600
 CLASS_A = ("uploads", "composes", "patches", "lists")
@@ -26,11 +27,6 @@ def idle_us(config) -> int:
     SESSION_GAP_SECONDS + the drain margin + 1 s."""
     margin = max(config.settle_seconds, config.publish_timeout_seconds + 2)
     return int((config.session_gap_seconds + margin + 1) * 1_000_000)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 def make(config, clock, **kw):
@@ -200,8 +196,6 @@ def test_an_instance_that_dies_holding_the_probed_chunk_loses_and_doubles_nothin
 
 def test_an_open_recording_in_another_shard_does_not_keep_this_one_sweeping(stack_config, clock):
     """Only the shard's own users count: each shard's pass finalizes only its own."""
-    from omi_receiver.runtime.contract import shard_of
-
     config = dataclasses.replace(
         stack_config,
         assembler_shards=2,
@@ -270,7 +264,8 @@ def test_a_user_who_starts_while_another_streams_is_finalized_on_time(stack_conf
             brief = stream_minute(stack_config, clock, "brief", minute, start)
         stats = assembler.run_pass()
         assert stats.pulled == (120 if minute == 1 else 60)
-        if recordings(stack_config, "brief") and recordings(stack_config, "brief")[0][2]["status"] == "final":
+        briefs = recordings(stack_config, "brief")
+        if briefs and briefs[0][2]["status"] == "final":
             break
         clock.advance(TICK_S)
     assert stats.finalized == 1

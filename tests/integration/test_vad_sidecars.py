@@ -26,6 +26,7 @@ from served import served_on_recordings
 
 from omi_receiver.runtime import clients, wav
 from omi_receiver.runtime.assembler import Assembler
+from omi_receiver.runtime.compaction import Compactor, Format, Settings
 from omi_receiver.runtime.contract import Chunk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -263,28 +264,25 @@ def test_the_command_line_prints_the_sidecar_it_writes(bucket, gcs_emulator):
     name = put_wav(bucket, pcm, rate)
     uri = f"gs://{bucket.name}/{name}"
     env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator, "VAD_AGGRESSIVENESS": "3"}
-    proc = subprocess.run(
-        [sys.executable, "examples/vad/vad_consumer.py", uri],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def run_cli() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "examples/vad/vad_consumer.py", uri],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    proc = run_cli()
     assert proc.returncode == 0, proc.stderr[-3000:]
     logged, printed = proc.stdout.split("\n", 1)
     assert json.loads(logged)["event"] == "vad_analyzed"
     body = json.loads(printed)
     assert body == sidecar_of(bucket, name)[0] and body["aggressiveness"] == 3
     assert_covers_the_speech(body, start, end)
-    again = subprocess.run(
-        [sys.executable, "examples/vad/vad_consumer.py", uri],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = run_cli()
     assert again.returncode == 0 and f"{uri}: nothing written" in again.stdout  # already done
 
 
@@ -345,8 +343,6 @@ def test_a_finalized_recording_gets_its_sidecar_through_pubsub_push(stack_config
 
 
 def compact(bucket, name: str, fmt: str = "flac"):
-    from omi_receiver.runtime.compaction import Compactor, Format, Settings
-
     return Compactor(clients.storage_client(), Settings(Format(fmt))).compact(bucket.name, name)
 
 
@@ -377,7 +373,7 @@ def test_a_sidecar_of_the_wav_still_counts_after_compaction(bucket, capsys):
     assert [e for e in events(capsys) if e.startswith("vad")] == ["vad_analyzed", "vad_already_done"]
 
 
-def test_compacted_while_analyzing_the_wav(bucket, capsys, monkeypatch):
+def test_compacted_while_analyzing_the_wav(bucket, monkeypatch):
     """VAD and compaction race on the same event: the WAV is gone when VAD reads it; VAD
     analyzes the FLAC instead, and its check after writing keeps the sidecar."""
     pcm, rate, start, end = speech_with_silence()
@@ -390,7 +386,7 @@ def test_compacted_while_analyzing_the_wav(bucket, capsys, monkeypatch):
     assert sidecar_of(bucket, name)[0] == body
 
 
-def test_erased_after_compaction_leaves_no_sidecar(bucket, capsys, monkeypatch):
+def test_erased_after_compaction_leaves_no_sidecar(bucket, monkeypatch):
     pcm, rate, _, _ = speech_with_silence()
     name = put_wav(bucket, pcm, rate)
     compact(bucket, name)

@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import struct
+import tempfile
 import wave
 from itertools import pairwise
 from pathlib import Path
@@ -16,9 +17,11 @@ from pathlib import Path
 import pytest
 import vad_consumer as vad
 from cloudevents.http import CloudEvent
+from google.api_core import exceptions
 
 from omi_receiver.runtime import wav
 from omi_receiver.runtime.assembler import recording
+from omi_receiver.runtime.compaction import Format, codec, compactor
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "speech-16k.wav"
 
@@ -148,18 +151,21 @@ def riff(channels=1, bits=16, rate=16000, fmt_tag=1, magic=b"RIFF", data=b"\0" *
     )
 
 
+# Headers that neither the example nor the runtime takes, by test id.
+BAD_HEADERS = {
+    "stereo": riff(channels=2),
+    "8-bit": riff(bits=8),
+    "float": riff(fmt_tag=3),
+    "big-endian": riff(magic=b"RIFX"),
+    "short": b"RIFF",
+    "empty": b"",
+}
+
+
 @pytest.mark.parametrize(
     "blob",
-    [
-        riff(channels=2),
-        riff(bits=8),
-        riff(fmt_tag=3),
-        riff(magic=b"RIFX"),
-        b"RIFF",
-        b"",
-        b"ID3\x03" + bytes(100),
-    ],
-    ids=["stereo", "8-bit", "float", "big-endian", "short", "empty", "mp3"],
+    [*BAD_HEADERS.values(), b"ID3\x03" + bytes(100)],
+    ids=[*BAD_HEADERS, "mp3"],
 )
 def test_anything_but_a_pcm16_mono_wav_is_skipped_with_the_reason(blob):
     result = vad.analyze(io.BytesIO(blob))
@@ -344,16 +350,8 @@ def test_the_example_reads_the_header_the_runtime_writes(rate, data_bytes):
 
 @pytest.mark.parametrize(
     "blob",
-    [
-        riff(channels=2),
-        riff(bits=8),
-        riff(fmt_tag=3),
-        riff(magic=b"RIFX"),
-        b"RIFF",
-        b"",
-        wav.header(16000, 960)[:4] + struct.pack("<I", 0) + wav.header(16000, 960)[8:],
-    ],
-    ids=["stereo", "8-bit", "float", "big-endian", "short", "empty", "wrong-riff-size"],
+    [*BAD_HEADERS.values(), wav.header(16000, 960)[:4] + struct.pack("<I", 0) + wav.header(16000, 960)[8:]],
+    ids=[*BAD_HEADERS, "wrong-riff-size"],
 )
 def test_the_example_refuses_the_headers_the_runtime_refuses(blob):
     for parse in (vad.parse_header, wav.parse_header):
@@ -365,17 +363,11 @@ def test_the_example_refuses_the_headers_the_runtime_refuses(blob):
 
 
 def test_the_example_knows_the_files_compaction_writes():
-    from omi_receiver.runtime.compaction import Format, compactor
-
     assert set(vad.COMPACTED_SUFFIXES) == {f.suffix for f in Format if f is not Format.OFF}
     assert vad.SOURCE_GENERATION == compactor.SOURCE_GENERATION
 
 
 def _compacted(pcm: bytes, rate: int, fmt) -> bytes:
-    import tempfile
-
-    from omi_receiver.runtime.compaction import codec
-
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"x{fmt.suffix}"
         codec.encode(io.BytesIO(wav_bytes(pcm, rate)), path, fmt)
@@ -383,8 +375,6 @@ def _compacted(pcm: bytes, rate: int, fmt) -> bytes:
 
 
 def test_a_flac_is_analyzed_exactly_as_its_wav():
-    from omi_receiver.runtime.compaction import Format
-
     pcm, rate = sample_pcm()
     silence = bytes(2 * rate)
     audio = silence + pcm + silence
@@ -394,8 +384,6 @@ def test_a_flac_is_analyzed_exactly_as_its_wav():
 
 
 def test_an_opus_is_analyzed_close_to_its_wav():
-    from omi_receiver.runtime.compaction import Format
-
     pcm, rate = sample_pcm()
     silence = bytes(2 * rate)
     audio = silence + pcm + silence
@@ -414,10 +402,6 @@ def test_a_compacted_file_that_does_not_decode_is_skipped():
 def test_a_read_error_inside_the_decoder_is_raised_not_taken_for_the_end():
     """libsndfile calls back into Python to read; soundfile turns an exception there into
     end of file. The consumer must see the NotFound of an object deleted mid-read."""
-    from google.api_core import exceptions
-
-    from omi_receiver.runtime.compaction import Format
-
     pcm, rate = sample_pcm()
     blob = _compacted(pcm, rate, Format.FLAC)
 
