@@ -379,6 +379,35 @@ def test_erased_while_compacting_leaves_nothing(stack_config, monkeypatch):
     assert names_of(stack_config, uid) == []
 
 
+def test_erased_while_a_delivery_died_before_deleting_leaves_nothing(stack_config, monkeypatch):
+    """As above, but the delivery that uploaded the copy died before it deleted the WAV: the
+    next delivery finds the WAV gone and the copy there, and must not take that for a
+    finished compaction while the copy is the erased user's audio."""
+    wav_blob, _, uid = finished_recording(stack_config)
+    real = codec.verify
+
+    def erase_then_verify(*args):
+        erase_user(Assembler(stack_config), uid)
+        return real(*args)
+
+    def died(*_):
+        raise RuntimeError("the instance died before step 5")
+
+    with monkeypatch.context() as m:
+        m.setattr(codec, "verify", erase_then_verify)
+        m.setattr(Compactor, "_delete_wav", died)
+        with pytest.raises(RuntimeError, match="died"):
+            Compactor(clients.storage_client(), Settings(Format.FLAC)).compact(
+                stack_config.recordings_bucket, wav_blob.name
+            )
+    assert names_of(stack_config, uid) == [compactor.compacted_name(wav_blob.name, Format.FLAC)]
+    outcome = Compactor(clients.storage_client(), Settings(Format.FLAC)).compact(
+        stack_config.recordings_bucket, wav_blob.name
+    )
+    assert outcome.result == "gone"
+    assert names_of(stack_config, uid) == []
+
+
 def test_erase_deletes_a_compacted_recording_and_its_sidecar(stack_config):
     wav_blob, _, uid = finished_recording(stack_config)
     Compactor(clients.storage_client(), Settings(Format.OPUS)).compact(stack_config.recordings_bucket, wav_blob.name)

@@ -13,7 +13,8 @@ to it -> the WAV deleted. Every step is safe to repeat (the event comes at least
 
 Erase race: an eraser deletes the WAV and then lists the recording's stem again
 (ops/erase.py), so a sibling uploaded before that second listing is erased with it. One
-uploaded after it finds the WAV gone in step 5; then the user's state tells an erase (an
+uploaded after it finds the WAV gone in step 5, or, when that delivery died before step 5,
+the next delivery finds it gone in step 1; either way the user's state tells an erase (an
 erase marker newer than the recording's start) from another delivery of ours having
 finished first, and an erased recording's sibling is deleted again.
 """
@@ -104,9 +105,10 @@ class Compactor:
         recording = bucket.get_blob(name)
         sibling = bucket.get_blob(target)
         if recording is None:
-            result = "already_done" if sibling is not None else "gone"
-            logs.info(f"compaction_{result}", name=name, target=target)
-            return Outcome(result, target)
+            if sibling is None:
+                logs.info("compaction_gone", name=name, target=target)
+                return Outcome("gone", target)
+            return self._wav_gone(sibling, name)
         generation = recording.generation
         if sibling is None or (sibling.metadata or {}).get(SOURCE_GENERATION) != str(generation):
             skipped = self._not_for_compaction(recording, fmt)
