@@ -141,8 +141,11 @@ def _idle(em: Emulators, proxy: FaultProxy, log) -> dict:
                     wait for the time a recording could be finalized). Measured on a pass
                     whose probe finds one chunk still settling, which it hands back.
 
-    Each has wall_s, cpu_s and proxy_counts; pull_s: how long each of the pass's collecting
-    pulls took (the probe is not one of them)."""
+    idle_pass and full_idle_pass have wall_s, cpu_s, proxy_counts, skipped (the pass's
+    Skipped reason: "idle" for the idle tick, none for the full pass) and pull_s: how long
+    each of the pass's collecting pulls took (the probe is not one of them); idle_pass also
+    first_probe_wall_s, the instance's first idle pass (its probe waits longer).
+    busy_pass_overhead has proxy_counts only."""
     config = em.config()
     env = {**em.env, "STORAGE_EMULATOR_HOST": proxy.url}
     uid = "asm-idle"

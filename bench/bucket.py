@@ -22,6 +22,7 @@ CLASSES = ((0, "standard"), (30, "nearline"), (90, "coldline"), (365, "archive")
 # Autoclass leaves objects under 128 KiB in Standard, and charges no fee for them.
 AUTOCLASS_MIN_BYTES = 128 * 1024
 DAYS_PER_MONTH = 30
+YEARS = 5  # the days summarize() computes: through month 60, the last of year 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +69,9 @@ def daily_costs(usage: Usage, policy: str, days: int, price: dict) -> list[dict[
     return out
 
 
-def summarize(usage: Usage, policy: str, price: dict, years: int = 5) -> dict:
+def summarize(usage: Usage, policy: str, price: dict) -> dict:
     """The first year's total, the 13th month (the first of year 2) and the 60th, by item."""
-    days = daily_costs(usage, policy, years * 365, price)
+    days = daily_costs(usage, policy, YEARS * 365, price)
 
     def total(span) -> dict[str, float]:
         keys = days[0].keys()
@@ -83,6 +84,6 @@ def summarize(usage: Usage, policy: str, price: dict, years: int = 5) -> dict:
     return {
         "first_year": total(days[:365]),
         "month_13": month(13),
-        f"month_{years * 12}": month(years * 12),
+        "month_60": month(60),
         "gb_after_first_year": round(365 * usage.hours_per_day * usage.bytes_per_hour / 1e9, 1),
     }

@@ -2,7 +2,7 @@
 
     python -m bench.codec [--quick]      writes bench/results/codec.json (tmp/ with --quick)
 
-For speech (samples/speech-16k.wav; at 8 kHz the same, every other sample of pair averages),
+For speech (samples/speech-16k.wav; at 8 kHz the same, each pair of samples averaged into one),
 digital silence, full-scale white noise and low-level noise (Gaussian, sigma 100: a quiet
 room), cut in 1-second chunks at 16 and 8 kHz: the published bytes over the PCM bytes (with
 codec.encode's PCM fallback, and FLAC's own whether chosen or not), CPU ms per chunk of
@@ -26,14 +26,13 @@ import wave
 import numpy as np
 
 from bench import common
-from bench.cost import PRICE
+from bench.cost import PRICE, TIB
 from omi_receiver.runtime import codec
 from omi_receiver.runtime.codec import Encoding
 
 SPEECH = common.ROOT / "samples" / "speech-16k.wav"
 RATES = (16000, 8000)
 LEVELS = (0.0, 0.25, 0.5, 0.625, 0.75, 1.0)  # x 8 = libFLAC -0 .. -8; 0.625 is libsndfile's default
-TIB = 2**40
 
 
 def signals(rate: int, n_seconds: int) -> dict[str, list[bytes]]:

@@ -11,6 +11,7 @@ import statistics
 
 from bench import bucket
 from bench.common import read_result
+from omi_receiver.runtime.wav import HEADER_BYTES
 
 # USD list prices, us-central1, late 2026: the rows of docs/prices.md that name these keys
 # (tests/unit/test_docs.py checks the two agree). Verify before quoting; change both together.
@@ -76,11 +77,22 @@ def _ceil_granule(seconds: float) -> float:
     return math.ceil(seconds / GRANULE_S - 1e-9) * GRANULE_S
 
 
-def _ops_kinds(counts: dict) -> tuple[float, float]:
+def counts(d: dict) -> str:
+    """Request counts by kind, as the docs quote them: "compose 2, upload 3"."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
+
+
+def _ops_kinds(by_kind: dict) -> tuple[float, float]:
     """(Class A, Class B) requests in a proxy count; deletes are free."""
-    a = sum(counts.get(k, 0) for k in ("upload", "compose", "list", "patch"))
-    b = sum(counts.get(k, 0) for k in ("download", "metadata"))
+    a = sum(by_kind.get(k, 0) for k in ("upload", "compose", "list", "patch"))
+    b = sum(by_kind.get(k, 0) for k in ("download", "metadata"))
     return a, b
+
+
+def codec_cpu_per_user_hour(flac_ms: float, pcm_ms: float) -> float:
+    """Dollars per user-hour of the ingest CPU the FLAC codec adds (server CPU-ms per request with
+    CHUNK_ENCODING=flac and =pcm) on a busy instance: 3,600 one-second POSTs an hour."""
+    return 3600 * (flac_ms - pcm_ms) / 1000 / UTILIZATION * PRICE["vcpu_s"]
 
 
 def plan(users: int, asm: dict, scale: dict) -> dict:
@@ -188,8 +200,8 @@ def per_user_hour(
         # so every tick sweeps (a list page per 1,000 users).
         idle = asm["busy_pass_overhead" if users == 1 else "full_idle_pass"]["proxy_counts"]
 
-        def user_part(counts):
-            return {k: counts.get(k, 0) - idle.get(k, 0) for k in set(counts) | set(idle)}
+        def user_part(by_kind):
+            return {k: by_kind.get(k, 0) - idle.get(k, 0) for k in set(by_kind) | set(idle)}
 
         # The ticks after the last audio (the settled tail, a pass that finds nothing, the
         # sweeps that finalize) are the recording's, less what an idle shard pays anyway.
@@ -208,8 +220,8 @@ def per_user_hour(
         per_user = 60 * p["shards"] / users
         cost["storage Class A (flush writes)"] = class_a * PRICE["class_a"]
         cost["storage Class B (state reads)"] = class_b * PRICE["class_b"]
-        cost["storage, per-pass requests (" + ", ".join(f"{k} {v}" for k, v in sorted(idle.items())) + ")"] = (
-            per_user * (over_a * PRICE["class_a"] + over_b * PRICE["class_b"])
+        cost["storage, per-pass requests (" + counts(idle) + ")"] = per_user * (
+            over_a * PRICE["class_a"] + over_b * PRICE["class_b"]
         )
     else:
         n = 60 if design.startswith("rewrite per minute") else requests
@@ -240,12 +252,12 @@ def idle_month(shards: int, asm: dict, size: str) -> dict:
     def instance_s(m: dict) -> float:
         return _ceil_granule(m["wall_s"] + m["cpu_s"] * (1 / vcpu - 1))
 
-    def requests(counts: dict) -> float:
-        a, b = _ops_kinds(counts)
+    def requests(by_kind: dict) -> float:
+        a, b = _ops_kinds(by_kind)
         return a * PRICE["class_a"] + b * PRICE["class_b"]
 
-    def kinds(counts: dict) -> str:
-        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+    def kinds(d: dict) -> str:
+        return counts(d) or "none"
 
     return {
         f"Cloud Scheduler ({shards} job{'s' if shards > 1 else ''}; 3 free per billing account)": shards
@@ -285,7 +297,8 @@ def heavy_user(r: dict, per_hour: float, docs_example_per_hour: float) -> dict:
             rows[f"this design, {fmt}, {policy}"] = _heavy_row(
                 bucket.summarize(usage, policy, PRICE), per_hour + compact_per_hour, hours_year
             )
-    docs = bucket.Usage(HEAVY_HOURS_PER_DAY, pcm_hour + 3600 * 44, 3600 * HEAVY_HOURS_PER_DAY)  # WAV header each
+    # An object per 1-second POST, each with its own WAV header.
+    docs = bucket.Usage(HEAVY_HOURS_PER_DAY, pcm_hour + 3600 * HEADER_BYTES, 3600 * HEAVY_HOURS_PER_DAY)
     rows["docs example (object per POST), WAV, standard"] = _heavy_row(
         bucket.summarize(docs, "standard", PRICE), docs_example_per_hour, hours_year
     )
@@ -550,8 +563,8 @@ def _markdown(r: dict, data: dict) -> str:
         f"  header upload, two state writes: Class A; one state read of {asm['state_object_bytes']} B on average: Class B; no",
         "  audio is ever downloaded) and the ticks after the last audio until it is finalized, each counted at the",
         "  proxy. A streaming pass's own overhead is counted apart, once per shard per tick, shared by the users: at",
-        f"  1 user the shard lease ({', '.join(f'{k} {v}' for k, v in sorted(asm['busy_pass_overhead']['proxy_counts'].items()))}; no state listing while the recording is open,",
-        f'  docs/design.md, "An idle pass"), with many users also a sweep every tick ({", ".join(f"{k} {v}" for k, v in sorted(asm["full_idle_pass"]["proxy_counts"].items()))},',
+        f"  1 user the shard lease ({counts(asm['busy_pass_overhead']['proxy_counts'])}; no state listing while the recording is open,",
+        f'  docs/design.md, "An idle pass"), with many users also a sweep every tick ({counts(asm["full_idle_pass"]["proxy_counts"])},',
         "  a list page per 1,000 users). The ticks after the last audio are counted less what an idle shard's probe",
         "  requests anyway. The same for every sender, since a tick flushes a user's minute at once (legacy: 6",
         "  chunks of 10 s).",
@@ -650,7 +663,7 @@ def _what_bounds(name: str, r: dict, data: dict) -> str:
         if "ingest_pcm" not in level:
             return f"Pub/Sub bytes, the flush writes and the POSTs alone are {usd(fixed)}."
         flac, pcm = (level[s]["cpu_ms_per_request"]["server"] for s in ("ingest", "ingest_pcm"))
-        extra = 3600 * (flac - pcm) / 1000 / UTILIZATION * PRICE["vcpu_s"]
+        extra = codec_cpu_per_user_hour(flac, pcm)
         return (
             f"Pub/Sub bytes, the flush writes and the POSTs alone are {usd(fixed)}. The FLAC codec costs ingest "
             f"{flac - pcm:.2f} CPU-ms per request under load ({pcm} with CHUNK_ENCODING=pcm, {flac} with flac, at 50 "

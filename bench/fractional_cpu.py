@@ -39,9 +39,10 @@ from bench.cpu_quota import PERIOD_US, CpuQuota
 from bench.ingest import TOKEN, _warm_emulator
 from omi_receiver.devtools import emulators
 from omi_receiver.devtools.functions import FunctionServer
-from omi_receiver.runtime.config import Config
+from omi_receiver.runtime.codec import Encoding
 
 QUOTAS = (0.083, 0.167, 0.333, 0.583, 1.0)
+ENCODINGS = tuple(e.value for e in Encoding)  # CHUNK_ENCODING: pcm, flac
 SAMPLE = ROOT / "samples" / "speech-16k.wav"
 CHUNK_SECONDS = 1.0
 CATCH_UP = 4
@@ -115,12 +116,6 @@ def _chunks() -> list[bytes]:
         frames = wav.readframes(wav.getnframes())
     size = int(wav.getframerate() * CHUNK_SECONDS) * wav.getsampwidth()
     return [frames[i : i + size] for i in range(0, len(frames) - size + 1, size)]
-
-
-def encodings() -> list[str]:
-    """pcm, and flac once ingest has the CHUNK_ENCODING setting."""
-    has = any(f.name == "chunk_encoding" for f in dataclasses.fields(Config))
-    return ["pcm", "flac"] if has else ["pcm"]
 
 
 def _memory(pids: list[int]) -> dict:
@@ -277,11 +272,8 @@ def run(quick: bool, log=print) -> dict:
         # After the warm-up: it sees only ingest's messages, to tell which went out as FLAC.
         subscription = f"projects/{PROJECT}/subscriptions/bench-fractional-sub"
         pubsub_v1.SubscriberClient().create_subscription(name=subscription, topic=topic_path)
-        has_setting = len(encodings()) > 1
-        for encoding in encodings():
-            env = {**em.env, "INGEST_TOKENS": TOKEN, "CHUNKS_TOPIC": topic}
-            if has_setting:
-                env["CHUNK_ENCODING"] = encoding
+        for encoding in ENCODINGS:
+            env = {**em.env, "INGEST_TOKENS": TOKEN, "CHUNKS_TOPIC": topic, "CHUNK_ENCODING": encoding}
             log(f"  CHUNK_ENCODING={encoding}")
             results[encoding] = _measure(env, em.tmp, chunks, plan, log)
             published = _pull_all(subscription, len(QUOTAS) * _posts_per_quota(plan))

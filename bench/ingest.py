@@ -48,7 +48,13 @@ TARGETS = {
     "cpu_vs_floor_max": 2.0,
     "p99_vs_floor_max": 3.0,
 }
-SERVERS = ("ingest", "floor", "publish_floor", "ingest_pcm")
+# Each server measured: its source and the environment it adds.
+SERVERS = {
+    "ingest": ("main.py", {}),
+    "floor": ("bench/floor_main.py", {}),
+    "publish_floor": ("bench/publish_floor_main.py", {}),
+    "ingest_pcm": ("main.py", {"CHUNK_ENCODING": "pcm"}),
+}
 
 
 def _load(
@@ -90,16 +96,11 @@ def run(quick: bool, log=print) -> dict:
         env = {**em.env, "INGEST_TOKENS": TOKEN, "CHUNKS_TOPIC": topic}
         servers = {}
         try:
-            for name, source, extra_env in (
-                ("ingest", "main.py", {}),
-                ("floor", "bench/floor_main.py", {}),
-                ("publish_floor", "bench/publish_floor_main.py", {}),
-                ("ingest_pcm", "main.py", {"CHUNK_ENCODING": "pcm"}),
-            ):
+            for name, (source, extra_env) in SERVERS.items():
                 port = emulators.free_port()
                 proc = spawn_function(source, "receive_chunk", port, {**env, **extra_env}, em.tmp / f"{name}.log")
                 servers[name] = (port, proc)
-            for _name, (port, proc) in servers.items():
+            for port, proc in servers.values():
                 wait_http(f"http://127.0.0.1:{port}/")
                 # The first requests import the clients and open the channel: not part of any round.
                 _load(port, proc.pid, {}, 4, 32_000, 1.0, 0.5)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from bench import cost, report_footprint
 from bench.assembler import SAMPLES
 from bench.common import read_result
-from bench.ingest import WARMUP_BLOCK
+from bench.cost import counts
+from bench.ingest import SERVERS, WARMUP_BLOCK
 from omi_receiver.runtime.config import Config
 
 
@@ -26,10 +27,6 @@ def provenance(results: list[dict]) -> str:
         + ", ".join(f"`{k}` {v}" for k, v in sources.items())
         + "."
     )
-
-
-def counts(d: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
 
 
 def ok(flag: bool, value: float | None = None, limit: float | None = None) -> str:
@@ -194,7 +191,7 @@ def performance() -> str:
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv, row in ING.items():
-        for name in ("ingest", "floor", "publish_floor", "ingest_pcm"):
+        for name in SERVERS:
             if name not in row:
                 continue
             x = row[name]
@@ -479,8 +476,10 @@ def performance() -> str:
         "  `.local/`. Everything started is stopped by process group at the end of each section.",
         "- The assembler runs in `bench/worker.py`, a subclass of `Assembler` that only records which uids it",
         "  flushed and times its pulls and storage requests; the code path is the function's.",
-        "- The chunks are 1-second slices of samples/speech-16k.wav, published as ingest publishes them (FLAC): the",
-        "  codec's bytes and CPU depend on what it encodes. The load generator posts the same speech.",
+        "- The chunks published to Pub/Sub are 1-second slices of samples/speech-16k.wav, encoded as ingest publishes",
+        "  them (FLAC): the codec's bytes and CPU depend on what it encodes. The load generator posts the same speech.",
+        "  The flush-only measurements (flush time against recording length, the flush stage alone) hand `flush_user`",
+        "  1-second chunks of random bytes directly, with no Pub/Sub: a flush writes PCM and never runs the codec.",
         "- `python -m bench.run --quick` is a ~2-3 minute smoke run writing to `bench/results/tmp/` only.",
         "",
     ]
@@ -495,7 +494,7 @@ def _codec_note(ING: dict, level: str) -> list[str]:
     flac, pcm = (row[s]["cpu_ms_per_request"]["server"] for s in ("ingest", "ingest_pcm"))
     codec = read_result("codec")
     saved = codec["16000"]["economics"]["pubsub_saved_usd_per_user_hour"] if codec else None
-    extra_usd = 3600 * (flac - pcm) / 1000 / cost.UTILIZATION * cost.PRICE["vcpu_s"]
+    extra_usd = cost.codec_cpu_per_user_hour(flac, pcm)
     return [
         f"- **The codec.** At {conns(level)} ingest with `CHUNK_ENCODING=pcm` spends {pcm} CPU-ms per request; FLAC",
         f"  (encoding the chunk, then decoding it to check it is the same PCM) makes it {flac}: {flac - pcm:.2f} ms more,",

@@ -41,7 +41,7 @@ def _end_to_end(em: Emulators, users: int, passes: int, log, shards: int = 1) ->
         for pool in pools:
             pool.shutdown()
     flushed_by = Counter()
-    for _i, r in enumerate(results):
+    for r in results:
         for uid in set(r["flushed"]):
             flushed_by[uid] += 1
     assembled = sum(r["out"]["assembled"] for r in results)
