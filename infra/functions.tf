@@ -267,7 +267,7 @@ resource "google_cloudfunctions2_function" "this" {
     # compaction: libopus takes ~215 CPU s per audio hour; an event function stops at 540 s.
     precondition {
       condition     = each.key != "compactor" || var.recordings_compaction != "opus" || var.max_recording_seconds <= 7200
-      error_message = "recordings_compaction = \"opus\" needs max_recording_seconds <= 7200: encoding a longer recording would outlast the function's 540 s."
+      error_message = "recordings_compaction = \"opus\" needs max_recording_seconds <= 7200: encoding a longer recording would outlast the function's ${local.compaction_timeout_seconds} s."
     }
 
     # ingest
@@ -314,14 +314,12 @@ resource "google_cloudfunctions2_function" "this" {
   depends_on = [
     google_project_service.apis,
     # First apply in a new project: the build account's grants and the service agents have
-    # had time to take effect (agents.tf).
+    # had time to take effect (agents.tf). Through build_grants they also wait for what it waits
+    # for: google_project_iam_member.this, google_storage_bucket_iam_member.this and the build
+    # account's staging and registry grants.
     time_sleep.build_grants,
     time_sleep.service_agents,
     google_secret_manager_secret_iam_member.ingest_reads_token,
-    google_artifact_registry_repository_iam_member.build_pushes_images,
-    google_project_iam_member.this,
-    google_project_iam_member.build_reads_staged_source,
-    google_storage_bucket_iam_member.this,
     google_storage_bucket_iam_member.vad,
     google_storage_bucket_iam_member.compactor,
     # CHUNKS_TOPIC and CHUNKS_SUBSCRIPTION are base names, not references: wait for the

@@ -199,7 +199,7 @@ resource "google_cloud_run_service_iam_member" "ingest_public" {
 }
 
 # Eventarc delivers to every function with a trigger (the assembler, and the VAD consumer
-# when enabled) as the trigger account.
+# and the compactor when enabled) as the trigger account.
 resource "google_cloud_run_service_iam_member" "trigger_invokes" {
   for_each = { for name, fn in local.functions : name => fn if fn.trigger_topic != null }
 

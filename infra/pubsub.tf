@@ -15,7 +15,8 @@ locals {
   # deliveries; with 5 a healthy chunk of such a user could be dead-lettered.
   max_delivery_attempts = 10
   # How long a subscription keeps an unacked chunk (Pub/Sub's default; it allows up to 31
-  # days). The erase markers' lifetime (ERASE_MARKER_KEEP_US) is derived from it.
+  # days). The erase markers' lifetime (ERASE_MARKER_KEEP_US, a fixed 22 days in the code)
+  # must outlast three of these (chunk, hold, replayed chunk); tests/infra checks it does.
   seven_days = "604800s"
 
   ticks_topic = "assembler-ticks"

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import re
 
-import addresses
 import pytest
 import source_zips
 from hcl_eval import Unknown
 from test_terraform import (
-    INFRA,
-    PROJECT,
+    MEMBER,
     REPO,
+    SA_EMAIL,
     config,
     default,
     everything,
+    failing,
     functions,
     grants,
     instances,
     members_of,
-    preconditions,
     resolver,
     service_config,
     the,
@@ -35,20 +34,16 @@ from test_vad_consumer import USER, VIEWER, allows
 from omi_receiver.runtime.compaction import Format, Settings, compactor
 from omi_receiver.runtime.compaction.settings import COMPACTION_FORMAT
 
-SA = "google_service_account.compactor[0].email"
-MEMBER = f"serviceAccount:<{SA}>"
-
-
-def its_instances(fmt: str) -> set[str]:
-    return {
-        "google_service_account.compactor[0]",
-        *(
-            f'google_storage_bucket_iam_member.compactor["{g}"]'
-            for g in ("reads_recordings", "reads_states", "writes_compacted", "deletes_wavs")
-        ),
-        'google_cloudfunctions2_function.this["compactor"]',
-        'google_cloud_run_service_iam_member.trigger_invokes["compactor"]',
-    }
+# What switching compaction on adds, whatever the format: its resource instances.
+ITS_INSTANCES = {
+    "google_service_account.compactor[0]",
+    *(
+        f'google_storage_bucket_iam_member.compactor["{g}"]'
+        for g in ("reads_recordings", "reads_states", "writes_compacted", "deletes_wavs")
+    ),
+    'google_cloudfunctions2_function.this["compactor"]',
+    'google_cloud_run_service_iam_member.trigger_invokes["compactor"]',
+}
 
 
 def test_off_by_default_and_everything_it_adds_follows_the_switch():
@@ -57,16 +52,14 @@ def test_off_by_default_and_everything_it_adds_follows_the_switch():
     assert variable.attributes["type"].src.strip() == "string"
     assert default("recordings_compaction") == "off" == Settings().format.value
     assert r.evaluate(variable.attributes["nullable"]) is False
-    off = addresses.instance_addresses(INFRA, {"project_id": PROJECT})
     assert set(functions()) == {"ingest", "assembler"}
+    rendered_off = everything()
     for fmt in ("flac", "opus"):
-        on = addresses.instance_addresses(INFRA, {"project_id": PROJECT, "recordings_compaction": fmt})
-        assert off <= on and on - off == its_instances(fmt), fmt
-    # Switched on, everything else renders the same.
-    rendered_off, rendered_on = everything(), everything(recordings_compaction="flac")
-    assert set(rendered_on) - set(rendered_off) == its_instances("flac")
-    for address, body in rendered_off.items():
-        assert rendered_on[address] == body, f"{address} changes with recordings_compaction"
+        rendered_on = everything(recordings_compaction=fmt)
+        assert set(rendered_off) <= set(rendered_on) and set(rendered_on) - set(rendered_off) == ITS_INSTANCES, fmt
+        # Switched on, everything else renders the same.
+        for address, body in rendered_off.items():
+            assert rendered_on[address] == body, f"{address} changes with recordings_compaction = {fmt}"
 
 
 def test_the_setting_takes_exactly_what_the_code_takes():
@@ -91,7 +84,7 @@ def test_the_function_runs_the_main_zips_entry_with_its_setting_and_a_retried_tr
     assert build["source"][0]["storage_source"][0]["object"] == main_zip
     sc = service_config(fn)
     assert sc["environment_variables"] == {COMPACTION_FORMAT: fmt}
-    assert sc["service_account_email"] == Unknown(SA)
+    assert sc["service_account_email"] == Unknown(SA_EMAIL["compactor"])
     assert sc["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
     assert (sc["available_memory"], sc["available_cpu"], sc["timeout_seconds"]) == ("1Gi", "1", 540)
     assert sc["max_instance_request_concurrency"] == 1 and sc["min_instance_count"] == 0
@@ -113,7 +106,8 @@ def test_the_main_zip_holds_the_compaction_package():
 def test_its_account_reads_recordings_and_states_writes_its_format_and_deletes_wavs(fmt):
     bucket = the("google_storage_bucket", "recordings", recordings_compaction=fmt)["name"]
     given = instances("google_storage_bucket_iam_member", "compactor", recordings_compaction=fmt)
-    assert {g["member"] for g in given.values()} == {MEMBER} and {g["bucket"] for g in given.values()} == {bucket}
+    assert {g["member"] for g in given.values()} == {MEMBER["compactor"]}
+    assert {g["bucket"] for g in given.values()} == {bucket}
     by_role: dict[str, list[str]] = {}
     for g in given.values():
         by_role.setdefault(g["role"], []).append(g["condition"][0]["expression"])
@@ -136,23 +130,14 @@ def test_its_account_reads_recordings_and_states_writes_its_format_and_deletes_w
 
 def test_its_account_is_granted_nothing_else():
     every = grants(recordings_compaction="opus", vad_consumer_enabled=True, recordings_subscription_name="rec-sub")
-    to_it = {address for address, (_t, body) in every.items() if MEMBER in members_of(body)}
-    assert to_it == {a for a in its_instances("opus") if a.startswith("google_storage_bucket_iam_member.compactor[")}
-
-
-def failing(**overrides) -> list[str]:
-    return [
-        message
-        for key, conds in preconditions(**overrides).items()
-        for condition, message in conds
-        if key == "compactor" and condition is False
-    ]
+    to_it = {address for address, (_t, body) in every.items() if MEMBER["compactor"] in members_of(body)}
+    assert to_it == {a for a in ITS_INSTANCES if a.startswith("google_storage_bucket_iam_member.compactor[")}
 
 
 def test_opus_refuses_recordings_longer_than_it_can_encode_in_time():
     """libopus needs ~215 CPU s per audio hour: 2 h fit the function's 540 s."""
     assert compactor.MAX_SECONDS[Format.OPUS] == 7200
-    assert failing(recordings_compaction="opus", max_recording_seconds=7200) == []
-    assert failing(recordings_compaction="flac", max_recording_seconds=14400) == []
-    [message] = failing(recordings_compaction="opus", max_recording_seconds=7201)
-    assert "max_recording_seconds <= 7200" in message
+    assert failing("compactor", recordings_compaction="opus", max_recording_seconds=7200) == []
+    assert failing("compactor", recordings_compaction="flac", max_recording_seconds=14400) == []
+    [message] = failing("compactor", recordings_compaction="opus", max_recording_seconds=7201)
+    assert "max_recording_seconds <= 7200" in message and message.endswith("the function's 540 s.")

@@ -35,7 +35,6 @@ CHECKED_VERSIONS = {
 }
 
 
-# Needed only once infra/ uses the provider.
 @pytest.fixture(scope="module")
 def config() -> tf_config.Config:
     return tf_config.load(INFRA)

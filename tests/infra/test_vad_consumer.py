@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 
-import addresses
 import pytest
 import source_zips
 import vad_consumer as vad
@@ -28,6 +27,7 @@ from test_terraform import (
     grants,
     instances,
     members_of,
+    outputs,
     resolver,
     service_config,
     the,
@@ -57,10 +57,6 @@ def test_off_by_default_and_everything_it_adds_follows_the_switch():
     r = resolver()
     assert variable.attributes["type"].src.strip() == "bool"
     assert (r.evaluate(variable.attributes["default"]), r.evaluate(variable.attributes["nullable"])) == (False, False)
-    off = addresses.instance_addresses(INFRA, {"project_id": PROJECT})
-    on = addresses.instance_addresses(INFRA, {"project_id": PROJECT, **ON})
-    assert off <= on and on - off == ITS_INSTANCES
-    assert off == addresses.instance_addresses(INFRA, {"project_id": PROJECT, "vad_consumer_enabled": False})
     # Its zip is built only when it is on.
     for enabled, count in ((False, 0), (True, 1)):
         zips = resolver(vad_consumer_enabled=enabled).data("archive_file", "vad")
@@ -68,7 +64,8 @@ def test_off_by_default_and_everything_it_adds_follows_the_switch():
     # Switched on or off, everything else renders the same (and off, nothing refers to it).
     assert set(functions()) == {"ingest", "assembler"}
     rendered_off, rendered_on = everything(), everything(**ON)
-    assert set(rendered_on) - set(rendered_off) == ITS_INSTANCES
+    assert set(rendered_off) <= set(rendered_on) and set(rendered_on) - set(rendered_off) == ITS_INSTANCES
+    assert set(everything(vad_consumer_enabled=False)) == set(rendered_off)
     for address, body in rendered_off.items():
         assert rendered_on[address] == body, f"{address} changes with vad_consumer_enabled"
 
@@ -239,15 +236,14 @@ def test_its_account_is_granted_nothing_else():
 
 def test_outputs_name_the_consumer_when_it_exists():
     for enabled in (False, True):
-        r = resolver(vad_consumer_enabled=enabled)
-        outputs = {name: r.evaluate(block.attributes["value"]) for name, block in config().outputs.items()}
+        rendered = outputs(vad_consumer_enabled=enabled)
         names = {key: fn["name"] for key, fn in functions(vad_consumer_enabled=enabled).items()}
-        assert outputs["functions"] == names
+        assert rendered["functions"] == names
         accounts = {"ingest", "assembler", "trigger", "build"} | ({"vad"} if enabled else set())
-        assert set(outputs["service_accounts"]) == accounts
+        assert set(rendered["service_accounts"]) == accounts
         if enabled:
             assert names["vad"] == "omi-analyze-recording"
-            assert outputs["service_accounts"]["vad"] == Unknown(SA_EMAIL["vad"])
+            assert rendered["service_accounts"]["vad"] == Unknown(SA_EMAIL["vad"])
 
 
 def test_tfvars_example_shows_how_to_turn_it_on():

@@ -340,12 +340,12 @@ class Instance(hcl_eval.LazyObject):
         self.names = names
 
 
-def plain(value, meta: bool = False):
+def plain(value):
     """A rendered value with its instances turned into dicts: every argument written in the
     block, evaluated, and every nested block as a list of such dicts (dynamic blocks
-    expanded). Meta-arguments are left out unless `meta`. Unknowns stay Unknown."""
+    expanded). Meta-arguments are left out. Unknowns stay Unknown."""
     if isinstance(value, Instance):
-        return {n: plain(value.attr(n)) for n in value.names if meta or n not in META_ARGUMENTS}
+        return {n: plain(value.attr(n)) for n in value.names if n not in META_ARGUMENTS}
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
